@@ -1,0 +1,42 @@
+# fieldcap's task runner. `./dev TARGET` runs these, installing make first where it is missing.
+SHELL := /bin/sh
+VENV := .venv
+BIN := $(VENV)/bin
+export FIELDCAP_MODEL_DIR ?= $(CURDIR)/.cache/models
+SECONDS ?= 10
+
+.PHONY: help setup setup-test demo test test-fast lint check bench soak clean
+
+help:
+	@echo "targets: setup demo test lint typecheck bench soak clean"
+
+setup:
+	sh scripts/setup.sh runtime
+
+setup-test:
+	sh scripts/setup.sh test
+
+demo: setup
+	$(BIN)/fieldcap demo --seconds $(SECONDS)
+
+lint: setup-test check
+
+check:
+	$(BIN)/ruff check agent drivers models sync tests bench
+	$(BIN)/ruff format --check agent sync
+	$(BIN)/mypy
+
+test: setup-test check
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-fast:
+	$(BIN)/python -m pytest -q -x -p no:cacheprovider
+
+bench: setup-test
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+soak: setup-test
+	$(BIN)/python bench/soak.py --minutes 30
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

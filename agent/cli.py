@@ -1,0 +1,319 @@
+"""The ``fieldcap`` command line.
+
+Every user mistake ends in one line saying what is wrong, where, and what to do, and a non-zero
+exit status — never a traceback. Subsystems contribute their own command groups (``qc`` and
+``models`` from ``models``, ``devices`` from ``drivers``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from agent.errors import FieldcapError
+
+log = logging.getLogger("fieldcap")
+
+
+def setup_logging(verbose: int, fmt: str = "human") -> None:
+    from agent.logs import configure
+
+    configure(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING, fmt)
+
+
+class UserError(click.ClickException):
+    """A user mistake: printed as the bare message (``FILE: key: what is wrong``), exit status 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.format_message(), err=True)
+
+
+def _fail(exc: BaseException) -> click.ClickException:
+    return UserError(str(exc))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option(
+    "--log-format",
+    type=click.Choice(["human", "json"]),
+    default="human",
+    show_default=True,
+    help="Log lines for people or JSON lines for log collectors.",
+)
+@click.version_option(package_name="fieldcap")
+def cli(verbose: int, log_format: str) -> None:
+    """fieldcap: capture, screen and safely sync field data for AI datasets."""
+    setup_logging(verbose, log_format)
+
+
+# ---------------------------------------------------------------------------- config
+
+
+@cli.group()
+def config() -> None:
+    """Check configuration files."""
+
+
+@config.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--no-secrets", is_flag=True, help="Do not check that secret files exist (e.g. on a build machine).")
+def config_validate(file: Path, no_secrets: bool) -> None:
+    """Validate FILE (and that its secret files exist); print what is wrong, exit non-zero."""
+    from agent.config import check_secrets, load_config
+
+    try:
+        cfg = load_config(file)
+        if not no_secrets:
+            check_secrets(cfg, str(file))
+    except FieldcapError as exc:
+        raise _fail(exc) from None
+    click.echo(f"{file}: OK ({len(cfg.devices)} devices, device id {cfg.agent.device_id!r})")
+
+
+# ---------------------------------------------------------------------------- local catalog
+
+
+def _data_dir(config_file: Path | None, data_dir: Path | None) -> tuple[Path, str]:
+    from agent.config import load_config
+
+    if data_dir is not None:
+        return data_dir, "local"
+    if config_file is None:
+        raise click.UsageError("give --config FILE or --data-dir DIR")
+    try:
+        cfg = load_config(config_file)
+    except FieldcapError as exc:
+        raise _fail(exc) from None
+    return cfg.agent.data_dir, cfg.agent.device_id
+
+
+@cli.command("ls")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Agent config file.")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Data directory (instead of --config)."
+)
+@click.option("--stream", help="Only this stream.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per capture per line.")
+def ls_cmd(config_file: Path | None, data_dir: Path | None, stream: str | None, as_json: bool) -> None:
+    """What the local catalog holds: record_id, stream, kind, sha256, size, state."""
+    from agent.catalog import Catalog
+
+    ddir, device = _data_dir(config_file, data_dir)
+    path = ddir / "catalog.sqlite"
+    if not path.exists():
+        raise click.ClickException(f"{path}: no catalog here yet (has the agent run with this data directory?)")
+    try:
+        with Catalog(path, device) as cat:
+            rows = cat.captures(stream=stream)
+    except FieldcapError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        for r in rows:
+            click.echo(
+                json.dumps(
+                    {
+                        "record_id": r.record_id,
+                        "stream": r.stream,
+                        "kind": r.kind,
+                        "sha256": r.sha256,
+                        "size": r.size,
+                        "state": r.state,
+                        "created_utc": r.created_utc,
+                    }
+                )
+            )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for col in ("record_id", "stream", "kind", "sha256", "size", "state"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.record_id, r.stream, r.kind, (r.sha256 or "-")[:16], str(r.size or "-"), r.state)
+    Console().print(table)
+
+
+# ---------------------------------------------------------------------------- daemon and demo
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    while not stop.wait(1.0):
+        pass
+
+
+@cli.command("run")
+@click.option(
+    "--config", "config_file", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Agent config file."
+)
+def run_cmd(config_file: Path) -> None:
+    """Run the agent: capture, screen, keep and sync until SIGTERM."""
+    from agent.config import check_secrets, load_config
+    from agent.daemon import Agent
+
+    try:
+        cfg = load_config(config_file)
+        check_secrets(cfg, str(config_file))
+        agent = Agent(cfg, config_file=str(config_file))
+        agent.start()
+    except FieldcapError as exc:
+        raise _fail(exc) from None
+    try:
+        _wait_for_signal()
+    finally:
+        agent.stop()
+
+
+@cli.command("demo")
+@click.option("--seconds", default=10.0, show_default=True, type=click.FloatRange(1, 3600), help="How long to capture.")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep everything here (default: a new temp dir).",
+)
+def demo_cmd(seconds: float, workdir: Path | None) -> None:
+    """Run the whole path on simulated devices with a throwaway broker, then check it."""
+    from agent.demo import run_demo
+    from sync import SyncError
+
+    try:
+        code = run_demo(seconds, workdir, click.echo)
+    except (FieldcapError, SyncError) as exc:
+        raise _fail(exc) from None
+    sys.exit(code)
+
+
+# ---------------------------------------------------------------------------- central side
+
+
+@cli.command("ingest")
+@click.option("--broker", required=True, help="Broker URL, mqtt://host:port or mqtts://host:port.")
+@click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")
+@click.option(
+    "--blobs", "blob_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Blob directory."
+)
+@click.option(
+    "--group",
+    default="ingest",
+    show_default=True,
+    help="Shared-subscription group; ingesters in one group split the load.",
+)
+@click.option("--username", help="MQTT username.")
+@click.option(
+    "--password-file", type=click.Path(dir_okay=False, path_type=Path), help="File holding the MQTT password."
+)
+@click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), help="CA certificate for mqtts://.")
+@click.option("--cert-file", type=click.Path(dir_okay=False, path_type=Path), help="Client certificate.")
+@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), help="Client key.")
+def ingest_cmd(
+    broker: str,
+    store_url: str,
+    blob_dir: Path,
+    group: str,
+    username: str | None,
+    password_file: Path | None,
+    ca_file: Path | None,
+    cert_file: Path | None,
+    key_file: Path | None,
+) -> None:
+    """Receive, verify, deduplicate and store what devices publish, and answer with receipts."""
+    from agent.config import resolve_secret
+    from sync import BlobTree, Credentials, Ingester, SyncError, open_store, tls_context
+
+    try:
+        password = resolve_secret("--password-file", "", str(password_file)) if password_file else None
+        tls = (
+            tls_context(str(ca_file), str(cert_file) if cert_file else None, str(key_file) if key_file else None)
+            if ca_file
+            else None
+        )
+        store = open_store(store_url)
+        ingester = Ingester(
+            broker=broker,
+            store=store,
+            blobs=BlobTree(blob_dir),
+            group=group,
+            credentials=Credentials(username, password, tls),
+        )
+    except (FieldcapError, SyncError, ValueError, OSError) as exc:
+        raise _fail(exc) from None
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        ingester.stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    try:
+        ingester.run()
+    finally:
+        store.close()
+
+
+@cli.group()
+def central() -> None:
+    """Inspect the central store."""
+
+
+@central.command("ls")
+@click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")
+@click.option("--device", help="Only this device.")
+@click.option("--kind", help="Only this record kind (capture, verdict, event, ...).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per record per line.")
+def central_ls(store_url: str, device: str | None, kind: str | None, as_json: bool) -> None:
+    """What the central store holds: device, record_id, kind, sha256, size, received time."""
+    from sync import open_store
+
+    try:
+        store = open_store(store_url)
+    except (ValueError, OSError) as exc:
+        raise _fail(exc) from None
+    try:
+        rows = store.list_records(device=device, kind=kind)
+    finally:
+        store.close()
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps(r))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for col in ("device", "record_id", "kind", "sha256", "size", "received_utc"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["device"], r["record_id"], r["kind"], (r["sha256"] or "-")[:16], str(r["size"] or "-"), r["received_utc"]
+        )
+    Console().print(table)
+
+
+def _register_subsystems() -> None:
+    from drivers.commands import devices_group
+    from models.commands import models_group, qc_command
+
+    cli.add_command(qc_command, "qc")
+    cli.add_command(models_group, "models")
+    cli.add_command(devices_group, "devices")
+
+
+def main(argv: list[str] | None = None) -> Any:
+    _register_subsystems()
+    return cli.main(args=argv, prog_name="fieldcap")

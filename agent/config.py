@@ -1,0 +1,242 @@
+"""The agent's TOML configuration, validated strictly.
+
+Each component gets its own section (``[agent]``, ``[[devices]]``, ``[capture.NAME]``, ``[storage]``,
+``[qc]``, ``[sync]``) and only ever sees that section. Every model forbids unknown keys so that a
+typo is an error rather than a silently ignored setting. Secrets are never values in the TOML:
+fields ending in ``_file`` name files, resolved against ``$CREDENTIALS_DIRECTORY`` (systemd
+``LoadCredential=``) when relative.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agent.errors import ConfigError
+from drivers import DeviceSettings, driver_modality
+from models import QcSettings
+from sync import SyncSettings
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AgentSettings(_Strict):
+    """Who this device is and where it keeps its data."""
+
+    device_id: Annotated[
+        str,
+        Field(
+            pattern=NAME_PATTERN,
+            description="Device identity: the MQTT username / certificate CN and the topic prefix. "
+            "Letters, digits, '_', '.', '-' only (no MQTT wildcards or '/').",
+        ),
+    ]
+    site: str = Field(default="", description="Site name recorded with every session and record.")
+    station: str = Field(default="", description="Station (room, booth) within the site.")
+    data_dir: Path = Field(
+        default=Path("/var/lib/fieldcap"),
+        description="Directory holding the local catalog (catalog.sqlite) and media/.",
+    )
+
+
+class CaptureSettings(_Strict):
+    """What the recorder keeps from one device's stream."""
+
+    policy: Literal["every", "interval", "segment", "readings"] = Field(
+        description="every: each sample; interval: one sample every interval_s; segment: "
+        "continuous audio cut into segment_s files; readings: sensor values in the catalog, "
+        "synced in batches of batch_s."
+    )
+    interval_s: float = Field(default=10.0, gt=0, le=86400, description="Seconds between kept frames (interval).")
+    segment_s: float = Field(default=30.0, gt=0.1, le=3600, description="Length of an audio segment (segment).")
+    batch_s: float = Field(default=10.0, gt=0, le=3600, description="Seconds of readings per synced batch (readings).")
+    image_format: Literal["jpeg", "png"] = Field(
+        default="jpeg", description="Visible frames as JPEG or PNG; thermal is always 16-bit PNG."
+    )
+    jpeg_quality: int = Field(default=92, ge=1, le=100, description="JPEG quality for visible frames.")
+    qc_profile: str | None = Field(
+        default=None,
+        description="QC profile screening this stream (default by modality: booth-speech, camera-visible, camera-ir).",
+    )
+
+
+class StorageSettings(_Strict):
+    """Local durability and disk use."""
+
+    synchronous: Literal["full", "normal"] = Field(
+        default="full",
+        description="SQLite synchronous mode; 'full' survives power loss, 'normal' only process crashes.",
+    )
+    high_watermark_pct: float = Field(
+        default=90.0, gt=0, le=100, description="Disk use above which confirmed media is evicted."
+    )
+    low_watermark_pct: float = Field(
+        default=80.0, gt=0, le=100, description="Disk use eviction brings the disk back to."
+    )
+    queue_size: int = Field(
+        default=64,
+        ge=1,
+        le=10000,
+        description="Captures waiting to be written before new ones are dropped (and recorded as drops).",
+    )
+
+    @model_validator(mode="after")
+    def _watermarks(self) -> StorageSettings:
+        if self.low_watermark_pct >= self.high_watermark_pct:
+            raise ValueError("low_watermark_pct must be below high_watermark_pct")
+        return self
+
+
+class SessionDefaults(_Strict):
+    """Session metadata used by the daemon's background sessions and the booth."""
+
+    subject_key_file: str | None = Field(
+        default=None,
+        description="File holding the key that turns subject IDs into pseudonyms (HMAC-SHA256).",
+    )
+    operator: str = Field(default="", description="Operator name recorded with sessions.")
+
+
+class Config(_Strict):
+    """A whole agent configuration file."""
+
+    agent: AgentSettings = Field(description="Device identity and data directory.")
+    devices: list[DeviceSettings] = Field(default_factory=list, description="Devices to capture from.")
+    capture: dict[str, CaptureSettings] = Field(
+        default_factory=dict, description="Capture policy per device name; a default is used when absent."
+    )
+    storage: StorageSettings = Field(default_factory=StorageSettings, description="Local storage.")
+    qc: QcSettings = Field(default_factory=QcSettings, description="QC profiles and models.")
+    sync: SyncSettings = Field(default_factory=SyncSettings, description="Central sync.")
+    session: SessionDefaults = Field(default_factory=SessionDefaults, description="Session defaults.")
+
+    @model_validator(mode="after")
+    def _names(self) -> Config:
+        seen: set[str] = set()
+        for device in self.devices:
+            if device.name in seen:
+                raise ValueError(f"device name {device.name!r} is used twice; names must be unique")
+            seen.add(device.name)
+        for name in self.capture:
+            if name not in seen:
+                raise ValueError(f"[capture.{name}] names no device; known devices: {sorted(seen) or 'none'}")
+        return self
+
+    def capture_for(self, name: str) -> CaptureSettings:
+        """The capture policy of a device, or the default for its modality."""
+        if name in self.capture:
+            return self.capture[name]
+        device = next(d for d in self.devices if d.name == name)
+        modality = driver_modality(device.type)
+        if modality == "audio":
+            return CaptureSettings(policy="segment")
+        if modality == "sensor":
+            return CaptureSettings(policy="readings")
+        return CaptureSettings(policy="interval")
+
+
+def _format_loc(loc: tuple[int | str, ...], data: Any) -> str:
+    """Turn a pydantic error location into ``devices[1].uri``, dropping union tags."""
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue  # the discriminator's tag, not a key the user wrote
+        out += f".{part}" if out else part
+        node = node.get(part) if isinstance(node, dict) else None
+    return out
+
+
+def parse_config(data: dict[str, Any], file: str = "<config>") -> Config:
+    """Validate a parsed TOML document; raise ConfigError naming the first problem."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        lines = []
+        for err in errors:
+            key = _format_loc(tuple(err["loc"]), data)
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check its spelling; see the configuration reference in the README)"
+            lines.append((key, msg))
+        key, msg = lines[0]
+        if len(lines) > 1:
+            msg += "".join(f"\n{file}: {k}: {m}" for k, m in lines[1:])
+        raise ConfigError(file, key, msg) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML config file."""
+    file = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(file, "", "file not found") from None
+    except OSError as exc:
+        raise ConfigError(file, "", f"cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(file, "", "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "", f"not valid TOML: {exc}") from None
+    return parse_config(data, file)
+
+
+def resolve_secret(file: str, key: str, name: str) -> str:
+    """Read a secret from a file, relative names resolved in ``$CREDENTIALS_DIRECTORY``.
+
+    Trailing newlines are stripped because editors and ``echo`` add them.
+    """
+    path = Path(name)
+    if not path.is_absolute():
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if creds:
+            path = Path(creds) / path
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except FileNotFoundError:
+        raise ConfigError(
+            file, key, f"secret file {str(path)!r} not found; create it (mode 0600) or fix the path"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(file, key, f"cannot read secret file {str(path)!r}: {exc.strerror}") from None
+
+
+def check_secrets(config: Config, file: str) -> None:
+    """Fail early, with the key path, on secret files that are missing."""
+    sync = config.sync
+    if sync.password_file:
+        resolve_secret(file, "sync.password_file", sync.password_file)
+    if sync.tls:
+        for attr in ("ca_file", "cert_file", "key_file"):
+            value = getattr(sync.tls, attr)
+            if value:
+                resolve_secret_path(file, f"sync.tls.{attr}", value)
+    if config.session.subject_key_file:
+        resolve_secret(file, "session.subject_key_file", config.session.subject_key_file)
+
+
+def resolve_secret_path(file: str, key: str, name: str) -> Path:
+    """The path of a credential file (for TLS files, which libraries open themselves)."""
+    path = Path(name)
+    if not path.is_absolute():
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if creds:
+            path = Path(creds) / path
+    if not path.is_file():
+        raise ConfigError(file, key, f"credential file {str(path)!r} not found; create it or fix the path")
+    return path

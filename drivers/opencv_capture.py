@@ -1,0 +1,275 @@
+"""OpenCV capture plumbing shared by the camera and thermal drivers.
+
+- ``cap_prop(name)`` looks capture properties up by *name*: OpenCV 5 renumbered several (the
+  open/read timeouts among them), so numbers baked into code silently set the wrong property.
+- ``open_ffmpeg_stream`` opens RTSP/HTTP through FFmpeg with the transport and the open/read
+  timeouts, so a dead camera fails within the configured time instead of OpenCV's 30 s default.
+- ``FrameGrabber`` is the drain thread: it reads every frame as it arrives and keeps only the
+  newest, so a consumer always gets a current frame instead of one aged in FFmpeg's buffer;
+  frames overwritten before anyone took them are counted (they become ``stats.drops``).
+- ``CaptureDriver`` ties them to the ``Driver`` base: a failed read (``isOpened()`` stays true
+  after a stream died, so only reads tell) releases the capture and lets the base reopen it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import cv2
+import numpy as np
+
+from drivers.base import Driver, RawSample
+from drivers.errors import DriverIOError, DriverOpenError
+
+if TYPE_CHECKING:
+    from drivers.settings.camera import NetworkStreamFields
+    from drivers.settings.common import CommonSettings
+
+__all__ = [
+    "CaptureDriver",
+    "FrameGrabber",
+    "VideoCaptureLike",
+    "cap_prop",
+    "fourcc_str",
+    "open_ffmpeg_stream",
+    "stream_url",
+]
+
+S = TypeVar("S", bound="CommonSettings")
+_env_lock = threading.Lock()
+
+
+class VideoCaptureLike(Protocol):
+    """The part of ``cv2.VideoCapture`` the drivers use (emulated by ``drivers.sim.v4l2``)."""
+
+    def isOpened(self) -> bool: ...  # noqa: N802 - OpenCV's name
+    def grab(self) -> bool: ...
+    def retrieve(self) -> tuple[bool, Any]: ...
+    def read(self) -> tuple[bool, Any]: ...
+    def get(self, prop: int) -> float: ...
+    def set(self, prop: int, value: float) -> bool: ...
+    def release(self) -> None: ...
+    def getBackendName(self) -> str: ...  # noqa: N802 - OpenCV's name
+
+
+def cap_prop(name: str) -> int | None:
+    """The number of ``cv2.<name>`` in this OpenCV build, or None if it has no such property."""
+    value = getattr(cv2, name, None)
+    return int(value) if isinstance(value, int) else None
+
+
+def fourcc_str(value: float) -> str:
+    """``CAP_PROP_FOURCC`` as text ('MJPG'); '' when the backend reports none."""
+    code = int(value)
+    if code <= 0:
+        return ""
+    return "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4))
+
+
+def stream_url(settings: NetworkStreamFields) -> str:
+    """The URL with the credentials from ``credentials_file`` (``user:password``) inserted."""
+    if settings.credentials_file is None:
+        return settings.url
+    try:
+        with open(settings.credentials_file, encoding="utf-8") as fh:
+            secret = fh.read().strip()
+    except OSError as exc:
+        raise DriverOpenError(
+            f"{settings.name}: cannot read credentials file {settings.credentials_file!r}: {exc}"
+        ) from exc
+    user, _, password = secret.partition(":")
+    parts = urlsplit(settings.url)
+    auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{auth}@{host}"))
+
+
+def redact(url: str) -> str:
+    """The URL without credentials, for messages and metadata."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def open_ffmpeg_stream(settings: NetworkStreamFields, extra: list[int] | None = None) -> Any:
+    """Open a network stream through FFmpeg with transport and timeouts; DriverOpenError if not."""
+    params: list[int] = []
+    for name, seconds in (
+        ("CAP_PROP_OPEN_TIMEOUT_MSEC", settings.open_timeout_s),
+        ("CAP_PROP_READ_TIMEOUT_MSEC", settings.stall_timeout_s),
+    ):
+        prop = cap_prop(name)
+        if prop is not None:
+            params += [prop, round(seconds * 1000)]
+    params += extra or []
+    options = f"rtsp_transport;{settings.transport}"
+    url = stream_url(settings)
+    # FFmpeg reads its options from the environment at open time; the lock keeps two streams
+    # with different transports from seeing each other's value.
+    with _env_lock:
+        saved = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = options
+        try:
+            cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+        finally:
+            if saved is None:
+                del os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"]
+            else:
+                os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = saved
+    if not cap.isOpened():
+        cap.release()
+        raise DriverOpenError(
+            f"{settings.name}: cannot open stream {redact(settings.url)} within "
+            f"{settings.open_timeout_s:g} s (is the camera reachable, the path and the "
+            f"credentials right? try transport='{'udp' if settings.transport == 'tcp' else 'tcp'}')"
+        )
+    return cap
+
+
+@dataclass(slots=True)
+class Grabbed:
+    """The newest frame held by a ``FrameGrabber``."""
+
+    frame: Any
+    t_mono_ns: int
+    index: int
+    pts: float
+    pos_msec: float
+
+
+class FrameGrabber:
+    """Drain thread: reads frames continuously, keeps only the newest, counts overwritten ones."""
+
+    def __init__(self, cap: VideoCaptureLike, name: str) -> None:
+        self._cap = cap
+        self._cond = threading.Condition()
+        self._latest: Grabbed | None = None
+        self._taken = -1  # index of the last frame handed out
+        self._count = 0
+        self._stop = False
+        self.failure: str | None = None
+        self._pts = cap_prop("CAP_PROP_PTS")
+        self._thread = threading.Thread(target=self._run, name=f"grab-{name}", daemon=True)
+
+    def start(self) -> None:
+        """Start draining."""
+        self._thread.start()
+
+    def _run(self) -> None:
+        cap = self._cap
+        while not self._stop:
+            try:
+                ok = cap.grab()
+                t_mono = time.monotonic_ns()
+                if ok:
+                    ok, frame = cap.retrieve()
+            except cv2.error as exc:
+                ok, frame = False, None
+                self.failure = f"OpenCV error: {exc}"
+            if not ok or frame is None:
+                with self._cond:
+                    self.failure = self.failure or "stream ended or stalled (no frame)"
+                    self._cond.notify_all()
+                return
+            pts = cap.get(self._pts) if self._pts is not None else -1.0
+            grabbed = Grabbed(frame, t_mono, self._count, pts, cap.get(cv2.CAP_PROP_POS_MSEC))
+            with self._cond:
+                self._latest = grabbed
+                self._count += 1
+                self._cond.notify_all()
+
+    def take(self, timeout: float) -> tuple[Grabbed, int] | None:
+        """The newest frame not yet taken and how many were skipped; None after ``timeout``.
+
+        Raises ``DriverIOError`` once the thread stopped on a failed read.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._latest is None or self._latest.index <= self._taken:
+                if self.failure is not None:
+                    raise DriverIOError(self.failure)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            got = self._latest
+            skipped = got.index - self._taken - 1
+            self._taken = got.index
+            return got, skipped
+
+    def stop(self, timeout: float) -> bool:
+        """Ask the thread to stop and wait; False if it is still stuck in a read."""
+        self._stop = True
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+class CaptureDriver(Driver[S]):
+    """A live OpenCV source read through a ``FrameGrabber``; subclasses open the capture."""
+
+    def __init__(self, settings: S) -> None:
+        super().__init__(settings)
+        self._cap: VideoCaptureLike | None = None
+        self._grabber: FrameGrabber | None = None
+        self._join_s = 10.0  # longest wait for the drain thread to leave a blocked read
+
+    def _make_capture(self) -> VideoCaptureLike:
+        """Open and configure the capture (raise ``DriverOpenError`` with the fix)."""
+        raise NotImplementedError
+
+    def _convert(self, frame: Any) -> tuple[np.ndarray[Any, Any], dict[str, Any]]:
+        """Turn a retrieved frame into the payload (and per-frame meta); default: as is."""
+        return frame, {}
+
+    def _open(self) -> None:
+        cap = self._make_capture()
+        self._cap = cap
+        self._grabber = FrameGrabber(cap, self.name)
+        self._grabber.start()
+
+    def _close(self) -> None:
+        grabber, self._grabber = self._grabber, None
+        cap, self._cap = self._cap, None
+        if grabber is not None and not grabber.stop(self._join_s):
+            # Releasing a capture another thread is reading from can crash the process; leak it.
+            self._count("errors", why=f"{self.name}: drain thread stuck in read; capture leaked")
+            return
+        if cap is not None:
+            cap.release()
+
+    def _read_raw(self, timeout: float) -> RawSample | None:
+        grabber = self._grabber
+        if grabber is None:
+            raise DriverIOError("capture is not open")
+        got = grabber.take(timeout)
+        if got is None:
+            return None
+        grabbed, skipped = got
+        payload, meta = self._convert(grabbed.frame)
+        meta["pos_msec"] = grabbed.pos_msec
+        device_time: float | int | None = int(grabbed.pts) if grabbed.pts >= 0 else None
+        return RawSample(
+            payload=payload,
+            t_mono_ns=grabbed.t_mono_ns,
+            device_time=device_time,
+            device_seq=grabbed.index,
+            skipped=skipped,
+            meta=meta,
+        )
+
+    def _capture_readback(self) -> dict[str, Any]:
+        cap = self._cap
+        if cap is None:
+            return {}
+        return {
+            "backend": cap.getBackendName(),
+            "width": int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            "height": int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            "fps": cap.get(cv2.CAP_PROP_FPS),
+            "fourcc": fourcc_str(cap.get(cv2.CAP_PROP_FOURCC)),
+        }

@@ -1,0 +1,76 @@
+"""DNSMOS P.835 analyzer: SIG / BAK / OVRL mean opinion scores (1-5) without a reference.
+
+The model scores fixed 9.01 s windows of 16 kHz audio. Longer input is cut into non-overlapping
+windows with the last one aligned to the end (every sample is scored, nothing padded); the scores
+are averaged. Shorter input is looped (repeated end to end) up to one window, which is what the
+model's authors do too: zero padding would read as silence and pull BAK up and SIG down. For
+prompts much shorter than a window, scoring the concatenated takes of a session
+(``score_concatenated``) gives a steadier figure than looping one syllable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from models.runner import ModelSession
+from models.vad import to_16k
+
+WINDOW = 144160  # 9.01 s at 16 kHz
+
+
+@dataclasses.dataclass(frozen=True)
+class MosScores:
+    sig: float
+    bak: float
+    ovrl: float
+
+
+def windows(audio16: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """One channel of 16 kHz audio → (k, 144160) windows as described in the module docstring."""
+    n = audio16.shape[0]
+    if n == 0:
+        raise ValueError("empty audio")
+    if n <= WINDOW:
+        looped = np.tile(audio16, -(-WINDOW // n))[:WINDOW]
+        return looped[None, :].astype(np.float32, copy=False)
+    starts = list(range(0, n - WINDOW + 1, WINDOW))
+    if starts[-1] + WINDOW < n:
+        starts.append(n - WINDOW)
+    return np.stack([audio16[s : s + WINDOW] for s in starts]).astype(np.float32, copy=False)
+
+
+def _calibrate(raw: npt.NDArray[np.float32], coefficients: Sequence[float]) -> float:
+    return float(np.mean(np.polyval(np.asarray(coefficients, dtype=np.float64), raw)))
+
+
+def score(
+    session: ModelSession, audio16: npt.NDArray[np.float32], batch_size: int = 8
+) -> list[MosScores]:
+    """Scores per channel of (n, ch) float32 audio at 16 kHz (see ``vad.to_16k``)."""
+    post = session.manifest.postprocessing
+    results = []
+    for ch in range(audio16.shape[1]):
+        batch = windows(np.clip(audio16[:, ch], -1.0, 1.0))
+        (raw,) = session.run_batched(session.input_names[0], batch, batch_size)
+        results.append(
+            MosScores(
+                sig=_calibrate(raw[:, 0], post["sig"]),
+                bak=_calibrate(raw[:, 1], post["bak"]),
+                ovrl=_calibrate(raw[:, 2], post["ovrl"]),
+            )
+        )
+    return results
+
+
+def score_concatenated(
+    session: ModelSession, takes: Sequence[npt.NDArray[np.float32]], sample_rate: int
+) -> MosScores:
+    """One score for several short mono takes of a session, joined end to end."""
+    if not takes:
+        raise ValueError("no takes to score")
+    joined = np.concatenate([np.asarray(t, dtype=np.float32).reshape(-1) for t in takes])
+    return score(session, to_16k(joined[:, None], sample_rate))[0]

@@ -1,0 +1,92 @@
+"""Sharpness and exposure metrics of a visible image; no model involved.
+
+Blur is the variance of the Laplacian measured on a grayscale copy resized to a fixed width, so
+that one threshold works for every camera resolution. It is computed with a 16-bit Laplacian and
+``cv2.meanStdDev``, which gives the same value as the float64 Laplacian's ``var()`` at a fraction
+of the cost (see ../shared/baselines/vision_raw.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from models.errors import MediaError
+
+UInt8Array = npt.NDArray[np.uint8]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageMetrics:
+    width: int
+    height: int
+    blur: float
+    tenengrad: float
+    mean_luma: float
+    underexposed_ratio: float
+    overexposed_ratio: float
+
+
+def to_gray(image: Any) -> UInt8Array:
+    """BGR, BGRA or gray uint8 → gray uint8; anything else is a MediaError."""
+    if not isinstance(image, np.ndarray):
+        raise MediaError(f"expected a numpy image array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise MediaError(f"expected a uint8 image, got dtype {image.dtype}")
+    if image.ndim == 2:
+        gray = image
+    elif image.ndim == 3 and image.shape[2] == 3:
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        gray = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
+    elif image.ndim == 3 and image.shape[2] == 1:
+        gray = image[:, :, 0]
+    else:
+        raise MediaError(f"expected an HxW or HxWx3 image, got shape {image.shape}")
+    if gray.shape[0] < 8 or gray.shape[1] < 8:
+        raise MediaError(f"image of {gray.shape[1]}x{gray.shape[0]} px is too small to screen")
+    return np.ascontiguousarray(gray)
+
+
+def normalise_width(gray: UInt8Array, width: int) -> UInt8Array:
+    """Resize to ``width`` keeping the aspect ratio (area averaging when shrinking)."""
+    h, w = gray.shape
+    if w == width:
+        return gray
+    height = max(1, round(h * width / w))
+    interp = cv2.INTER_AREA if width < w else cv2.INTER_LINEAR
+    return np.asarray(cv2.resize(gray, (width, height), interpolation=interp), dtype=np.uint8)
+
+
+def laplacian_variance(gray: UInt8Array) -> float:
+    std = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_16S))[1]
+    return float(std[0, 0]) ** 2
+
+
+def tenengrad(gray: UInt8Array) -> float:
+    """Mean squared Sobel gradient magnitude: a second, edge-strength based sharpness score."""
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
+    return float(cv2.mean(cv2.magnitude(gx, gy) ** 2)[0])
+
+
+def measure(image: Any, blur_width: int, dark: int, bright: int) -> ImageMetrics:
+    gray_full = to_gray(image)
+    h, w = gray_full.shape
+    gray = normalise_width(gray_full, blur_width)
+    hist = cv2.calcHist([gray], [0], None, [256], [0, 256]).reshape(-1)
+    total = float(hist.sum())
+    levels = np.arange(256, dtype=np.float64)
+    return ImageMetrics(
+        width=int(w),
+        height=int(h),
+        blur=laplacian_variance(gray),
+        tenengrad=tenengrad(gray),
+        mean_luma=float((hist * levels).sum() / total),
+        underexposed_ratio=float(hist[: dark + 1].sum() / total),
+        overexposed_ratio=float(hist[bright:].sum() / total),
+    )

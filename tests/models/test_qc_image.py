@@ -1,0 +1,189 @@
+"""Visible-image screening on scikit-image's bundled photos; faces; a user detector built with onnx."""
+
+from __future__ import annotations
+
+import hashlib
+import pathlib
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+import skimage.data
+
+from models import MediaError, QcSettings, Screener, registry
+
+PHOTOS = ["astronaut", "camera", "coffee", "rocket", "hubble_deep_field", "coins"]
+SIGMAS = [0, 1, 2, 3, 4, 6]
+
+
+def photo(name: str, width: int = 1280) -> npt.NDArray[np.uint8]:
+    """A bundled photo as BGR, resized (Lanczos) to ``width``."""
+    image = getattr(skimage.data, name)()
+    image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    h, w = image.shape[:2]
+    return np.asarray(
+        cv2.resize(image, (width, round(h * width / w)), interpolation=cv2.INTER_LANCZOS4)
+    )
+
+
+@pytest.fixture(scope="module")
+def plain() -> Screener:
+    return Screener(model_dir=pathlib.Path("/nonexistent"))  # signal metrics need no model
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_blur_decreases_with_sigma_and_profile_fails_sigma_3(plain: Screener, name: str) -> None:
+    sharp = photo(name)
+    scores, verdicts = [], []
+    for sigma in SIGMAS:
+        image = sharp if sigma == 0 else cv2.GaussianBlur(sharp, (0, 0), sigma)
+        result = plain.image(image)
+        scores.append(float(result.metrics["blur"] or 0))
+        verdicts.append((sigma, result.verdict, result.reasons))
+    assert all(a > b for a, b in zip(scores, scores[1:], strict=False)), scores
+    assert not any(r.startswith("blur") for r in verdicts[0][2]), verdicts[0]
+    if name != "hubble_deep_field":  # deep space: rightly fails as too dark
+        assert verdicts[0][1] == "pass", verdicts[0]
+    for sigma, verdict, reasons in verdicts:
+        if sigma >= 3:
+            assert verdict == "fail"
+            assert any(r.startswith("blur") and "blurred" in r for r in reasons)
+
+
+def test_blur_is_measured_at_the_normalised_width(plain: Screener) -> None:
+    at_1280 = plain.image(photo("coffee", 1280)).metrics["blur"]
+    at_2560 = plain.image(photo("coffee", 2560)).metrics["blur"]
+    assert float(at_2560 or 0) == pytest.approx(float(at_1280 or 0), rel=0.35)
+
+
+def test_dark_image_fails_as_too_dark(plain: Screener) -> None:
+    dark = (photo("astronaut").astype(np.float32) * 0.08).astype(np.uint8)
+    result = plain.image(dark)
+    assert result.verdict == "fail"
+    assert any("too dark" in r for r in result.reasons)
+
+
+def test_overexposed_image_fails_as_overexposed(plain: Screener) -> None:
+    bright = np.clip(photo("astronaut").astype(np.float32) * 3.0 + 60, 0, 255).astype(np.uint8)
+    result = plain.image(bright)
+    assert result.verdict == "fail"
+    assert any(r.startswith("overexposed") for r in result.reasons), result.reasons
+
+
+def test_gray_input_and_small_image(plain: Screener) -> None:
+    gray = photo("camera")
+    assert gray.ndim == 2
+    assert plain.image(gray).verdict == "pass"
+    small = plain.image(cv2.resize(gray, (320, 320)))
+    assert any(r.startswith("width 320 px < 640 px") for r in small.reasons)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (np.zeros((100, 100, 3), np.float32), "uint8"),
+        (np.zeros((100, 100, 5), np.uint8), "shape"),
+        (np.zeros((4, 4), np.uint8), "too small"),
+        ("not an image", "numpy"),
+    ],
+)
+def test_bad_image_input_is_a_clear_error(plain: Screener, image: object, message: str) -> None:
+    with pytest.raises(MediaError, match=message):
+        plain.image(image)  # type: ignore[arg-type]
+
+
+def test_faces_found_and_redacted(model_dir: pathlib.Path) -> None:
+    settings = QcSettings.model_validate({"profiles": {"camera-visible": {"detect_faces": True}}})
+    screener = Screener(settings, model_dir=model_dir)
+    image = np.ascontiguousarray(skimage.data.astronaut()[:, :, ::-1])
+    result = screener.image(image)
+    faces = [a for a in result.annotations if a.kind == "face"]
+    assert result.metrics["faces"] == 1 and len(faces) == 1
+    box = faces[0].geometry or {}
+    cx, cy = box["x"] + box["w"] / 2, box["y"] + box["h"] / 2
+    assert 190 < cx < 260 and 80 < cy < 160  # Eileen Collins' face in the 512 px photo
+    assert faces[0].model == "centerface" and faces[0].model_sha256
+    redacted, boxes = screener.redact_faces(image)
+    x, y, w, h = (int(boxes[0].x), int(boxes[0].y), int(boxes[0].w), int(boxes[0].h))
+    inside = np.abs(redacted[y : y + h, x : x + w].astype(int) - image[y : y + h, x : x + w]).mean()
+    assert inside > 10
+    assert np.array_equal(redacted[400:, :100], image[400:, :100])  # far from the face: untouched
+    assert screener.image(redacted).metrics["faces"] == 0
+
+
+# --- a site's own detector, built here with the onnx helper API ------------------------------
+
+
+def _tiny_detector(path: pathlib.Path, rows: npt.NDArray[np.float32]) -> None:
+    """A 'detector' whose output is ``rows`` whatever the 64x64 input (input still feeds it)."""
+    onnx = pytest.importorskip("onnx")
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+        helper.make_node("Add", ["rows", "nothing"], ["output0"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny-detector",
+        [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("output0", onnx.TensorProto.FLOAT, list(rows.shape))],
+        [numpy_helper.from_array(rows, "rows"),
+         numpy_helper.from_array(np.zeros(1, np.float32), "zero")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def _install(cache: pathlib.Path, fmt: str, rows: npt.NDArray[np.float32]) -> None:
+    source = cache / f"src-{fmt}.onnx"
+    _tiny_detector(source, rows)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    (cache / "manifests").mkdir(parents=True, exist_ok=True)
+    (cache / "manifests" / f"tiny-{fmt}.toml").write_text(
+        f"""
+name = "tiny-{fmt}"
+version = "0.1"
+kind = "detector"
+license = "Apache-2.0"
+file = "tiny-{fmt}.onnx"
+sha256 = "{digest}"
+[source]
+path = "{source}"
+[detector]
+format = "{fmt}"
+labels = ["cabinet", "intruder"]
+input_width = 64
+input_height = 64
+score_threshold = 0.5
+iou_threshold = 0.45
+""",
+        encoding="utf-8",
+    )
+    assert registry.fetch([f"tiny-{fmt}"], cache)[0].state == "ok"
+
+
+# boxes in network pixels: A and B overlap (B suppressed), C is the second class
+_BOXES = [(32, 28, 20, 8, 0.9, 0.05), (33, 28, 20, 8, 0.8, 0.1), (16, 40, 8, 8, 0.1, 0.7)]
+
+
+@pytest.mark.parametrize("fmt", ["yolov8", "yolov5"])
+def test_user_detector_from_manifest(tmp_path: pathlib.Path, fmt: str) -> None:
+    if fmt == "yolov8":
+        rows = np.array([[b[0], b[1], b[2], b[3], b[4], b[5]] for b in _BOXES], np.float32).T[None]
+    else:
+        rows = np.array([[b[0], b[1], b[2], b[3], 1.0, b[4], b[5]] for b in _BOXES], np.float32)[None]
+    _install(tmp_path, fmt, rows)
+    settings = QcSettings.model_validate(
+        {"profiles": {"camera-visible": {"detectors": [f"tiny-{fmt}"]}}}
+    )
+    screener = Screener(settings, model_dir=tmp_path)
+    image = np.full((64, 128, 3), 128, np.uint8)  # letterboxed: scale 0.5, 16 px bars top/bottom
+    result = screener.image(image)
+    found = sorted((a.label, a.score, a.geometry) for a in result.annotations if a.kind == "detection")
+    assert [f[0] for f in found] == ["cabinet", "intruder"]
+    assert found[0][2] == {"x": 44.0, "y": 16.0, "w": 40.0, "h": 16.0}
+    assert found[1][2] == {"x": 24.0, "y": 40.0, "w": 16.0, "h": 16.0}
+    assert any(a.name == f"tiny-{fmt}" and a.model_sha256 for a in result.analyzers)
