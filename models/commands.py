@@ -92,7 +92,7 @@ def qc_command(
             result = screen_file(file, screener, profile)
         except (MediaError, ProfileError, ModelError) as exc:
             row["error"] = str(exc)
-        except Exception as exc:  # noqa: BLE001  (one bad file must not stop the others)
+        except Exception as exc:  # one bad file must not stop the others
             row["error"] = f"internal error ({type(exc).__name__}: {exc}); please report it"
         else:
             full = result.to_dict()
@@ -120,9 +120,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
             table.add_row(row["file"], "-", "[bold red]error[/]", "", row["error"])
             continue
         colour = _COLOURS[row["verdict"]]
-        summary = ", ".join(
-            f"{k}={_short(row['metrics'].get(k))}" for k in _SUMMARY[row["modality"]]
-        )
+        summary = ", ".join(f"{k}={_short(row['metrics'].get(k))}" for k in _SUMMARY[row["modality"]])
         table.add_row(
             row["file"],
             row["modality"],

@@ -37,9 +37,7 @@ class Detection:
         }
 
 
-def letterbox(
-    bgr: npt.NDArray[np.uint8], width: int, height: int
-) -> tuple[npt.NDArray[np.float32], float, int, int]:
+def letterbox(bgr: npt.NDArray[np.uint8], width: int, height: int) -> tuple[npt.NDArray[np.float32], float, int, int]:
     """NCHW float32 input plus the scale and padding needed to map boxes back."""
     image = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR) if bgr.ndim == 2 else bgr[:, :, :3]
     h, w = image.shape[:2]
@@ -61,16 +59,12 @@ def decode(
     rows = output[0] if output.ndim == 3 else output
     if spec.format == "yolov8":
         if rows.shape[0] != 4 + classes:
-            raise ModelLoadError(
-                f"yolov8 output has {rows.shape[0]} rows, expected 4 + {classes} labels"
-            )
+            raise ModelLoadError(f"yolov8 output has {rows.shape[0]} rows, expected 4 + {classes} labels")
         rows = rows.T
         class_scores = rows[:, 4:]
     else:
         if rows.shape[1] != 5 + classes:
-            raise ModelLoadError(
-                f"yolov5 output has {rows.shape[1]} columns, expected 5 + {classes} labels"
-            )
+            raise ModelLoadError(f"yolov5 output has {rows.shape[1]} columns, expected 5 + {classes} labels")
         class_scores = rows[:, 5:] * rows[:, 4:5]
     ids = np.argmax(class_scores, axis=1)
     scores = class_scores[np.arange(rows.shape[0]), ids]
@@ -81,11 +75,9 @@ def decode(
 
 
 def detect(session: ModelSession, bgr: npt.NDArray[np.uint8]) -> list[Detection]:
-    spec = session.manifest.detector
-    if spec is None:
-        raise ModelLoadError(
-            f"model {session.manifest.name} has no [detector] table in its manifest"
-        )
+    spec = getattr(session.manifest, "detector", None)
+    if not isinstance(spec, DetectorSpec):
+        raise ModelLoadError(f"model {session.manifest.name} has no [detector] table in its manifest")
     blob, scale, pad_x, pad_y = letterbox(bgr, spec.input_width, spec.input_height)
     (output, *_rest) = session.run({session.input_names[0]: blob})
     boxes, scores, ids = decode(np.asarray(output, dtype=np.float32), spec)
@@ -101,7 +93,5 @@ def detect(session: ModelSession, bgr: npt.NDArray[np.uint8]) -> list[Detection]
         y1 = float(np.clip((boxes[i, 1] - pad_y) / scale, 0, h))
         x2 = float(np.clip((boxes[i, 2] - pad_x) / scale, 0, w))
         y2 = float(np.clip((boxes[i, 3] - pad_y) / scale, 0, h))
-        found.append(
-            Detection(spec.labels[int(ids[i])], float(scores[i]), x1, y1, x2 - x1, y2 - y1)
-        )
+        found.append(Detection(spec.labels[int(ids[i])], float(scores[i]), x1, y1, x2 - x1, y2 - y1))
     return found

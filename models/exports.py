@@ -22,9 +22,7 @@ def _escape(text: str) -> str:
 Span = tuple[float, float, str]
 
 
-def _merged_spans(
-    segments: Iterable[Annotation] | Iterable[tuple[float, float]], duration_s: float, label: str
-) -> list[Span]:
+def _merged_spans(segments: Iterable[Annotation | tuple[float, float]], duration_s: float, label: str) -> list[Span]:
     spans: list[Span] = []
     for seg in segments:
         if isinstance(seg, Annotation):
@@ -63,7 +61,7 @@ def _fill_gaps(spans: list[Span], duration_s: float) -> list[Span]:
 
 
 def textgrid(
-    segments: Iterable[Annotation] | Iterable[tuple[float, float]],
+    segments: Iterable[Annotation | tuple[float, float]],
     duration_s: float,
     tier: str = "speech",
     label: str = "speech",
@@ -166,8 +164,6 @@ def _result(
         )
         return base
     if ann.t_start_s is not None and ann.t_end_s is not None and ann.kind != "trim":
-        base.update(
-            type="labels", value={"start": ann.t_start_s, "end": ann.t_end_s, "labels": [ann.label]}
-        )
+        base.update(type="labels", value={"start": ann.t_start_s, "end": ann.t_end_s, "labels": [ann.label]})
         return base
     return None

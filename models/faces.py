@@ -60,16 +60,12 @@ def _input_size(height: int, width: int, max_side: int, stride: int) -> tuple[in
     return h, w
 
 
-def detect_faces(
-    session: ModelSession, bgr: npt.NDArray[np.uint8], threshold: float, iou: float = 0.3
-) -> list[Box]:
+def detect_faces(session: ModelSession, bgr: npt.NDArray[np.uint8], threshold: float, iou: float = 0.3) -> list[Box]:
     """Face boxes in the pixel coordinates of ``bgr`` (uint8 HxWx3 or HxW)."""
     image = cv2.cvtColor(bgr, cv2.COLOR_GRAY2BGR) if bgr.ndim == 2 else bgr[:, :, :3]
     height, width = image.shape[:2]
     prep = session.manifest.preprocessing
-    in_h, in_w = _input_size(
-        height, width, int(prep.get("max_side", 640)), int(prep.get("stride", 32))
-    )
+    in_h, in_w = _input_size(height, width, int(prep.get("max_side", 640)), int(prep.get("stride", 32)))
     blob = cv2.dnn.blobFromImage(image, 1.0, (in_w, in_h), (0, 0, 0), swapRB=True, crop=False)
     heat, scale, offset, _landmarks = session.run({session.input_names[0]: blob})
     ys, xs = np.nonzero(heat[0, 0] > threshold)
@@ -96,9 +92,7 @@ def detect_faces(
     ]
 
 
-def redact(
-    bgr: npt.NDArray[np.uint8], boxes: list[Box], margin: float = 0.2
-) -> npt.NDArray[np.uint8]:
+def redact(bgr: npt.NDArray[np.uint8], boxes: list[Box], margin: float = 0.2) -> npt.NDArray[np.uint8]:
     """A copy of ``bgr`` with every box (grown by ``margin`` of its size) blurred beyond
     recognition; the caller stores this copy instead of the original when redaction is on."""
     out = bgr.copy()
@@ -112,9 +106,7 @@ def redact(
         region = out[y1:y2, x1:x2]
         # kernel ~ half the face: removes identity, unlike a light blur that can be undone
         k = max(3, (max(x2 - x1, y2 - y1) // 2) | 1)
-        small = cv2.resize(
-            region, (max(1, (x2 - x1) // 8), max(1, (y2 - y1) // 8)), interpolation=cv2.INTER_AREA
-        )
+        small = cv2.resize(region, (max(1, (x2 - x1) // 8), max(1, (y2 - y1) // 8)), interpolation=cv2.INTER_AREA)
         coarse = cv2.resize(small, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
         out[y1:y2, x1:x2] = cv2.GaussianBlur(coarse, (k, k), 0)
     return out

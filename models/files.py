@@ -47,8 +47,10 @@ def screen_file(
     ProfileError for a profile that does not fit the file's modality.
     """
     file = pathlib.Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise MediaError(f"{file}: no such file")
+    if not file.is_file():
+        raise MediaError(f"{file}: not a regular file")
     screener = screener or Screener()
     suffix = file.suffix.lower()
     if suffix in AUDIO_SUFFIXES:
@@ -66,6 +68,4 @@ def screen_file(
             image = image[:, :, :3]
         return screener.image(image, profile)
     supported = ", ".join(sorted(AUDIO_SUFFIXES | IMAGE_SUFFIXES))
-    raise MediaError(
-        f"{file.name}: unsupported file type {suffix or '(none)'} (supported: {supported})"
-    )
+    raise MediaError(f"{file.name}: unsupported file type {suffix or '(none)'} (supported: {supported})")

@@ -53,13 +53,17 @@ def to_gray(image: Any) -> UInt8Array:
 
 
 def normalise_width(gray: UInt8Array, width: int) -> UInt8Array:
-    """Resize to ``width`` keeping the aspect ratio (area averaging when shrinking)."""
+    """Resize to ``width`` keeping the aspect ratio.
+
+    Bilinear, also when shrinking: area averaging costs ~10x more at 1080p and moves the blur
+    score by only a few percent (sharp edges survive either way), far less than the threshold's
+    margin; the screen must stay within ~1.3x of a bare Laplacian.
+    """
     h, w = gray.shape
     if w == width:
         return gray
     height = max(1, round(h * width / w))
-    interp = cv2.INTER_AREA if width < w else cv2.INTER_LINEAR
-    return np.asarray(cv2.resize(gray, (width, height), interpolation=interp), dtype=np.uint8)
+    return np.asarray(cv2.resize(gray, (width, height), interpolation=cv2.INTER_LINEAR), np.uint8)
 
 
 def laplacian_variance(gray: UInt8Array) -> float:
@@ -68,24 +72,40 @@ def laplacian_variance(gray: UInt8Array) -> float:
 
 
 def tenengrad(gray: UInt8Array) -> float:
-    """Mean squared Sobel gradient magnitude: a second, edge-strength based sharpness score."""
-    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
-    return float(cv2.mean(cv2.magnitude(gx, gy) ** 2)[0])
+    """Mean squared Sobel gradient magnitude: a second, edge-strength based sharpness score.
+
+    ``measure`` computes it at half the normalised width (after ``pyrDown``): it is the secondary
+    score, and this keeps the whole screen close to the cost of one Laplacian.
+
+    mean(gx² + gy²) = var(gx) + mean(gx)² + var(gy) + mean(gy)², from 16-bit Sobel images and
+    ``meanStdDev``: no float images are materialised.
+    """
+    total = 0.0
+    for dx, dy in ((1, 0), (0, 1)):
+        mean, std = cv2.meanStdDev(cv2.Sobel(gray, cv2.CV_16S, dx, dy, ksize=3))
+        total += float(std[0, 0]) ** 2 + float(mean[0, 0]) ** 2
+    return total
 
 
 def measure(image: Any, blur_width: int, dark: int, bright: int) -> ImageMetrics:
     gray_full = to_gray(image)
     h, w = gray_full.shape
     gray = normalise_width(gray_full, blur_width)
-    hist = cv2.calcHist([gray], [0], None, [256], [0, 256]).reshape(-1)
+    # exposure ratios are area statistics: every 4th pixel in each direction estimates them to
+    # well under 1 % and costs a sixteenth of the full histogram
+    sample = cv2.resize(
+        gray,
+        (max(1, gray.shape[1] // 4), max(1, gray.shape[0] // 4)),
+        interpolation=cv2.INTER_NEAREST,
+    )
+    hist = cv2.calcHist([sample], [0], None, [256], [0, 256]).reshape(-1)
     total = float(hist.sum())
     levels = np.arange(256, dtype=np.float64)
     return ImageMetrics(
         width=int(w),
         height=int(h),
         blur=laplacian_variance(gray),
-        tenengrad=tenengrad(gray),
+        tenengrad=tenengrad(np.asarray(cv2.pyrDown(gray), dtype=np.uint8)),
         mean_luma=float((hist * levels).sum() / total),
         underexposed_ratio=float(hist[: dark + 1].sum() / total),
         overexposed_ratio=float(hist[bright:].sum() / total),

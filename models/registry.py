@@ -17,7 +17,6 @@ import pathlib
 import subprocess
 import sys
 import tempfile
-import threading
 import tomllib
 import zipfile
 from collections.abc import Iterable
@@ -26,9 +25,10 @@ from typing import IO, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.errors import FetchError, ManifestError, ModelMissing, ModelTampered
+from models.pinning import fix_command, sha256_file, verified_path
 
 BUILTIN_MANIFESTS = pathlib.Path(__file__).with_name("manifests")
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # copy buffer
 
 
 class TensorSpec(BaseModel):
@@ -80,9 +80,7 @@ class ModelManifest(BaseModel):
     )
     description: str = Field("", description="What the model does.")
     license: str = Field(min_length=1, description="SPDX licence of the model file.")
-    file: str = Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="File name in the cache."
-    )
+    file: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="File name in the cache.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Pinned sha256 of the file.")
     source: WheelSource | FileSource | None = Field(None, description="Where fetch gets it.")
     free_dims: bool = Field(False, description="Make fixed input/output dims free at load time.")
@@ -116,10 +114,6 @@ def _cache(cache_dir: pathlib.Path | None) -> pathlib.Path:
     return pathlib.Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
 
 
-def fix_command(name: str) -> str:
-    return f"run: fieldcap models fetch {name}"
-
-
 def _read_manifest(path: pathlib.Path) -> ModelManifest:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -128,10 +122,7 @@ def _read_manifest(path: pathlib.Path) -> ModelManifest:
     try:
         return ModelManifest.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors())
         raise ManifestError(f"{path}: {problems}") from exc
 
 
@@ -147,8 +138,7 @@ def load_manifests(cache_dir: pathlib.Path | None = None) -> dict[str, ModelMani
             manifest = _read_manifest(path)
             if manifest.name in found:
                 raise ManifestError(
-                    f"{path}: model name {manifest.name!r} is already defined in "
-                    f"{origin[manifest.name]}"
+                    f"{path}: model name {manifest.name!r} is already defined in {origin[manifest.name]}"
                 )
             found[manifest.name] = manifest
             origin[manifest.name] = path
@@ -163,44 +153,10 @@ def get_manifest(name: str, cache_dir: pathlib.Path | None = None) -> ModelManif
     return manifests[name]
 
 
-def sha256_file(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-_verified: dict[tuple[str, int, int, str], bool] = {}
-_verified_lock = threading.Lock()
-
-
 def model_path(manifest: ModelManifest, cache_dir: pathlib.Path | None = None) -> pathlib.Path:
-    """Path of a verified model file; ModelMissing / ModelTampered name the fix.
-
-    The hash is checked once per process per file version (path, size, mtime).
-    """
+    """Path of a verified model file; ModelMissing / ModelTampered name the fix."""
     path = _cache(cache_dir) / manifest.file
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        raise ModelMissing(
-            f"model {manifest.name} {manifest.version} is not in {path.parent}: "
-            f"{fix_command(manifest.name)}"
-        ) from None
-    key = (str(path), stat.st_size, stat.st_mtime_ns, manifest.sha256)
-    with _verified_lock:
-        if _verified.get(key):
-            return path
-    actual = sha256_file(path)
-    if actual != manifest.sha256:
-        raise ModelTampered(
-            f"model file {path} has sha256 {actual[:16]}…, expected {manifest.sha256[:16]}… "
-            f"(modified or corrupt): {fix_command(manifest.name)} --force"
-        )
-    with _verified_lock:
-        _verified[key] = True
-    return path
+    return verified_path(path, manifest.sha256, manifest.name, manifest.version)
 
 
 def _status(manifest: ModelManifest, cache: pathlib.Path, check_hash: bool) -> ModelStatus:
@@ -236,9 +192,7 @@ def list_models(cache_dir: pathlib.Path | None = None) -> list[ModelStatus]:
     return [_status(m, cache, check_hash=False) for m in _select(None, cache)]
 
 
-def verify(
-    names: Iterable[str] | None = None, cache_dir: pathlib.Path | None = None
-) -> list[ModelStatus]:
+def verify(names: Iterable[str] | None = None, cache_dir: pathlib.Path | None = None) -> list[ModelStatus]:
     """Hash the cached files of ``names`` (all models when empty) against their manifests."""
     cache = _cache(cache_dir)
     return [_status(m, cache, check_hash=True) for m in _select(names, cache)]
@@ -271,7 +225,7 @@ def _install(manifest: ModelManifest, stream: IO[bytes], cache: pathlib.Path, or
                 f"{manifest.sha256}: refusing to install it "
                 "(the source changed or the pin is wrong)"
             )
-        os.replace(partial, target)
+        partial.replace(target)
         _fsync_dir(cache)
     finally:
         partial.unlink(missing_ok=True)
@@ -360,8 +314,7 @@ def fetch(
                 raise FetchError(f"cannot read {source.path} for {manifest.name}: {exc}") from exc
         else:
             raise ModelMissing(
-                f"model {manifest.name} has no source to fetch from: copy the file to "
-                f"{cache / manifest.file}"
+                f"model {manifest.name} has no source to fetch from: copy the file to {cache / manifest.file}"
             )
     for package, group in by_package.items():
         _fetch_from_wheel(group, package, cache)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import pathlib
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
 from models.errors import ModelLoadError
-from models.registry import ModelManifest, model_path
+from models.pinning import verified_path
 
 Provider = Literal["auto", "cpu", "cuda", "openvino"]
 
@@ -55,10 +55,40 @@ def resolve_provider(requested: str) -> list[str]:
     return providers
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class ModelSpec(Protocol):
+    """What the runner needs to know about a model; ``registry.ModelManifest`` is one.
+
+    A protocol rather than the manifest class so this module imports neither pydantic nor the
+    registry (bench/bench_onnx.py runs it with only numpy and onnxruntime installed).
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def file(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def free_dims(self) -> bool: ...
+    @property
+    def inputs(self) -> Sequence[_Named]: ...
+    @property
+    def preprocessing(self) -> Mapping[str, Any]: ...
+    @property
+    def postprocessing(self) -> Mapping[str, Any]: ...
+
+
 class ModelSession:
     """One loaded model: ``run`` feeds named inputs, ``run_batched`` splits a large batch."""
 
-    def __init__(self, manifest: ModelManifest, session: ort.InferenceSession, sha256: str) -> None:
+    def __init__(self, manifest: ModelSpec, session: ort.InferenceSession, sha256: str) -> None:
         self.manifest = manifest
         self.session = session
         self.sha256 = sha256
@@ -90,11 +120,10 @@ class ModelSession:
 def _free_dims(path: pathlib.Path) -> bytes:
     """The model with every fixed input/output dim made symbolic (needs the ``onnx`` package)."""
     try:
-        import onnx  # noqa: PLC0415  (optional dependency, only for fixed-shape models)
+        import onnx  # optional dependency, only for fixed-shape models
     except ImportError as exc:
         raise ModelLoadError(
-            f"{path.name} has fixed input sizes and needs the 'onnx' package to be resized: "
-            "pip install onnx"
+            f"{path.name} has fixed input sizes and needs the 'onnx' package to be resized: pip install onnx"
         ) from exc
     model = onnx.load(str(path))
     graph = model.graph
@@ -135,24 +164,25 @@ class OnnxRunner:
             options.inter_op_num_threads = 1
         return options
 
-    def load(self, manifest: ModelManifest, cache_dir: pathlib.Path | None) -> ModelSession:
+    def load(self, manifest: ModelSpec, cache_dir: pathlib.Path) -> ModelSession:
         """The process-wide session for ``manifest`` (verified file, created on first use)."""
         providers = tuple(self.providers)
         key = (manifest.sha256, providers, self.threads)
-        path = model_path(manifest, cache_dir)  # cheap after the first call: stat + memo
+        path = verified_path(  # cheap after the first call: stat + memo
+            pathlib.Path(cache_dir) / manifest.file,
+            manifest.sha256,
+            manifest.name,
+            manifest.version,
+        )
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
                 return cached
             source: bytes | str = _free_dims(path) if manifest.free_dims else str(path)
             try:
-                session = ort.InferenceSession(
-                    source, sess_options=self.session_options(), providers=list(providers)
-                )
+                session = ort.InferenceSession(source, sess_options=self.session_options(), providers=list(providers))
             except Exception as exc:  # onnxruntime raises several unrelated exception types
-                raise ModelLoadError(
-                    f"onnxruntime cannot load {manifest.name} from {path}: {exc}"
-                ) from exc
+                raise ModelLoadError(f"onnxruntime cannot load {manifest.name} from {path}: {exc}") from exc
             loaded = ModelSession(manifest, session, manifest.sha256)
             _check_interface(loaded, [t.name for t in manifest.inputs])
             self._cache[key] = loaded

@@ -8,6 +8,10 @@ Multi-channel audio: every metric is computed per channel and the *worst* channe
 microphone makes the take a retake. Speech segments are shared: a chunk is speech when any
 channel's VAD says so (near and mid microphones hear the same speaker).
 
+``snr_db`` is the VAD-based SNR (speech-segment power against pause power). When the take has
+speech but no pause long enough to measure noise in, it falls back to the WADA-SNR estimate so
+that the SNR check still applies; ``wada_snr_db`` always holds the WADA value.
+
 SNR values are clamped to -30..100 dB: below -30 the "speech" is noise, above 100 the pauses are
 digital silence (synthetic audio) and the ratio carries no information.
 """
@@ -25,7 +29,7 @@ import numpy.typing as npt
 from models import audio_metrics as am
 from models import detector as det
 from models import dnsmos, faces, image_metrics, thermal_metrics, vad
-from models.errors import MediaError, ModelError
+from models.errors import ManifestError, MediaError, ModelError
 from models.registry import ModelManifest, default_cache_dir, load_manifests
 from models.runner import ModelSession, OnnxRunner
 from models.screening import AnalyzerInfo, Annotation, MetricValue, Screening
@@ -44,9 +48,7 @@ def _finite(value: float | None) -> float | None:
     return float(value)
 
 
-def _worst(
-    values: Sequence[float] | npt.NDArray[np.float64] | None, pick: Callable[..., Any]
-) -> float | None:
+def _worst(values: Sequence[float] | npt.NDArray[np.float64] | None, pick: Callable[..., Any]) -> float | None:
     if values is None:
         return None
     known = [float(v) for v in values if not np.isnan(v)]
@@ -70,9 +72,7 @@ class Screener:
         provider: str = "auto",
     ) -> None:
         self.settings = settings or QcSettings()
-        self.model_dir = pathlib.Path(
-            model_dir or self.settings.model_dir or default_cache_dir()
-        ).expanduser()
+        self.model_dir = pathlib.Path(model_dir or self.settings.model_dir or default_cache_dir()).expanduser()
         chosen = provider if provider != "auto" else self.settings.provider
         self.runner = OnnxRunner(chosen, self.settings.threads)
         self._manifests: dict[str, ModelManifest] | None = None
@@ -90,8 +90,6 @@ class Screener:
         """The loaded model ``name``; raises a ModelError subclass naming the fix."""
         manifests = self.manifests()
         if name not in manifests:
-            from models.errors import ManifestError  # noqa: PLC0415
-
             raise ManifestError(f"unknown model {name!r} (known: {', '.join(sorted(manifests))})")
         return self.runner.load(manifests[name], self.model_dir)
 
@@ -111,9 +109,7 @@ class Screener:
 
     # --- audio --------------------------------------------------------------------------------
 
-    def audio(
-        self, samples: npt.NDArray[Any], sample_rate: int, profile: str | None = None
-    ) -> Screening:
+    def audio(self, samples: npt.NDArray[Any], sample_rate: int, profile: str | None = None) -> Screening:
         """Screen one take: int16/int32/float samples, shape (n,) or (n, channels)."""
         name, prof = self.settings.profile(profile, "audio")
         assert isinstance(prof, AudioProfile)
@@ -124,15 +120,15 @@ class Screener:
             "duration_s": round(duration, 4),
             "sample_rate": int(sample_rate),
             "channels": int(channels),
-            "peak_dbfs": _worst(am.peak_dbfs(x), max),
-            "rms_dbfs": _worst(am.rms_dbfs(x), min),
-            "clipping_ratio": _worst(am.clipping_ratio(x, prof.clip_run_samples), max),
-            "dc_offset": _worst(am.dc_offset(x), lambda v: max(v, key=abs)),
+            "peak_dbfs": _round(_worst(am.peak_dbfs(x), max)),
+            "rms_dbfs": _round(_worst(am.rms_dbfs(x), min)),
+            "clipping_ratio": _round(_worst(am.clipping_ratio(x, prof.clip_run_samples), max), 6),
+            "dc_offset": _round(_worst(am.dc_offset(x), lambda v: max(v, key=abs)), 6),
             "silence_ratio": None,
             "speech_s": None,
             "snr_db": None,
             "wada_snr_db": None,
-            "loudness_lufs": _worst(am.loudness_lufs(x, sample_rate), min),
+            "loudness_lufs": _round(_worst(am.loudness_lufs(x, sample_rate), min)),
             "dnsmos_ovrl": None,
             "dnsmos_sig": None,
             "dnsmos_bak": None,
@@ -146,8 +142,7 @@ class Screener:
         audio16 = vad.to_16k(x, sample_rate)  # VAD, WADA and DNSMOS all work at 16 kHz
         speech16 = audio16
         audible = metrics["rms_dbfs"] is not None and (
-            prof.silence_max_rms_dbfs is None
-            or float(metrics["rms_dbfs"]) >= prof.silence_max_rms_dbfs
+            prof.silence_max_rms_dbfs is None or float(metrics["rms_dbfs"]) >= prof.silence_max_rms_dbfs
         )
         if prof.use_vad and audible:
             session = self._optional("silero-vad", prof, findings, used)
@@ -167,6 +162,9 @@ class Screener:
         metrics["wada_snr_db"] = _snr(
             [v for v in (am.wada_snr_db(speech16[:, c]) for c in range(channels)) if v is not None]
         )
+        if metrics["snr_db"] is None and metrics["speech_s"]:
+            # speech fills the take: no pause to measure noise in, so WADA stands in
+            metrics["snr_db"] = metrics["wada_snr_db"]
         if prof.use_dnsmos and audible:
             session = self._optional("dnsmos", prof, findings, used)
             if session is not None:
@@ -178,9 +176,7 @@ class Screener:
                 )
         judge_audio(metrics, prof, findings)
         verdict, reasons = findings.verdict()
-        return Screening(
-            "audio", metrics, verdict, reasons, name, prof.fingerprint(), annotations, used
-        )
+        return Screening("audio", metrics, verdict, reasons, name, prof.fingerprint(), annotations, used)
 
     def _speech(
         self,
@@ -209,9 +205,7 @@ class Screener:
         manifest = session.manifest
         step = vad.CHUNK / vad.VAD_RATE
         for start, end in result.segments:
-            probs = result.probabilities[
-                int(start / step) : max(int(start / step) + 1, int(end / step))
-            ]
+            probs = result.probabilities[int(start / step) : max(int(start / step) + 1, int(end / step))]
             annotations.append(
                 Annotation(
                     kind="speech_segment",
@@ -306,9 +300,7 @@ class Screener:
                 )
         judge_visible(prof, findings)
         verdict, reasons = findings.verdict()
-        return Screening(
-            "visible", metrics, verdict, reasons, name, prof.fingerprint(), annotations, used
-        )
+        return Screening("visible", metrics, verdict, reasons, name, prof.fingerprint(), annotations, used)
 
     def redact_faces(
         self, bgr: npt.NDArray[np.uint8], threshold: float = 0.5
@@ -332,9 +324,7 @@ class Screener:
         frozen-frame check."""
         name, prof = self.settings.profile(profile, "thermal")
         assert isinstance(prof, ThermalProfile)
-        m = thermal_metrics.measure(
-            raw, meta or {}, prof.default_units, prof.stuck_delta_c, previous
-        )
+        m = thermal_metrics.measure(raw, meta or {}, prof.default_units, prof.stuck_delta_c, previous)
         frozen: int | None = None
         if m.frame_diff_c is not None:
             limit = prof.frozen_max_diff_c if prof.frozen_max_diff_c is not None else 0.0

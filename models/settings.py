@@ -67,18 +67,12 @@ class AudioProfile(QcProfile):
     """Thresholds for a recorded take (booth speech by default)."""
 
     modality: Literal["audio"] = Field("audio", description="Always 'audio'.")
-    min_duration_s: float | None = Field(
-        None, ge=0, le=86400, description="Shorter takes fail (a prompt cannot fit)."
-    )
-    max_duration_s: float | None = Field(
-        None, ge=0, le=86400, description="Longer takes are sent to review."
-    )
+    min_duration_s: float | None = Field(None, ge=0, le=86400, description="Shorter takes fail (a prompt cannot fit).")
+    max_duration_s: float | None = Field(None, ge=0, le=86400, description="Longer takes are sent to review.")
     silence_max_rms_dbfs: float | None = Field(
         None, ge=-200, le=0, description="A take whose RMS is below this is 'silent' and fails."
     )
-    min_peak_dbfs: float | None = Field(
-        None, ge=-200, le=0, description="Peaks below this fail as 'too quiet'."
-    )
+    min_peak_dbfs: float | None = Field(None, ge=-200, le=0, description="Peaks below this fail as 'too quiet'.")
     max_clipping_ratio: float | None = Field(
         None,
         ge=0,
@@ -91,49 +85,31 @@ class AudioProfile(QcProfile):
     max_dc_offset: float | None = Field(
         None, ge=0, le=1, description="|mean| as a fraction of full scale above which: review."
     )
-    min_snr_db: float | None = Field(
-        None, ge=-50, le=120, description="VAD-based SNR below this fails."
-    )
+    min_snr_db: float | None = Field(None, ge=-50, le=120, description="VAD-based SNR below this fails.")
     min_wada_snr_db: float | None = Field(
         None, ge=-50, le=120, description="WADA-SNR below this: review (secondary estimate)."
     )
     min_speech_s: float | None = Field(
         None, ge=0, le=86400, description="Less detected speech than this fails ('no speech')."
     )
-    max_silence_ratio: float | None = Field(
-        None, ge=0, le=1, description="More non-speech share than this: review."
-    )
+    max_silence_ratio: float | None = Field(None, ge=0, le=1, description="More non-speech share than this: review.")
     min_edge_silence_s: float | None = Field(
         None,
         ge=0,
         le=60,
         description="Speech closer than this to the take's start or end: review (may be cut off).",
     )
-    min_loudness_lufs: float | None = Field(
-        None, ge=-200, le=10, description="BS.1770 loudness below this: review."
-    )
-    max_loudness_lufs: float | None = Field(
-        None, ge=-200, le=10, description="BS.1770 loudness above this: review."
-    )
-    min_dnsmos_ovrl: float | None = Field(
-        None, ge=1, le=5, description="DNSMOS overall below this: review."
-    )
+    min_loudness_lufs: float | None = Field(None, ge=-200, le=10, description="BS.1770 loudness below this: review.")
+    max_loudness_lufs: float | None = Field(None, ge=-200, le=10, description="BS.1770 loudness above this: review.")
+    min_dnsmos_ovrl: float | None = Field(None, ge=1, le=5, description="DNSMOS overall below this: review.")
     use_vad: bool = Field(True, description="Run Silero VAD (speech segments, silence, SNR, trim).")
-    use_dnsmos: bool = Field(
-        True, description="Run DNSMOS P.835 (costs ~10 ms per second of audio)."
-    )
+    use_dnsmos: bool = Field(True, description="Run DNSMOS P.835 (costs ~10 ms per second of audio).")
     vad_threshold: float = Field(
         0.5, ge=0.05, le=0.95, description="Speech probability at which a 32 ms chunk is speech."
     )
-    vad_min_speech_s: float = Field(
-        0.1, ge=0, le=10, description="Speech bursts shorter than this are dropped."
-    )
-    vad_min_silence_s: float = Field(
-        0.3, ge=0, le=10, description="Pauses shorter than this do not split a segment."
-    )
-    trim_padding_s: float = Field(
-        0.25, ge=0, le=10, description="Padding kept around speech in the trim points."
-    )
+    vad_min_speech_s: float = Field(0.1, ge=0, le=10, description="Speech bursts shorter than this are dropped.")
+    vad_min_silence_s: float = Field(0.3, ge=0, le=10, description="Pauses shorter than this do not split a segment.")
+    trim_padding_s: float = Field(0.25, ge=0, le=10, description="Padding kept around speech in the trim points.")
 
 
 class VisibleProfile(QcProfile):
@@ -151,15 +127,9 @@ class VisibleProfile(QcProfile):
     min_blur: float | None = Field(
         None, ge=0, description="Variance of the Laplacian (at blur_width) below which: fail."
     )
-    min_tenengrad: float | None = Field(
-        None, ge=0, description="Mean squared Sobel gradient below which: review."
-    )
-    dark_level: int = Field(
-        16, ge=0, le=255, description="Luma at or below which a pixel counts as under-exposed."
-    )
-    bright_level: int = Field(
-        250, ge=0, le=255, description="Luma at or above which a pixel counts as over-exposed."
-    )
+    min_tenengrad: float | None = Field(None, ge=0, description="Mean squared Sobel gradient below which: review.")
+    dark_level: int = Field(16, ge=0, le=255, description="Luma at or below which a pixel counts as under-exposed.")
+    bright_level: int = Field(250, ge=0, le=255, description="Luma at or above which a pixel counts as over-exposed.")
     max_underexposed_ratio: float | None = Field(
         None, ge=0, le=1, description="Share of under-exposed pixels above which: fail."
     )
@@ -173,12 +143,8 @@ class VisibleProfile(QcProfile):
         None, ge=0, le=255, description="Mean luma above which the image fails as too bright."
     )
     detect_faces: bool = Field(False, description="Run CenterFace and annotate faces.")
-    face_threshold: float = Field(
-        0.5, ge=0.05, le=0.99, description="CenterFace score at which a face is reported."
-    )
-    max_faces: int | None = Field(
-        None, ge=0, le=10000, description="More faces than this: review (redact or retake)."
-    )
+    face_threshold: float = Field(0.5, ge=0.05, le=0.99, description="CenterFace score at which a face is reported.")
+    max_faces: int | None = Field(None, ge=0, le=10000, description="More faces than this: review (redact or retake).")
     detectors: list[str] = Field(
         default_factory=list,
         description="Names of detector manifests to run on each image (pre-annotation only).",
@@ -224,9 +190,7 @@ class ThermalProfile(QcProfile):
     )
 
 
-AnyProfile = Annotated[
-    AudioProfile | VisibleProfile | ThermalProfile, Field(discriminator="modality")
-]
+AnyProfile = Annotated[AudioProfile | VisibleProfile | ThermalProfile, Field(discriminator="modality")]
 
 BUILTIN_PROFILES: dict[str, AudioProfile | VisibleProfile | ThermalProfile] = {
     "booth-speech": AudioProfile(
@@ -262,8 +226,11 @@ BUILTIN_PROFILES: dict[str, AudioProfile | VisibleProfile | ThermalProfile] = {
         # Below VGA, nameplates and indicator LEDs are not legible.
         min_width=640,
         min_height=480,
-        # Calibrated on scikit-image's photos at 1280 px: sharp ones score 300-3000, a Gaussian
-        # blur of sigma 2 drops them under 60 and sigma 3 under 25 (tests/models/test_image.py).
+        # Calibrated on scikit-image's photos upscaled to 1280 px (tests/models/test_qc_image.py):
+        # sharp detailed ones score 28-230, a Gaussian blur of sigma 2 drops them to <= 6 and
+        # sigma 3 to <= 3. 15 sits between; native 1280 px camera frames of equipment score
+        # higher still, so this fails real defocus/motion blur, not soft-but-usable photos.
+        # A low-texture scene (a blank wall) also scores low: a retake of it costs little.
         min_blur=15.0,
         # Half the frame crushed to black, or a quarter blown out, hides the equipment.
         max_underexposed_ratio=0.5,

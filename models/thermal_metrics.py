@@ -85,8 +85,7 @@ def measure(
         prev = _check(previous, "previous thermal frame")
         if prev.shape != frame.shape:
             raise MediaError(
-                f"previous frame is {prev.shape[1]}x{prev.shape[0]}, "
-                f"this one {frame.shape[1]}x{frame.shape[0]}"
+                f"previous frame is {prev.shape[1]}x{prev.shape[0]}, this one {frame.shape[1]}x{frame.shape[0]}"
             )
         diff_c = float(np.mean(np.abs(frame.astype(np.int32) - prev.astype(np.int32)))) / 100.0
         frozen = int(diff_c == 0.0)

@@ -37,9 +37,7 @@ class VadResult:
     segments: list[tuple[float, float]]  # seconds
 
 
-def speech_probabilities(
-    session: ModelSession, audio16: npt.NDArray[np.float32]
-) -> npt.NDArray[np.float32]:
+def speech_probabilities(session: ModelSession, audio16: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     """Per-chunk speech probability for each channel of 16 kHz audio (n, ch) → (chunks, ch)."""
     n, channels = audio16.shape
     chunks = max(1, -(-n // CHUNK))
@@ -59,9 +57,7 @@ def speech_probabilities(
     outputs = session.output_names
     probs = np.empty((chunks, channels), dtype=np.float32)
     for i in range(chunks):
-        prob, state = sess.run(
-            outputs, {"input": np.ascontiguousarray(frames[i]), "state": state, "sr": sr}
-        )
+        prob, state = sess.run(outputs, {"input": np.ascontiguousarray(frames[i]), "state": state, "sr": sr})
         probs[i] = prob[:, 0]
     return probs
 
@@ -94,11 +90,7 @@ def segments_from_probabilities(
             merged[-1][1] = seg[1]
         else:
             merged.append(seg)
-    return [
-        (round(s, 3), round(min(e, duration_s), 3))
-        for s, e in merged
-        if e - s >= min_speech_s and s < duration_s
-    ]
+    return [(round(s, 3), round(min(e, duration_s), 3)) for s, e in merged if e - s >= min_speech_s and s < duration_s]
 
 
 def detect(
@@ -113,7 +105,5 @@ def detect(
     """Speech segments of (n, ch) 16 kHz audio lasting ``duration`` seconds at its own rate."""
     probs = speech_probabilities(session, audio16)
     combined = probs.max(axis=1)  # speech in any channel (near and mid mic hear the same speaker)
-    segments = segments_from_probabilities(
-        combined, threshold, min_speech_s, min_silence_s, duration
-    )
+    segments = segments_from_probabilities(combined, threshold, min_speech_s, min_silence_s, duration)
     return VadResult(probabilities=combined, segments=segments)

@@ -66,8 +66,7 @@ class Findings:
             return
         self.add(
             severity,
-            f"{label} {self._show(value, unit, percent)} < "
-            f"{self._show(limit, unit, percent)}: {why}",
+            f"{label} {self._show(value, unit, percent)} < {self._show(limit, unit, percent)}: {why}",
         )
 
     def above(
@@ -86,8 +85,7 @@ class Findings:
             return
         self.add(
             severity,
-            f"{label} {self._show(value, unit, percent)} > "
-            f"{self._show(limit, unit, percent)}: {why}",
+            f"{label} {self._show(value, unit, percent)} > {self._show(limit, unit, percent)}: {why}",
         )
 
     @staticmethod
@@ -240,9 +238,7 @@ def judge_visible(p: VisibleProfile, f: Findings) -> None:
         "too dark, add light or increase exposure",
     )
     f.above("mean_luma", p.max_mean_luma, "fail", "mean luma", "over-exposed, reduce exposure")
-    f.above(
-        "faces", p.max_faces, "review", "faces", "people are visible, redact or retake without them"
-    )
+    f.above("faces", p.max_faces, "review", "faces", "people are visible, redact or retake without them")
 
 
 def judge_thermal(metrics: Mapping[str, MetricValue], p: ThermalProfile, f: Findings) -> None:

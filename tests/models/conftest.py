@@ -52,7 +52,8 @@ def full_screener(model_dir: pathlib.Path) -> Screener:
 @pytest.fixture(scope="session")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], npt.NDArray[np.float32]]:
     """``speech(lang)``: an espeak-ng sentence at 48 kHz float32 peaking at 0.5."""
-    if shutil.which("espeak-ng") is None:
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
         pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng)")
     folder = tmp_path_factory.mktemp("speech")
     cache: dict[str, npt.NDArray[np.float32]] = {}
@@ -61,7 +62,7 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], npt.NDAr
         if lang not in cache:
             voice, text = SENTENCES[lang]
             wav = folder / f"{lang}.wav"
-            subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text], check=True)
+            subprocess.run([espeak, "-v", voice, "-w", str(wav), text], check=True)
             data, rate = soundfile.read(str(wav), dtype="float32")
             assert rate == 22050
             up = resample_poly(data, 320, 147).astype(np.float32)  # 22.05 → 48 kHz
@@ -73,9 +74,7 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], npt.NDAr
 
 def take(speech: npt.NDArray[np.float32], lead_s: float = 0.6, tail_s: float = 0.6) -> npt.NDArray[np.float32]:
     """Speech with silence before and after, as a booth take has."""
-    return np.concatenate(
-        [np.zeros(int(lead_s * RATE), np.float32), speech, np.zeros(int(tail_s * RATE), np.float32)]
-    )
+    return np.concatenate([np.zeros(int(lead_s * RATE), np.float32), speech, np.zeros(int(tail_s * RATE), np.float32)])
 
 
 def active_power(x: npt.NDArray[np.float32]) -> float:
@@ -95,17 +94,18 @@ def noise(kind: str, n: int, seed: int) -> npt.NDArray[np.float64]:
         freqs = np.fft.rfftfreq(n, 1 / RATE)
         freqs[0] = freqs[1]
         white = np.fft.irfft(spectrum / np.sqrt(freqs), n)
-    return white / np.sqrt(np.mean(white**2))
+    unit: npt.NDArray[np.float64] = white / np.sqrt(np.mean(white**2))
+    return unit
 
 
 def mix(clean: npt.NDArray[np.float32], snr_db: float, kind: str, seed: int = 0) -> npt.NDArray[np.float32]:
     """``clean`` take plus noise so that active speech power / noise power = ``snr_db``."""
     scale = np.sqrt(active_power(clean) / 10 ** (snr_db / 10))
-    return (clean + noise(kind, len(clean), seed) * scale).astype(np.float32)
+    mixed: npt.NDArray[np.float32] = (clean + noise(kind, len(clean), seed) * scale).astype(np.float32)
+    return mixed
 
 
 @pytest.fixture(scope="session")
 def material() -> types.SimpleNamespace:
     """Helpers for building takes (a fixture so tests need no import path for this folder)."""
-    return types.SimpleNamespace(take=take, mix=mix, noise=noise, active_power=active_power,
-                                 rate=RATE)
+    return types.SimpleNamespace(take=take, mix=mix, noise=noise, active_power=active_power, rate=RATE)

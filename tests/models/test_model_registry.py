@@ -78,8 +78,7 @@ def test_fetch_reports_pip_failure(tmp_path: pathlib.Path) -> None:
 def test_bad_manifest_names_file_and_field(tmp_path: pathlib.Path) -> None:
     (tmp_path / "manifests").mkdir()
     (tmp_path / "manifests" / "bad.toml").write_text(
-        'name = "bad"\nversion = "1"\nkind = "other"\nlicense = "MIT"\nfile = "b.onnx"\n'
-        'sha256 = "xyz"\n',
+        'name = "bad"\nversion = "1"\nkind = "other"\nlicense = "MIT"\nfile = "b.onnx"\nsha256 = "xyz"\n',
         encoding="utf-8",
     )
     with pytest.raises(ManifestError, match=r"bad\.toml: sha256"):

@@ -21,7 +21,11 @@ Speech = Callable[[str], npt.NDArray[np.float32]]
 @pytest.mark.parametrize("kind", ["white", "pink"])
 @pytest.mark.parametrize("snr", [5, 10, 15, 20])
 def test_vad_snr_within_3_db(
-    screener: Screener, speech: Speech, material: types.SimpleNamespace, lang: str, kind: str,
+    screener: Screener,
+    speech: Speech,
+    material: types.SimpleNamespace,
+    lang: str,
+    kind: str,
     snr: int,
 ) -> None:
     noisy = material.mix(material.take(speech(lang)), snr, kind, seed=snr)
@@ -61,8 +65,9 @@ def test_speech_segments_trim_points_and_provenance(
     start, end = 1.0 + voiced[0] / material.rate, 1.0 + voiced[-1] / material.rate
     assert segments[0].t_start_s == pytest.approx(start, abs=0.15)
     assert segments[-1].t_end_s == pytest.approx(end, abs=0.2)
-    assert result.metrics["trim_start_s"] == pytest.approx(segments[0].t_start_s - 0.25, abs=1e-3)
-    assert result.metrics["trim_end_s"] == pytest.approx(segments[-1].t_end_s + 0.25, abs=1e-3)
+    first, last = segments[0].t_start_s or 0.0, segments[-1].t_end_s or 0.0
+    assert result.metrics["trim_start_s"] == pytest.approx(first - 0.25, abs=1e-3)
+    assert result.metrics["trim_end_s"] == pytest.approx(last + 0.25, abs=1e-3)
     assert {a.name for a in result.analyzers} >= {"fieldcap.audio-signal", "silero-vad"}
     assert 0.2 < float(result.metrics["silence_ratio"] or 0) < 0.6
 
@@ -114,7 +119,9 @@ def test_multichannel_reports_worst_channel(
     assert any("recording is silent" in r for r in result.reasons)
 
 
-def test_loudness_matches_pyloudnorm_and_short_takes_get_a_value(material: types.SimpleNamespace) -> None:
+def test_loudness_matches_pyloudnorm_and_short_takes_get_a_value(
+    material: types.SimpleNamespace,
+) -> None:
     x = (material.noise("pink", 3 * material.rate, 5) * 0.1).astype(np.float32)
     reference = pyloudnorm.Meter(material.rate).integrated_loudness(x.astype(np.float64))
     assert loudness_lufs(x[:, None], material.rate)[0] == pytest.approx(reference, abs=0.01)
@@ -139,7 +146,9 @@ def test_bad_audio_input_is_a_clear_error(screener: Screener, samples: object, r
         screener.audio(samples, rate)  # type: ignore[arg-type]
 
 
-def test_missing_models_give_review_with_the_fix(tmp_path: pathlib.Path, speech: Speech, material: types.SimpleNamespace) -> None:
+def test_missing_models_give_review_with_the_fix(
+    tmp_path: pathlib.Path, speech: Speech, material: types.SimpleNamespace
+) -> None:
     result = Screener(model_dir=tmp_path).audio(material.take(speech("en")), material.rate)
     assert result.verdict == "review"
     assert any("run: fieldcap models fetch silero-vad" in r for r in result.reasons)
@@ -148,7 +157,9 @@ def test_missing_models_give_review_with_the_fix(tmp_path: pathlib.Path, speech:
         Screener(strict, model_dir=tmp_path).audio(material.take(speech("en")), material.rate)
 
 
-def test_dnsmos_scores_clean_above_noisy(full_screener: Screener, speech: Speech, material: types.SimpleNamespace) -> None:
+def test_dnsmos_scores_clean_above_noisy(
+    full_screener: Screener, speech: Speech, material: types.SimpleNamespace
+) -> None:
     clean = material.take(speech("en"))
     good = full_screener.audio(material.mix(clean, 40, "pink"), material.rate).metrics
     bad = full_screener.audio(material.mix(clean, 0, "white"), material.rate).metrics
@@ -163,3 +174,15 @@ def test_session_mos_over_short_takes(full_screener: Screener, speech: Speech, m
     takes = [sentence[i : i + material.rate] for i in range(0, len(sentence) - material.rate, material.rate)]
     scores = full_screener.session_mos(takes, material.rate)
     assert 1.0 <= scores["dnsmos_ovrl"] <= 5.0
+
+
+def test_speech_without_pauses_falls_back_to_wada(
+    screener: Screener, speech: Speech, material: types.SimpleNamespace
+) -> None:
+    sentence = speech("zh")
+    voiced = np.flatnonzero(np.abs(sentence) > 0.01)
+    tight = sentence[voiced[0] : voiced[-1]]  # no lead-in, no tail: nothing to measure noise in
+    result = screener.audio(material.mix(tight, 8, "white"), material.rate)
+    assert result.metrics["snr_db"] == result.metrics["wada_snr_db"]
+    assert result.verdict == "fail"
+    assert any(r.startswith("snr ") for r in result.reasons)

@@ -1,8 +1,9 @@
-"""Visible-image screening on scikit-image's bundled photos; faces; a user detector built with onnx."""
+"""Visible-image screening on scikit-image's bundled photos, faces, a user-supplied detector."""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import pathlib
 
 import cv2
@@ -22,9 +23,7 @@ def photo(name: str, width: int = 1280) -> npt.NDArray[np.uint8]:
     image = getattr(skimage.data, name)()
     image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
     h, w = image.shape[:2]
-    return np.asarray(
-        cv2.resize(image, (width, round(h * width / w)), interpolation=cv2.INTER_LANCZOS4)
-    )
+    return np.asarray(cv2.resize(image, (width, round(h * width / w)), interpolation=cv2.INTER_LANCZOS4))
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +40,7 @@ def test_blur_decreases_with_sigma_and_profile_fails_sigma_3(plain: Screener, na
         result = plain.image(image)
         scores.append(float(result.metrics["blur"] or 0))
         verdicts.append((sigma, result.verdict, result.reasons))
-    assert all(a > b for a, b in zip(scores, scores[1:], strict=False)), scores
+    assert all(a > b for a, b in itertools.pairwise(scores)), scores
     assert not any(r.startswith("blur") for r in verdicts[0][2]), verdicts[0]
     if name != "hubble_deep_field":  # deep space: rightly fails as too dark
         assert verdicts[0][1] == "pass", verdicts[0]
@@ -96,7 +95,7 @@ def test_bad_image_input_is_a_clear_error(plain: Screener, image: object, messag
 def test_faces_found_and_redacted(model_dir: pathlib.Path) -> None:
     settings = QcSettings.model_validate({"profiles": {"camera-visible": {"detect_faces": True}}})
     screener = Screener(settings, model_dir=model_dir)
-    image = np.ascontiguousarray(skimage.data.astronaut()[:, :, ::-1])
+    image = np.ascontiguousarray(skimage.data.astronaut()[:, :, ::-1])  # type: ignore[no-untyped-call]
     result = screener.image(image)
     faces = [a for a in result.annotations if a.kind == "face"]
     assert result.metrics["faces"] == 1 and len(faces) == 1
@@ -129,8 +128,10 @@ def _tiny_detector(path: pathlib.Path, rows: npt.NDArray[np.float32]) -> None:
         "tiny-detector",
         [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [1, 3, 64, 64])],
         [helper.make_tensor_value_info("output0", onnx.TensorProto.FLOAT, list(rows.shape))],
-        [numpy_helper.from_array(rows, "rows"),
-         numpy_helper.from_array(np.zeros(1, np.float32), "zero")],
+        [
+            numpy_helper.from_array(rows, "rows"),
+            numpy_helper.from_array(np.zeros(1, np.float32), "zero"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -176,9 +177,7 @@ def test_user_detector_from_manifest(tmp_path: pathlib.Path, fmt: str) -> None:
     else:
         rows = np.array([[b[0], b[1], b[2], b[3], 1.0, b[4], b[5]] for b in _BOXES], np.float32)[None]
     _install(tmp_path, fmt, rows)
-    settings = QcSettings.model_validate(
-        {"profiles": {"camera-visible": {"detectors": [f"tiny-{fmt}"]}}}
-    )
+    settings = QcSettings.model_validate({"profiles": {"camera-visible": {"detectors": [f"tiny-{fmt}"]}}})
     screener = Screener(settings, model_dir=tmp_path)
     image = np.full((64, 128, 3), 128, np.uint8)  # letterboxed: scale 0.5, 16 px bars top/bottom
     result = screener.image(image)

@@ -23,7 +23,8 @@ def scene(seed: int = 0, units: str = "centikelvin") -> npt.NDArray[np.uint16]:
     celsius = 22 + 3 * xx / 160 + 38 * np.exp(-((xx - 100) ** 2 + (yy - 60) ** 2) / 200)
     celsius += rng.normal(0, 0.05, celsius.shape)
     offset = 273.15 if units == "centikelvin" else 0.0
-    return np.round((celsius + offset) * 100).astype(np.uint16)
+    frame: npt.NDArray[np.uint16] = np.round((celsius + offset) * 100).astype(np.uint16)
+    return frame
 
 
 def test_good_frame_passes_with_temperatures(screener: Screener) -> None:
