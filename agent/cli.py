@@ -11,7 +11,6 @@ import json
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -143,20 +142,32 @@ def ls_cmd(config_file: Path | None, data_dir: Path | None, stream: str | None, 
     Console().print(table)
 
 
+@cli.command("export-mcap")
+@click.argument("session")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Agent config file.")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Data directory (instead of --config)."
+)
+def export_mcap_cmd(session: str, out: Path, config_file: Path | None, data_dir: Path | None) -> None:
+    """Export SESSION (an id, a unique prefix, or 'latest') to OUT as MCAP, one channel per stream."""
+    from agent.catalog import Catalog
+    from agent.mcap_export import export_session
+
+    ddir, device = _data_dir(config_file, data_dir)
+    path = ddir / "catalog.sqlite"
+    if not path.exists():
+        raise click.ClickException(f"{path}: no catalog here yet (has the agent run with this data directory?)")
+    try:
+        with Catalog(path, device) as cat:
+            result = export_session(cat, session, out)
+    except FieldcapError as exc:
+        raise _fail(exc) from None
+    total = sum(result["messages"].values())
+    click.echo(f"{out}: session {result['session_id']}, {total} messages on {len(result['channels'])} channels")
+
+
 # ---------------------------------------------------------------------------- daemon and demo
-
-
-def _wait_for_signal() -> None:
-    stop = threading.Event()
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    while not stop.wait(1.0):
-        pass
 
 
 @cli.command("run")
@@ -164,21 +175,58 @@ def _wait_for_signal() -> None:
     "--config", "config_file", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Agent config file."
 )
 def run_cmd(config_file: Path) -> None:
-    """Run the agent: capture, screen, keep and sync until SIGTERM."""
-    from agent.config import check_secrets, load_config
-    from agent.daemon import Agent
+    """Run the agent until SIGTERM: capture, screen, keep and sync; SIGHUP reloads the config.
 
+    Under systemd (Type=notify) it reports READY=1, STATUS= and feeds the watchdog while every
+    loop progresses. Logs go to stderr at info level unless -v/-vv asks for more.
+    """
+    import faulthandler
+
+    from agent.supervisor import Supervisor, load_checked
+    from sync import SyncError
+
+    faulthandler.enable(all_threads=True)  # a watchdog SIGABRT prints every thread's stack to the journal
+    root = logging.getLogger()
+    if root.level > logging.INFO:
+        root.setLevel(logging.INFO)  # a service logs its lifecycle; -v only adds debug
     try:
-        cfg = load_config(config_file)
-        check_secrets(cfg, str(config_file))
-        agent = Agent(cfg, config_file=str(config_file))
-        agent.start()
-    except FieldcapError as exc:
+        supervisor = Supervisor(config_file, load_checked(config_file))
+        supervisor.install_signal_handlers()
+        code = supervisor.run()
+    except (FieldcapError, SyncError) as exc:
         raise _fail(exc) from None
+    sys.exit(code)
+
+
+@cli.command("status")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Agent config file.")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Data directory (instead of --config)."
+)
+@click.option("--json", "as_json", is_flag=True, help="The whole snapshot as one JSON object.")
+def status_cmd(config_file: Path | None, data_dir: Path | None, as_json: bool) -> None:
+    """Health of the agent: streams, QC, outbox backlog, last receipt, disk, clock.
+
+    Reads the status file the running agent rewrites every few seconds (and the catalog when it is
+    not running). Exit status: 0 running and healthy, 2 running but degraded, 3 not running.
+    """
+    from agent.status import problems_of, read_status, render_text
+
+    ddir, device = _data_dir(config_file, data_dir)
+    if not ddir.exists():
+        raise UserError(f"{ddir}: no such data directory (has the agent run with this configuration?)")
     try:
-        _wait_for_signal()
-    finally:
-        agent.stop()
+        snap = read_status(ddir, device_id=device)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{ddir}: cannot read the agent's status: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(snap, default=str, sort_keys=True, indent=2))
+    else:
+        click.echo(render_text(snap))
+    if not snap.get("running"):
+        sys.exit(3)
+    if problems_of(snap)[0]:
+        sys.exit(2)
 
 
 @cli.command("demo")
@@ -215,6 +263,14 @@ def demo_cmd(seconds: float, workdir: Path | None) -> None:
     show_default=True,
     help="Shared-subscription group; ingesters in one group split the load.",
 )
+@click.option("--client-id", help="Fixed MQTT client id (with --session-expiry: keep the queue across restarts).")
+@click.option(
+    "--session-expiry",
+    type=click.IntRange(0, 4294967295),
+    default=0,
+    show_default=True,
+    help="Seconds the broker keeps this ingester's session; 0 hands its share to the group at once when it dies.",
+)
 @click.option("--username", help="MQTT username.")
 @click.option(
     "--password-file", type=click.Path(dir_okay=False, path_type=Path), help="File holding the MQTT password."
@@ -227,6 +283,8 @@ def ingest_cmd(
     store_url: str,
     blob_dir: Path,
     group: str,
+    client_id: str | None,
+    session_expiry: int,
     username: str | None,
     password_file: Path | None,
     ca_file: Path | None,
@@ -250,6 +308,8 @@ def ingest_cmd(
             store=store,
             blobs=BlobTree(blob_dir),
             group=group,
+            client_id=client_id,
+            session_expiry_s=session_expiry,
             credentials=Credentials(username, password, tls),
         )
     except (FieldcapError, SyncError, ValueError, OSError) as exc:
@@ -278,11 +338,11 @@ def central() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per record per line.")
 def central_ls(store_url: str, device: str | None, kind: str | None, as_json: bool) -> None:
     """What the central store holds: device, record_id, kind, sha256, size, received time."""
-    from sync import open_store
+    from sync import SyncError, open_store
 
     try:
         store = open_store(store_url)
-    except (ValueError, OSError) as exc:
+    except (SyncError, OSError) as exc:
         raise _fail(exc) from None
     try:
         rows = store.list_records(device=device, kind=kind)
@@ -308,10 +368,21 @@ def central_ls(store_url: str, device: str | None, kind: str | None, as_json: bo
 def _register_subsystems() -> None:
     from drivers.commands import devices_group
     from models.commands import models_group, qc_command
+    from sync.dataset.commands import export_command, report_command, review_import_command
 
     cli.add_command(qc_command, "qc")
     cli.add_command(models_group, "models")
     cli.add_command(devices_group, "devices")
+    cli.add_command(export_command, "export")
+    cli.add_command(report_command, "report")
+    cli.add_command(review_import_command, "review-import")
+
+    from agent.booth.commands import booth_command, coverage_command, rerecord_command, review_command
+
+    cli.add_command(booth_command, "booth")
+    cli.add_command(review_command, "review")
+    cli.add_command(rerecord_command, "rerecord")
+    cli.add_command(coverage_command, "coverage")
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -93,8 +93,7 @@ class DriverStats:
 
 
 _COUNTERS = frozenset(
-    {"samples", "drops", "gaps", "duplicates", "reconnects", "errors", "bad_frames", "overflows",
-     "timeouts"}
+    {"samples", "drops", "gaps", "duplicates", "reconnects", "errors", "bad_frames", "overflows", "timeouts"}
 )
 
 
@@ -104,10 +103,13 @@ class Driver(ABC, Generic[S]):
     ``read()`` blocks at most ``timeout`` seconds (default ``settings.read_timeout_s``) and raises
     ``DriverTimeout`` when nothing arrived. An I/O failure (a driver raising ``DriverIOError`` or
     ``OSError``) closes the device and reopens it after a capped, jittered exponential backoff, all
-    inside later ``read()`` calls so that a read never blocks past its timeout; ``DriverIOError``
-    reaches the caller only after ``settings.max_reconnects`` consecutive reopen attempts failed to
-    deliver a sample. Subclasses implement ``_open``, ``_read_raw`` and ``_close`` and may override
-    ``_settings_in_force``; they report malformed input with ``_count("bad_frames", why=...)``.
+    inside ``read()`` calls: a read never waits for a backoff past its timeout, but one that starts
+    a reopen attempt lasts as long as that open (bounded by ``open_timeout_s`` where the backend
+    supports it; an RTSP open takes ~2 s of stream probing). ``DriverIOError`` reaches the caller
+    only after ``settings.max_reconnects`` consecutive reopen attempts failed to deliver a sample.
+    ``read()`` and ``close()`` share a lock, so ``close()`` from another thread waits for a running
+    read (at most its timeout). Subclasses implement ``_open``, ``_read_raw`` and ``_close`` and may
+    override ``_settings_in_force``; they report malformed input with ``_count("bad_frames", ...)``.
     """
 
     modality: ClassVar[Modality]
@@ -324,7 +326,7 @@ class Driver(ABC, Generic[S]):
         self._attempts += 1
         try:
             self._open()
-        except Exception as exc:  # noqa: BLE001 - any failure to reopen is retried the same way
+        except Exception as exc:
             self._count("errors", why=f"{self.name}: reopen attempt {self._attempts} failed: {exc}")
             self._safe_close()
             self._schedule_attempt()
@@ -337,5 +339,5 @@ class Driver(ABC, Generic[S]):
     def _safe_close(self) -> None:
         try:
             self._close()
-        except Exception as exc:  # noqa: BLE001 - closing must never mask the original problem
+        except Exception as exc:
             self._count("errors", why=f"{self.name}: error while closing: {exc}")

@@ -6,9 +6,9 @@ the newest frame; replayed files deliver every frame, paced at their frame rate.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import cv2
@@ -47,9 +47,7 @@ def open_v4l2(device: str) -> VideoCaptureLike:
     return cap
 
 
-def apply_v4l2_settings(
-    cap: VideoCaptureLike, settings: V4l2CameraSettings | Any, fourcc: str
-) -> dict[str, Any]:
+def apply_v4l2_settings(cap: VideoCaptureLike, settings: V4l2CameraSettings | Any, fourcc: str) -> dict[str, Any]:
     """Set format, size, rate, buffering, exposure and gain, then read all of them back.
 
     The FOURCC goes first: a V4L2 driver validates size and rate against the *current* pixel
@@ -124,7 +122,7 @@ class V4l2Camera(CaptureDriver[V4l2CameraSettings]):
         cap = type(self).capture_factory(s.device)
         if not cap.isOpened():
             cap.release()
-            why = "it does not exist" if not os.path.exists(s.device) else "busy or not permitted"
+            why = "it does not exist" if not Path(s.device).exists() else "busy or not permitted"
             raise DriverOpenError(
                 f"{s.name}: cannot open V4L2 camera {s.device} ({why}; check the cable, the "
                 "'video' group, and that no other program uses it)"
@@ -163,8 +161,7 @@ class RtspCamera(CaptureDriver[RtspCameraSettings]):
             "url": redact(s.url),
             "transport": s.transport,
             "timeouts_by_name": {
-                n: cap_prop(n) is not None
-                for n in ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC")
+                n: cap_prop(n) is not None for n in ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC")
             },
         }
 
@@ -191,7 +188,7 @@ class ReplayDriver(Driver[R]):
 
     def _open(self) -> None:
         path = self.settings.path
-        if not self._is_images and not os.path.isfile(path):
+        if not self._is_images and not Path(path).is_file():
             raise DriverOpenError(f"{self.settings.name}: video file {path!r} does not exist")
         api = cv2.CAP_IMAGES if self._is_images else cv2.CAP_ANY
         cap = cv2.VideoCapture(path, api)

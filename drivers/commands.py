@@ -71,6 +71,6 @@ def list_drivers() -> None:
     for name, (module, cls) in sorted(available_drivers().items()):
         try:
             modality = driver_modality(name)
-        except Exception as exc:  # noqa: BLE001 - a broken plug-in is listed with its error
+        except Exception as exc:
             modality = f"unavailable: {exc}"
         click.echo(f"{name:16} {modality:8} {module}:{cls}")

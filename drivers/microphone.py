@@ -108,9 +108,7 @@ class Microphone(Driver[MicrophoneSettings]):
         s = self.settings
         device = resolve_input_device(s.device)
         try:
-            sd.check_input_settings(
-                device=device, channels=s.channels, dtype="int16", samplerate=s.sample_rate
-            )
+            sd.check_input_settings(device=device, channels=s.channels, dtype="int16", samplerate=s.sample_rate)
             stream = sd.InputStream(
                 device=device,
                 samplerate=s.sample_rate,
@@ -132,9 +130,7 @@ class Microphone(Driver[MicrophoneSettings]):
         self._index = 0
         self._last_block = None
         self._clock.reset()
-        self._latency_ns = (
-            round(float(stream.latency) * 1e9) if s.latency_compensation == "reported" else 0
-        )
+        self._latency_ns = round(float(stream.latency) * 1e9) if s.latency_compensation == "reported" else 0
         info = sd.query_devices(stream.device)
         self._device_name = str(info["name"])
         self._stream = stream

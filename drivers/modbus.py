@@ -20,9 +20,9 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 
 from drivers.base import Driver, RawSample
 from drivers.errors import DriverIOError, DriverOpenError
-from drivers.settings.serial import ModbusRegister, ModbusRtuSettings
 from drivers.pacing import Pacer
 from drivers.serial_link import open_serial_port
+from drivers.settings.serial import ModbusRegister, ModbusRtuSettings
 
 __all__ = ["ModbusRtuSensor", "decode_register", "plan_reads"]
 
@@ -64,7 +64,7 @@ def plan_reads(registers: list[ModbusRegister]) -> list[ReadBlock]:
 
 def decode_register(reg: ModbusRegister, words: list[int]) -> float:
     """Decode one value from its 16-bit words, then apply scale and offset."""
-    if reg.word_order == "little" and len(words) == 2:  # noqa: PLR2004 - a 32-bit value
+    if reg.word_order == "little" and len(words) == 2:
         words = [words[1], words[0]]
     raw = b"".join(w.to_bytes(2, "big") for w in words)
     value = struct.unpack(_STRUCT[reg.kind], raw)[0]
@@ -134,8 +134,7 @@ class ModbusRtuSensor(Driver[ModbusRtuSettings]):
         if rsp.isError():
             self._count(
                 "bad_frames",
-                why=f"{self.name}: unit {unit} refused {block.table} {block.address}"
-                f"+{block.count}: {rsp}",
+                why=f"{self.name}: unit {unit} refused {block.table} {block.address}+{block.count}: {rsp}",
             )
             return None
         regs = list(rsp.registers)
@@ -175,8 +174,6 @@ class ModbusRtuSensor(Driver[ModbusRtuSettings]):
         s = self.settings
         return {
             "units": dict(self._units),
-            "requests": [
-                {"table": b.table, "address": b.address, "count": b.count} for b in self._blocks
-            ],
+            "requests": [{"table": b.table, "address": b.address, "count": b.count} for b in self._blocks],
             "line": f"{s.baudrate} {s.bytesize}{s.parity}{s.stopbits:g}",
         }

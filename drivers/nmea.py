@@ -132,7 +132,7 @@ class NmeaGps(SerialDriver[NmeaSettings]):
             return None
         try:
             return pynmea2.parse(text, check=True)
-        except Exception as exc:  # noqa: BLE001 - pynmea2 raises several types on garbage
+        except Exception as exc:
             self._count("bad_frames", why=f"{self.name}: bad NMEA sentence {text[:40]!r}: {exc}")
             return None
 
@@ -172,7 +172,7 @@ class NmeaGps(SerialDriver[NmeaSettings]):
         if self._last_date is None:
             return None
         date, tod = self._last_date
-        if epoch.tod < tod and (tod.hour - epoch.tod.hour) >= 12:  # noqa: PLR2004 - half a day
+        if epoch.tod < tod and (tod.hour - epoch.tod.hour) >= 12:
             return date + dt.timedelta(days=1)  # the day rolled over since the last RMC
         return date
 
@@ -185,8 +185,7 @@ class NmeaGps(SerialDriver[NmeaSettings]):
             "sentences": list(epoch.kinds),
             "talker": epoch.talker,
             "fix": FIX_QUALITY.get(int(epoch.values.get("fix_quality", -1)), "unknown"),
-            "units": {"lat": "deg", "lon": "deg", "alt_m": "m", "speed_knots": "kn",
-                      "course_deg": "deg"},
+            "units": {"lat": "deg", "lon": "deg", "alt_m": "m", "speed_knots": "kn", "course_deg": "deg"},
         }
         device_time: float | None = None
         if date is not None:

@@ -142,10 +142,20 @@ class Grabbed:
 
 
 class FrameGrabber:
-    """Drain thread: reads frames continuously, keeps only the newest, counts overwritten ones."""
+    """Drain thread: reads frames continuously, keeps only the newest, counts overwritten ones.
 
-    def __init__(self, cap: VideoCaptureLike, name: str) -> None:
+    Right after opening, FFmpeg holds a backlog of frames buffered while it probed the stream;
+    they come out back to back and would be stamped with a wrong ``t_mono_ns``. Until a grab has
+    to wait (at least half a frame interval) or ``catch_up_s`` passed, frames are discarded and
+    counted in ``stale``.
+    """
+
+    def __init__(self, cap: VideoCaptureLike, name: str, *, catch_up_s: float = 3.0) -> None:
         self._cap = cap
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        self._live_wait_s = 0.5 / (fps if 0 < fps < 1000 else 25.0)
+        self._catch_up_s = catch_up_s
+        self.stale = 0
         self._cond = threading.Condition()
         self._latest: Grabbed | None = None
         self._taken = -1  # index of the last frame handed out
@@ -161,10 +171,18 @@ class FrameGrabber:
 
     def _run(self) -> None:
         cap = self._cap
+        live_by = time.monotonic() + self._catch_up_s
+        live = False
         while not self._stop:
             try:
+                started = time.monotonic()
                 ok = cap.grab()
                 t_mono = time.monotonic_ns()
+                if ok and not live:
+                    live = t_mono / 1e9 - started >= self._live_wait_s or started >= live_by
+                    if not live:
+                        self.stale += 1
+                        continue
                 if ok:
                     ok, frame = cap.retrieve()
             except cv2.error as exc:
@@ -217,6 +235,7 @@ class CaptureDriver(Driver[S]):
         self._cap: VideoCaptureLike | None = None
         self._grabber: FrameGrabber | None = None
         self._join_s = 10.0  # longest wait for the drain thread to leave a blocked read
+        self._stale_counted = 0
 
     def _make_capture(self) -> VideoCaptureLike:
         """Open and configure the capture (raise ``DriverOpenError`` with the fix)."""
@@ -229,12 +248,15 @@ class CaptureDriver(Driver[S]):
     def _open(self) -> None:
         cap = self._make_capture()
         self._cap = cap
+        self._stale_counted = 0
         self._grabber = FrameGrabber(cap, self.name)
         self._grabber.start()
 
     def _close(self) -> None:
         grabber, self._grabber = self._grabber, None
         cap, self._cap = self._cap, None
+        if grabber is not None:
+            self._count_stale(grabber)
         if grabber is not None and not grabber.stop(self._join_s):
             # Releasing a capture another thread is reading from can crash the process; leak it.
             self._count("errors", why=f"{self.name}: drain thread stuck in read; capture leaked")
@@ -242,11 +264,20 @@ class CaptureDriver(Driver[S]):
         if cap is not None:
             cap.release()
 
+    def _count_stale(self, grabber: FrameGrabber) -> None:
+        """Count the backlog frames discarded at open as drops (the camera did send them)."""
+        new = grabber.stale - self._stale_counted  # only the drain thread writes .stale
+        self._stale_counted += new
+        if new:
+            why = f"{self.name}: {new} frame(s) buffered before the stream was live discarded"
+            self._count("drops", new, why=why)
+
     def _read_raw(self, timeout: float) -> RawSample | None:
         grabber = self._grabber
         if grabber is None:
             raise DriverIOError("capture is not open")
         got = grabber.take(timeout)
+        self._count_stale(grabber)
         if got is None:
             return None
         grabbed, skipped = got

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import glob
 import os
 import struct
+from pathlib import Path
 from typing import Any
 
 __all__ = ["probe_all", "probe_audio", "probe_cameras", "probe_serial", "query_v4l2"]
@@ -101,18 +101,16 @@ def query_v4l2(path: str) -> dict[str, Any]:
                     min_w, max_w, _, min_h, max_h, _ = struct.unpack("6I", union)
                     modes.append({"width": [min_w, max_w], "height": [min_h, max_h]})
                     break
-            info["formats"].append(
-                {"fourcc": _fourcc(pixfmt), "description": _text(desc[3]), "modes": modes}
-            )
+            info["formats"].append({"fourcc": _fourcc(pixfmt), "description": _text(desc[3]), "modes": modes})
         return info
     finally:
         os.close(fd)
 
 
-def probe_cameras() -> list[dict[str, Any]]:
-    """Every /dev/video* node with its capabilities, or the error that prevented the query."""
+def probe_cameras(nodes: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every /dev/video* node (or ``nodes``) with its modes, or the error that stopped the query."""
     out: list[dict[str, Any]] = []
-    for path in sorted(glob.glob("/dev/video*")):
+    for path in nodes if nodes is not None else sorted(map(str, Path("/dev").glob("video*"))):
         try:
             out.append(query_v4l2(path))
         except OSError as exc:
@@ -128,7 +126,7 @@ def probe_audio() -> list[dict[str, Any]]:
         return [{"error": f"cannot load sounddevice/PortAudio: {exc} (apt install libportaudio2)"}]
     try:
         return list_input_devices()
-    except Exception as exc:  # noqa: BLE001 - a PortAudio failure is reported, not raised
+    except Exception as exc:
         return [{"error": f"PortAudio query failed: {exc}"}]
 
 
@@ -136,13 +134,13 @@ def probe_serial() -> list[dict[str, Any]]:
     """Serial ports with their USB identity (what to put in ``port``: prefer /dev/serial/by-id)."""
     from serial.tools import list_ports
 
-    by_id = {os.path.realpath(p): p for p in glob.glob("/dev/serial/by-id/*")}
+    by_id = {str(p.resolve()): str(p) for p in Path("/dev/serial/by-id").glob("*")}
     out = []
     for port in sorted(list_ports.comports(), key=lambda p: p.device):
         out.append(
             {
                 "device": port.device,
-                "stable_path": by_id.get(os.path.realpath(port.device)),
+                "stable_path": by_id.get(str(Path(port.device).resolve())),
                 "description": port.description,
                 "hwid": port.hwid,
                 "manufacturer": port.manufacturer,

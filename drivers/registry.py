@@ -107,14 +107,11 @@ def load_driver_class(type_name: str) -> type[Driver[Any]]:
         module = importlib.import_module(module_name)
     except Exception as exc:
         raise DriverImportError(
-            f"driver {type_name!r}: cannot import module {module_name!r}: "
-            f"{type(exc).__name__}: {exc}{_hint(exc)}"
+            f"driver {type_name!r}: cannot import module {module_name!r}: {type(exc).__name__}: {exc}{_hint(exc)}"
         ) from exc
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Driver)):
-        raise DriverImportError(
-            f"driver {type_name!r}: {module_name}.{class_name} is not a drivers.Driver subclass"
-        )
+        raise DriverImportError(f"driver {type_name!r}: {module_name}.{class_name} is not a drivers.Driver subclass")
     return cls
 
 

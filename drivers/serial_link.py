@@ -49,8 +49,7 @@ def open_serial_port(settings: SerialPortSettings) -> serial.SerialBase:
         elif "lock" in text or "busy" in text:
             hint = " (another process holds the port)"
         raise DriverOpenError(
-            f"{settings.name}: cannot open serial port {settings.port!r} at "
-            f"{settings.baudrate} baud: {exc}{hint}"
+            f"{settings.name}: cannot open serial port {settings.port!r} at {settings.baudrate} baud: {exc}{hint}"
         ) from exc
     return port
 

@@ -39,7 +39,7 @@ def as_y16(frame: Any, width: int, height: int) -> np.ndarray[Any, np.dtype[np.u
     1xN uint8 row; both mean the same little-endian samples.
     """
     arr = np.asarray(frame)
-    if arr.dtype == np.uint16 and arr.ndim == 2:  # noqa: PLR2004 - already an image
+    if arr.dtype == np.uint16 and arr.ndim == 2:
         return arr
     flat = np.ascontiguousarray(arr).reshape(-1)
     if flat.dtype == np.uint8 and flat.size >= width * height * 2:
@@ -115,18 +115,23 @@ class RtspThermalCamera(CaptureDriver[ThermalRtspSettings]):
         return f"thermal stream {redact(self.settings.url)}"
 
     def _make_capture(self) -> VideoCaptureLike:
-        cap: VideoCaptureLike = open_ffmpeg_stream(
-            self.settings, [int(cv2.CAP_PROP_CONVERT_RGB), 0]
-        )
+        cap: VideoCaptureLike = open_ffmpeg_stream(self.settings, [int(cv2.CAP_PROP_CONVERT_RGB), 0])
+        # One frame tells whether the stream carries 16-bit data, so that settings_in_force()
+        # says "radiometric" truthfully from the start.
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            cap.release()
+            raise DriverOpenError(f"{self.name}: {self.describe()} opened but sent no frame")
+        self._convert(frame)
         return cap
 
     def _convert(self, frame: Any) -> tuple[np.ndarray[Any, Any], dict[str, Any]]:
         arr = np.asarray(frame)
         if arr.dtype == np.uint16:
-            out = arr if arr.ndim == 2 else arr[..., 0]  # noqa: PLR2004
+            out = arr if arr.ndim == 2 else arr[..., 0]
             self._radiometric = True
             return np.ascontiguousarray(out), {"units": self.settings.units}
-        if arr.ndim == 3:  # noqa: PLR2004 - a colour frame despite CONVERT_RGB off
+        if arr.ndim == 3:
             arr = cv2.cvtColor(arr, cv2.COLOR_BGR2GRAY)
         self._radiometric = False
         return arr.astype(np.uint16), {"units": "raw", "radiometric": False, "source_bits": 8}
@@ -157,7 +162,7 @@ class PngThermalSequence(ReplayDriver[ThermalPngSettings]):
                 f"{self.name}: {self.settings.path} holds {arr.dtype} images, not 16-bit; "
                 "thermal frames must be saved as 16-bit PNG"
             )
-        if arr.ndim == 3:  # noqa: PLR2004 - a 16-bit image saved with 3 channels
+        if arr.ndim == 3:
             arr = arr[..., 0]
         return arr, {"units": self.settings.units}
 

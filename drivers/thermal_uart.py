@@ -41,9 +41,7 @@ def _checksum(body: bytes) -> int:
 def encode_frame(pixels_cc: np.ndarray[Any, Any], ambient_cc: int) -> bytes:
     """Build one frame from 24x32 temperatures in degC x 100 (for tests and simulators)."""
     pix = np.asarray(pixels_cc, dtype="<i2").reshape(HEIGHT, WIDTH)
-    body = HEADER + _DATA_LEN.to_bytes(2, "little") + pix.tobytes() + int(ambient_cc).to_bytes(
-        2, "little", signed=True
-    )
+    body = HEADER + _DATA_LEN.to_bytes(2, "little") + pix.tobytes() + int(ambient_cc).to_bytes(2, "little", signed=True)
     return body + _checksum(body).to_bytes(2, "little")
 
 

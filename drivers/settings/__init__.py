@@ -94,13 +94,13 @@ def device_settings_adapter() -> TypeAdapter[DeviceSettings]:
 def parse_device_settings(data: dict[str, Any]) -> CommonSettings:
     """Validate one device table; third-party drivers use their class's ``settings_model``.
 
-    Raises ``pydantic.ValidationError`` (with the offending keys) for bad input, and ``KeyError``
-    naming the known drivers for an unknown ``type``.
+    Raises ``pydantic.ValidationError`` naming the offending keys (for an unknown ``type``: the
+    valid ones).
     """
-    from drivers.registry import builtin_settings_types, load_driver_class
+    from drivers.registry import available_drivers, builtin_settings_types, load_driver_class
 
     type_name = data.get("type")
-    if isinstance(type_name, str) and type_name not in builtin_settings_types():
+    if isinstance(type_name, str) and type_name not in builtin_settings_types() and type_name in available_drivers():
         model = getattr(load_driver_class(type_name), "settings_model", None)
         if isinstance(model, type) and issubclass(model, CommonSettings):
             return model.model_validate(data)

@@ -24,9 +24,7 @@ class MicrophoneSettings(CommonSettings):
     channel_names: list[str] | None = Field(
         default=None, description="Names of the channels in order (e.g. ['near', 'mid'])."
     )
-    blocksize: int = Field(
-        default=1024, ge=32, le=65536, description="Frames per callback and per delivered sample."
-    )
+    blocksize: int = Field(default=1024, ge=32, le=65536, description="Frames per callback and per delivered sample.")
     latency: Literal["low", "high"] | float = Field(
         default="high",
         description="PortAudio suggested input latency ('low', 'high' or seconds); 'high' "
@@ -36,8 +34,7 @@ class MicrophoneSettings(CommonSettings):
         default=5.0,
         gt=0,
         le=120,
-        description="Audio buffered between callback and reader; when full, blocks are dropped "
-        "(counted).",
+        description="Audio buffered between callback and reader; when full, blocks are dropped (counted).",
     )
     fit_window_s: float = Field(
         default=30.0,

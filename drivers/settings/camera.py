@@ -15,9 +15,7 @@ class V4l2CameraSettings(CommonSettings):
     """A local V4L2 camera; the FOURCC is set before size and rate (drivers pick modes by FOURCC)."""
 
     type: Literal["v4l2"] = Field(description="Driver name.")
-    device: str = Field(
-        default="/dev/video0", description="Device path (/dev/video0, /dev/v4l/by-id/...)."
-    )
+    device: str = Field(default="/dev/video0", description="Device path (/dev/video0, /dev/v4l/by-id/...).")
     width: int = Field(default=1280, ge=16, le=7680, description="Requested frame width.")
     height: int = Field(default=720, ge=16, le=4320, description="Requested frame height.")
     fps: float = Field(default=30.0, gt=0, le=240, description="Requested frame rate.")
@@ -30,9 +28,7 @@ class V4l2CameraSettings(CommonSettings):
         "(V4L2 exposure_time_absolute: 100 us steps).",
     )
     gain: float | None = Field(default=None, ge=0, description="Manual gain; unset: leave as is.")
-    buffer_frames: int = Field(
-        default=1, ge=1, le=32, description="Driver queue length (CAP_PROP_BUFFERSIZE)."
-    )
+    buffer_frames: int = Field(default=1, ge=1, le=32, description="Driver queue length (CAP_PROP_BUFFERSIZE).")
 
 
 class NetworkStreamFields(CommonSettings):

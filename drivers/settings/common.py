@@ -33,9 +33,7 @@ class CommonSettings(StrictModel):
 
     name: StreamName
     type: str = Field(description="Driver name from the registry (e.g. 'rtsp', 'sim-camera').")
-    open_timeout_s: float = Field(
-        default=10.0, gt=0, le=600, description="Longest time opening the device may take."
-    )
+    open_timeout_s: float = Field(default=10.0, gt=0, le=600, description="Longest time opening the device may take.")
     read_timeout_s: float = Field(
         default=5.0,
         gt=0,
@@ -62,21 +60,14 @@ class SerialPortSettings(CommonSettings):
     """Serial line parameters shared by every serial driver (pyserial)."""
 
     port: str = Field(
-        description="Serial device path or pyserial URL (/dev/ttyUSB0, /dev/serial/by-id/..., "
-        "loop:// for tests)."
+        description="Serial device path or pyserial URL (/dev/ttyUSB0, /dev/serial/by-id/..., loop:// for tests)."
     )
     baudrate: int = Field(default=9600, ge=50, le=4_000_000, description="Line speed in baud.")
     bytesize: Literal[5, 6, 7, 8] = Field(default=8, description="Data bits per character.")
-    parity: Literal["N", "E", "O", "M", "S"] = Field(
-        default="N", description="Parity: none, even, odd, mark, space."
-    )
+    parity: Literal["N", "E", "O", "M", "S"] = Field(default="N", description="Parity: none, even, odd, mark, space.")
     stopbits: float = Field(default=1, description="Stop bits: 1, 1.5 or 2.")
-    exclusive: bool = Field(
-        default=True, description="Lock the port (TIOCEXCL) so no other process reads from it."
-    )
-    write_timeout_s: float = Field(
-        default=1.0, gt=0, le=60, description="Longest time one write may block."
-    )
+    exclusive: bool = Field(default=True, description="Lock the port (TIOCEXCL) so no other process reads from it.")
+    write_timeout_s: float = Field(default=1.0, gt=0, le=60, description="Longest time one write may block.")
 
     @field_validator("stopbits")
     @classmethod

@@ -23,9 +23,7 @@ class NmeaSettings(SerialPortSettings):
     """An NMEA 0183 GPS receiver; one sample per fix epoch (GGA + RMC of the same UTC time)."""
 
     type: Literal["nmea"] = Field(description="Driver name.")
-    baudrate: int = Field(
-        default=9600, ge=50, le=4_000_000, description="Line speed (NMEA 0183: 4800; most: 9600)."
-    )
+    baudrate: int = Field(default=9600, ge=50, le=4_000_000, description="Line speed (NMEA 0183: 4800; most: 9600).")
     max_line_bytes: int = Field(
         default=256, ge=82, le=4096, description="Longer lines are garbage (NMEA's limit is 82)."
     )
@@ -54,14 +52,10 @@ class ModbusRtuSettings(SerialPortSettings):
     """A Modbus RTU slave polled at a fixed rate; contiguous registers are read in one request."""
 
     type: Literal["modbus-rtu"] = Field(description="Driver name.")
-    parity: Literal["N", "E", "O", "M", "S"] = Field(
-        default="E", description="Parity (the Modbus default is even)."
-    )
+    parity: Literal["N", "E", "O", "M", "S"] = Field(default="E", description="Parity (the Modbus default is even).")
     unit_id: int = Field(default=1, ge=1, le=247, description="Slave address of the device.")
     poll_hz: float = Field(default=1.0, gt=0, le=100, description="Polls per second.")
-    response_timeout_s: float = Field(
-        default=0.5, gt=0, le=30, description="Longest wait for one response."
-    )
+    response_timeout_s: float = Field(default=0.5, gt=0, le=30, description="Longest wait for one response.")
     retries: int = Field(default=2, ge=0, le=10, description="Retries per request on no answer.")
     registers: list[ModbusRegister] = Field(min_length=1, description="The register map.")
 
@@ -91,9 +85,7 @@ class LineProtocolSettings(SerialPortSettings):
     format: Literal["jsonl", "kv"] = Field(
         description="jsonl: one JSON object per line; kv: 'k=v' pairs joined by the separator."
     )
-    separator: str = Field(
-        default=",", min_length=1, max_length=1, description="Pair separator of the kv format."
-    )
+    separator: str = Field(default=",", min_length=1, max_length=1, description="Pair separator of the kv format.")
     fields: list[LineField] = Field(min_length=1, description="The schema every line must meet.")
     extra_fields: Literal["ignore", "keep", "reject"] = Field(
         default="ignore",
@@ -104,6 +96,4 @@ class LineProtocolSettings(SerialPortSettings):
         pattern=_IDENT,
         description="Field holding the sensor's own sequence number (device time, gap counting).",
     )
-    max_line_bytes: int = Field(
-        default=1024, ge=16, le=65536, description="Longer lines are discarded as garbage."
-    )
+    max_line_bytes: int = Field(default=1024, ge=16, le=65536, description="Longer lines are discarded as garbage.")

@@ -28,18 +28,14 @@ class ThermalMetaFields(CommonSettings):
         description="What one count means: centikelvin (Lepton TLinear 0.01 K), decikelvin, "
         "centicelsius, or raw sensor counts (non-radiometric).",
     )
-    emissivity: float = Field(
-        default=0.95, gt=0, le=1, description="Emissivity assumed for the scene."
-    )
+    emissivity: float = Field(default=0.95, gt=0, le=1, description="Emissivity assumed for the scene.")
     reflected_temp_c: float | None = Field(
         default=None, ge=-100, le=1000, description="Reflected apparent temperature, if known."
     )
     ambient_temp_c: float | None = Field(
         default=None, ge=-100, le=200, description="Ambient/atmospheric temperature, if known."
     )
-    distance_m: float | None = Field(
-        default=None, gt=0, le=10000, description="Distance to the target, if known."
-    )
+    distance_m: float | None = Field(default=None, gt=0, le=10000, description="Distance to the target, if known.")
 
 
 class ThermalUvcSettings(ThermalMetaFields):

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 
 from drivers.base import Driver, RawSample
-from drivers.settings.sim import SimCameraSettings
 from drivers.pacing import Pacer
+from drivers.settings.sim import SimCameraSettings
 
 __all__ = ["SimCamera", "render_frame"]
 
@@ -23,7 +23,7 @@ def render_frame(
     The text makes a recorded frame self-describing: alignment can be checked by reading it back.
     """
     shift = (index * 4 + seed * 37) % 256
-    xs = (np.arange(width, dtype=np.uint16)[None, :] + np.arange(height, dtype=np.uint16)[:, None])
+    xs = np.arange(width, dtype=np.uint16)[None, :] + np.arange(height, dtype=np.uint16)[:, None]
     base = ((xs + shift) % 256).astype(np.uint8)
     frame = np.empty((height, width, 3), dtype=np.uint8)
     frame[..., 0] = base
@@ -32,10 +32,19 @@ def render_frame(
     scale = max(0.4, width / 640)
     thick = max(1, round(2 * scale))
     cv2.rectangle(frame, (0, 0), (width, int(70 * scale)), (0, 0, 0), -1)
-    cv2.putText(frame, f"#{index}", (8, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                (255, 255, 255), thick, cv2.LINE_AA)
-    cv2.putText(frame, f"t={t_truth_ns / 1e9:.6f}", (8, int(60 * scale)),
-                cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    cv2.putText(
+        frame, f"#{index}", (8, int(30 * scale)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA
+    )
+    cv2.putText(
+        frame,
+        f"t={t_truth_ns / 1e9:.6f}",
+        (8, int(60 * scale)),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale,
+        (255, 255, 255),
+        thick,
+        cv2.LINE_AA,
+    )
     return frame
 
 

@@ -1,7 +1,8 @@
 """``sim-microphone``: a near + mid microphone pair with tone bursts at known sample indices.
 
 The simulated device clock runs ``drift_ppm`` off the host clock: block ``k`` becomes available at
-``t0 + (k + 1) * blocksize / (rate * (1 + drift))``. The driver stamps it exactly as the real
+``t0 + (k + 1) * blocksize / (rate * (1 + drift))``, and its callback "fires" a seeded,
+exponentially distributed ``callback_jitter_ms`` later. The driver stamps it exactly as the real
 microphone driver does, through ``IndexClock``, so tests of drift estimation and audio<->video
 alignment exercise the production path. Content is a pure function of the sample index (noise is
 seeded per block), so a dropped block never shifts later content.
@@ -77,8 +78,7 @@ class SimMicrophone(Driver[SimMicrophoneSettings]):
         interval = s.tone_interval_s * s.sample_rate
         pos = np.mod(idx, interval)
         in_tone = (idx >= 0) & (pos < self._tone_len)
-        sig = np.where(in_tone, self._tone_amp * np.sin(2 * np.pi * s.tone_hz * pos / s.sample_rate),
-                       0.0)
+        sig = np.where(in_tone, self._tone_amp * np.sin(2 * np.pi * s.tone_hz * pos / s.sample_rate), 0.0)
         if s.speech_like:
             t = idx / s.sample_rate
             envelope = 0.5 * (1 + np.sin(2 * np.pi * 4.0 * t)) * (np.mod(t, 3.0) < 2.0)
@@ -97,6 +97,13 @@ class SimMicrophone(Driver[SimMicrophoneSettings]):
             chans.append(mid + rng.normal(0, self._noise_amp, n))
         block = np.stack(chans, axis=1)
         return np.clip(np.rint(block), -32768, 32767).astype(np.int16)
+
+    def _callback_delay_ns(self, k: int) -> int:
+        mean_ms = self.settings.callback_jitter_ms
+        if mean_ms <= 0:
+            return 0
+        rng = np.random.default_rng((self.settings.seed, 11, k))
+        return round(rng.exponential(mean_ms * 1e6))
 
     def _read_raw(self, timeout: float) -> RawSample | None:
         s = self.settings
@@ -118,7 +125,9 @@ class SimMicrophone(Driver[SimMicrophoneSettings]):
             return None
         if wait_ns > 0:
             time.sleep(wait_ns / 1e9)
-        arrival = max(time.monotonic_ns(), ready_ns)
+        # The simulated callback fires when the block is ready plus a seeded, one-sided delay,
+        # whenever the reader comes: stamps and the drift fit are reproducible on a busy machine.
+        arrival = ready_ns + self._callback_delay_ns(k)
         first = k * bs
         self._clock.add(first + bs, arrival)
         self._next = k + 1

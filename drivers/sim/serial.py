@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from drivers.base import Driver, RawSample
-from drivers.settings.sim import SimSerialSettings
 from drivers.pacing import Pacer
+from drivers.settings.sim import SimSerialSettings
 
 __all__ = ["WAVEFORMS", "SimSerial", "waveform_value"]
 
@@ -81,7 +81,11 @@ class SimSerial(Driver[SimSerialSettings]):
         pass
 
     def _settings_in_force(self) -> dict[str, Any]:
-        return {"units": dict(self._units), "waveforms": {
-            f: {"centre": c, "amplitude": a, "phase_rad": p, "period_s": self.settings.period_s}
-            for f, (c, a, p, _) in WAVEFORMS.items() if f in self._units
-        }}
+        return {
+            "units": dict(self._units),
+            "waveforms": {
+                f: {"centre": c, "amplitude": a, "phase_rad": p, "period_s": self.settings.period_s}
+                for f, (c, a, p, _) in WAVEFORMS.items()
+                if f in self._units
+            },
+        }

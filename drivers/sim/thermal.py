@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from drivers.base import Driver, RawSample
-from drivers.settings.sim import SimThermalSettings
 from drivers.pacing import Pacer
+from drivers.settings.sim import SimThermalSettings
 
 __all__ = ["SimThermal", "celsius_to_ck"]
 

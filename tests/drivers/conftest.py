@@ -6,6 +6,7 @@ Every peer is private to the test run (temporary directories, free ports, its ow
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import tempfile
 import time
 import tty
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
@@ -70,10 +72,8 @@ def pty() -> Iterator[Pty]:
     tty.setraw(master)
     yield Pty(master, slave, os.ttyname(slave))
     for fd in (master, slave):
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
 
 
 @pytest.fixture
@@ -162,13 +162,10 @@ class RtspServer:
 
 
 def _has_rtsp_server() -> str | None:
-    if not os.path.exists(SYSTEM_PYTHON):
+    if not Path(SYSTEM_PYTHON).exists():
         return "no system python3"
-    check = (
-        "import gi; gi.require_version('GstRtspServer', '1.0'); "
-        "from gi.repository import GstRtspServer"
-    )
-    if subprocess.run([SYSTEM_PYTHON, "-c", check], capture_output=True).returncode:
+    check = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+    if subprocess.run([SYSTEM_PYTHON, "-c", check], capture_output=True, check=False).returncode:
         return "gst-rtsp-server missing (apt install python3-gi gir1.2-gst-rtsp-server-1.0)"
     return None
 
@@ -208,8 +205,17 @@ class PulseAudio:
         path.write_bytes(raw_s16le)
         self.players.append(
             subprocess.Popen(
-                ["pacat", "--playback", "--raw", "--format=s16le", f"--rate={rate}",
-                 f"--channels={channels}", "--device=fcnull", "--latency-msec=20", str(path)],
+                [
+                    "pacat",
+                    "--playback",
+                    "--raw",
+                    "--format=s16le",
+                    f"--rate={rate}",
+                    f"--channels={channels}",
+                    "--device=fcnull",
+                    "--latency-msec=20",
+                    str(path),
+                ],
                 env=self.env,
             )
         )
@@ -219,20 +225,28 @@ def reinit_portaudio() -> None:
     """Make PortAudio rescan devices (it enumerates only when initialised)."""
     import sounddevice as sd
 
-    sd._terminate()  # noqa: SLF001 - the only way to rescan in sounddevice
-    sd._initialize()  # noqa: SLF001
+    sd._terminate()
+    sd._initialize()
 
 
-@pytest.fixture(scope="session")
-def pulse() -> Iterator[PulseAudio]:
-    """A private PulseAudio server; ALSA's ``fieldcap_pulse`` PCM records its null sink."""
+class PeerUnavailable(RuntimeError):
+    """A peer cannot run on this machine (the message says what to install)."""
+
+
+@contextmanager
+def private_pulseaudio() -> Iterator[PulseAudio]:
+    """A private PulseAudio server; ALSA's ``fieldcap_pulse`` PCM records its null sink and
+    ``fieldcap_file`` plays ``<root>/infile.raw`` as exact, unpaced capture.
+
+    Points PortAudio (via ``PULSE_SERVER``/``ALSA_CONFIG_PATH``) at it for the block's duration.
+    """
     for tool in ("pulseaudio", "pacat"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (apt install pulseaudio pulseaudio-utils)")
+            raise PeerUnavailable(f"{tool} is not installed (apt install pulseaudio pulseaudio-utils)")
     try:
         import sounddevice  # noqa: F401
     except OSError as exc:
-        pytest.skip(f"PortAudio missing: {exc} (apt install libportaudio2)")
+        raise PeerUnavailable(f"PortAudio missing: {exc} (apt install libportaudio2)") from exc
     root = Path(tempfile.mkdtemp(prefix="fieldcap-pa-"))
     run, home = root / "run", root / "home"
     run.mkdir(mode=0o700)
@@ -245,13 +259,25 @@ def pulse() -> Iterator[PulseAudio]:
     )
     (root / "asoundrc").write_text(
         "pcm.fieldcap_pulse { type pulse }\nctl.fieldcap_pulse { type pulse }\n"
-        "pcm.fieldcap_file { type file slave.pcm \"null\" file \"/dev/null\" "
-        f"infile \"{root / 'infile.raw'}\" format \"raw\" }}\n"
+        'pcm.fieldcap_file { type file slave.pcm "null" file "/dev/null" '
+        f'infile "{root / "infile.raw"}" format "raw" }}\n'
     )
+    # PortAudio lists a PCM only if it can open it at start-up: the infile must exist by then.
+    (root / "infile.raw").write_bytes(bytes(48000 * 4))
     env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(run)}
     proc = subprocess.Popen(
-        ["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "-n", "-F", str(root / "pa.pa"),
-         "--use-pid-file=no", "--disallow-exit=yes", "--disable-shm=yes", "--log-target=stderr"],
+        [
+            "pulseaudio",
+            "--daemonize=no",
+            "--exit-idle-time=-1",
+            "-n",
+            "-F",
+            str(root / "pa.pa"),
+            "--use-pid-file=no",
+            "--disallow-exit=yes",
+            "--disable-shm=yes",
+            "--log-target=stderr",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -260,21 +286,34 @@ def pulse() -> Iterator[PulseAudio]:
     while not socket_path.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            pytest.skip("PulseAudio did not start in this environment")
+            raise PeerUnavailable("PulseAudio did not start in this environment")
         time.sleep(0.05)
     saved = {k: os.environ.get(k) for k in ("PULSE_SERVER", "ALSA_CONFIG_PATH")}
     os.environ["PULSE_SERVER"] = f"unix:{socket_path}"
     os.environ["ALSA_CONFIG_PATH"] = f"/usr/share/alsa/alsa.conf:{root / 'asoundrc'}"
     reinit_portaudio()
     pa = PulseAudio(root, proc, {**env, "PULSE_SERVER": os.environ["PULSE_SERVER"]})
-    yield pa
-    for player in pa.players:
-        player.kill()
-    proc.terminate()
-    proc.wait(5)
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        yield pa
+    finally:
+        for player in pa.players:
+            player.kill()
+            player.wait(5)
+        proc.terminate()
+        proc.wait(5)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pulse() -> Iterator[PulseAudio]:
+    """A private PulseAudio for the session (skips, saying what to install, if impossible)."""
+    try:
+        with private_pulseaudio() as pa:
+            yield pa
+    except PeerUnavailable as exc:
+        pytest.skip(str(exc))

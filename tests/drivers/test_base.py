@@ -102,7 +102,7 @@ def test_timeout_is_a_timeouterror_and_respects_the_deadline() -> None:
         t0 = time.monotonic()
         with pytest.raises(TimeoutError):
             drv.read(0.2)
-        assert 0.19 < time.monotonic() - t0 < 0.5
+        assert 0.19 < time.monotonic() - t0 < 1.0
         with pytest.raises(DriverTimeout):
             drv.read(0)
     assert drv.stats.timeouts == 2
@@ -136,25 +136,25 @@ def test_max_reconnects_zero_fails_at_once() -> None:
 
 
 def test_read_never_blocks_past_timeout_while_backing_off() -> None:
-    drv = make(["io", raw(1)], backoff_max_s=1.0)
-    drv.backoff_initial_s = 0.6  # type: ignore[misc]
+    drv = make(["io", raw(1)], backoff_max_s=3.0)
+    drv.backoff_initial_s = 2.0  # type: ignore[misc]  # first attempt after 1-2 s
     drv.open()
     t0 = time.monotonic()
     with pytest.raises(DriverTimeout):
         drv.read(0.2)
-    assert time.monotonic() - t0 < 0.45
-    assert drv.read(2).payload == {"v": 1.0}  # the next read finishes the reconnect
+    assert time.monotonic() - t0 < 0.9
+    assert drv.read(3).payload == {"v": 1.0}  # a later read finishes the reconnect
     drv.close()
 
 
 def test_backoff_is_capped_and_jittered() -> None:
     drv = make([], backoff_max_s=0.05, max_reconnects=100)
-    drv._attempts = 30  # noqa: SLF001 - 2**30 * initial would be years without the cap
-    drv._broken = "x"  # noqa: SLF001
+    drv._attempts = 30
+    drv._broken = "x"
     delays = set()
     for _ in range(20):
-        drv._schedule_attempt()  # noqa: SLF001
-        delays.add(round(drv._next_attempt - time.monotonic(), 4))  # noqa: SLF001
+        drv._schedule_attempt()
+        delays.add(round(drv._next_attempt - time.monotonic(), 4))
     assert max(delays) <= 0.05
     assert min(delays) >= 0.024
     assert len(delays) > 1
@@ -193,7 +193,7 @@ def test_stats_snapshot_is_thread_safe() -> None:
 
     def bump() -> None:
         for _ in range(10_000):
-            drv._count("drops")  # noqa: SLF001
+            drv._count("drops")
 
     threads = [threading.Thread(target=bump) for _ in range(4)]
     for t in threads:

@@ -5,7 +5,6 @@ unit is silently ignored (``ignore_missing_devices=True``), like a bus where tha
 """
 
 import sys
-
 import warnings
 
 from pymodbus.exceptions import NoSuchIdException
@@ -29,7 +28,7 @@ def _strict_get_device(self, device_id):  # type: ignore[no-untyped-def]
     return self.devices[device_id]
 
 
-simcore.SimCore._SimCore__get_device = _strict_get_device  # noqa: SLF001
+simcore.SimCore._SimCore__get_device = _strict_get_device
 
 # address -> 16-bit words. 0: 21.5 degC x 10 (int16); 1: -5 (int16); 2-3: 123456 (uint32, big);
 # 4-5: 3.5 (float32, big); input register 0: 4011 (uint16).

@@ -16,7 +16,7 @@ from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 
 def main() -> None:
     port = sys.argv[1]
-    width, height, fps = (sys.argv[2:5] + ["640", "480", "10"][len(sys.argv[2:5]):])
+    width, height, fps = sys.argv[2:5] + ["640", "480", "10"][len(sys.argv[2:5]) :]
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")

@@ -1,0 +1,90 @@
+"""Microphones through PortAudio -> ALSA -> a private PulseAudio null sink (paced, like a real
+device) and ALSA's ``file`` PCM (exact, unpaced content)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from drivers import DriverOpenError, open_driver, parse_device_settings
+
+from .conftest import PulseAudio
+
+pytestmark = pytest.mark.timeout(60)
+RATE = 48000
+
+
+def mic(device: str, **kw: object):  # type: ignore[no-untyped-def]
+    return open_driver(
+        parse_device_settings(
+            {
+                "name": "booth",
+                "type": "microphone",
+                "device": device,
+                "channels": 2,
+                "channel_names": ["near", "mid"],
+                **kw,
+            }
+        )
+    )
+
+
+def test_paced_capture_is_stamped_by_sample_index(pulse: PulseAudio) -> None:
+    t = np.arange(RATE * 4) / RATE
+    tone = np.stack([0.5 * np.sin(2 * np.pi * 1000 * t), 0.125 * np.sin(2 * np.pi * 1000 * t)], 1)
+    pulse.play((tone * 32767).astype("<i2").tobytes())
+    with mic("fieldcap_pulse") as drv:
+        force = drv.settings_in_force()
+        t0 = time.monotonic()
+        blocks = [drv.read(2) for _ in range(94)]  # ~2 s
+        elapsed = time.monotonic() - t0
+    assert elapsed > 1.5  # paced by the sink's clock, not faster than real time
+    assert force["sample_rate"] == RATE and force["channel_names"] == ["near", "mid"]
+    assert force["latency_compensated_ns"] == round(force["input_latency_s"] * 1e9)
+    assert [b.device_time for b in blocks[:3]] == [0, 1024, 2048]
+    assert all(b.payload.dtype == np.int16 and b.payload.shape == (1024, 2) for b in blocks)  # type: ignore[union-attr]
+    stamps = np.array([b.t_mono_ns for b in blocks[-40:]], dtype=np.float64)
+    period = np.diff(stamps).mean()
+    assert period == pytest.approx(1024 / RATE * 1e9, rel=0.02)
+    audio = np.concatenate([b.payload for b in blocks[-40:]]).astype(np.float64)  # type: ignore[misc]
+    loud = np.abs(audio).max(axis=0)
+    assert loud[0] > 10000 and loud[0] / loud[1] == pytest.approx(4, rel=0.1)
+    spectrum = np.abs(np.fft.rfft(audio[:, 0]))
+    assert np.argmax(spectrum) * RATE / len(audio) == pytest.approx(1000, abs=5)
+    assert drv.stats.drops == drv.stats.overflows == 0
+
+
+def test_file_pcm_delivers_exact_samples(pulse: PulseAudio) -> None:
+    ref = (np.arange(RATE * 2 * 2) % 30011 - 15000).astype("<i2").reshape(-1, 2)
+    (pulse.root / "infile.raw").write_bytes(ref.tobytes())
+    with mic("fieldcap_file", queue_s=60) as drv:
+        blocks = [drv.read(2) for _ in range(80)]
+    got = np.concatenate([b.payload for b in blocks])  # type: ignore[misc]
+    assert np.array_equal(got, ref[: len(got)])
+    assert [b.seq for b in blocks] == list(range(80))
+
+
+def test_slow_reader_drops_are_counted(pulse: PulseAudio) -> None:
+    (pulse.root / "infile.raw").write_bytes(np.zeros(RATE * 20, "<i2").tobytes())
+    with mic("fieldcap_file", queue_s=0.1) as drv:  # unpaced source, 5-block queue
+        first = drv.read(2)
+        before = drv.stats.drops
+        time.sleep(0.3)
+        later = drv.read(2)
+    dropped = drv.stats.drops - before
+    assert dropped > 0
+    assert later.device_time - first.device_time == (dropped + 1) * 1024  # type: ignore[operator]
+
+
+def test_unknown_device_lists_the_inputs(pulse: PulseAudio) -> None:
+    with pytest.raises(DriverOpenError, match=r"matches no input device.*fieldcap_pulse"):
+        mic("no-such-microphone")
+
+
+def test_unsupported_channel_count_is_a_clear_error(pulse: PulseAudio) -> None:
+    with pytest.raises(DriverOpenError, match="cannot open audio input"):
+        open_driver(
+            parse_device_settings({"name": "m", "type": "microphone", "device": "fieldcap_pulse", "channels": 64})
+        )
