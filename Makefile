@@ -22,7 +22,7 @@ demo: setup
 lint: setup-test check
 
 check:
-	$(BIN)/ruff check agent drivers models sync tests bench
+	$(BIN)/ruff check agent drivers models sync tests bench scripts
 	$(BIN)/ruff format --check agent sync
 	$(BIN)/mypy
 

@@ -18,11 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlite_utils import Database
-
 from agent.errors import CatalogError
-from agent.migrations import catalog_migrations
-from sync.outbox import BlobRef, ItemState, OutboxItem
+from agent.migrations import Database, catalog_migrations
+from sync.outbox import PRIORITY_FLAGGED, BlobRef, ItemState, OutboxChanges, OutboxItem
 
 # Lower numbers go first: the small records that say what happened before the media itself.
 PRIORITY = {"event": 0, "verdict": 1, "session": 1, "stream": 1, "capture": 2, "annotation": 3, "readings": 3}
@@ -427,33 +425,69 @@ class Catalog:
         ]
         return recs, blobs
 
-    def mark_records(self, record_ids: Collection[str], state: ItemState, error: str | None = None) -> None:
-        if not record_ids:
+    def apply(self, changes: OutboxChanges) -> None:
+        """Record and blob state changes of one publisher round, in one transaction (one fsync)."""
+        if not changes:
             return
+        groups: dict[tuple[str, str | None], list[str]] = {}
+        for rid, state_error in changes.records.items():
+            groups.setdefault(state_error, []).append(rid)
+        with self.transaction() as conn:
+            touched: list[str] = []
+            for (state, error), ids in groups.items():
+                for start in range(0, len(ids), 500):
+                    part = ids[start : start + 500]
+                    marks = ",".join("?" * len(part))
+                    conn.execute(
+                        f"UPDATE outbox SET record_state = ?, last_error = COALESCE(?, last_error),"
+                        f" attempts = attempts + (? = 'sent')"
+                        f" WHERE record_id IN ({marks}) AND record_state != 'confirmed'",
+                        (state, error, state, *part),
+                    )
+                    touched.extend(part)
+            for sha, (state, error) in changes.blobs.items():
+                conn.execute(
+                    "UPDATE outbox SET blob_state = ?, last_error = COALESCE(?, last_error)"
+                    " WHERE blob_sha256 = ? AND blob_state != 'confirmed'",
+                    (state, error, sha),
+                )
+                touched.extend(r[0] for r in conn.execute("SELECT record_id FROM outbox WHERE blob_sha256 = ?", (sha,)))
+            for start in range(0, len(touched), 500):
+                self._sync_capture_state(conn, touched[start : start + 500])
+            if changes.receipt_seen:
+                conn.execute(
+                    "INSERT INTO state (key, value) VALUES ('last_receipt_utc', ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (utc_now(),),
+                )
+
+    def mark_records(self, record_ids: Collection[str], state: ItemState, error: str | None = None) -> None:
+        """Move records to a state (confirmed only on a central receipt)."""
+        self.apply(OutboxChanges(records=dict.fromkeys(record_ids, (state, error))))
+
+    def mark_blob(self, sha256: str, state: ItemState, error: str | None = None) -> None:
+        """Move every outbox row that refers to this blob to a state."""
+        self.apply(OutboxChanges(blobs={sha256: (state, error)}))
+
+    def prioritize(self, record_ids: Collection[str]) -> int:
+        """Operator flag: send these records (and their media) before everything else; returns rows changed."""
         ids = list(record_ids)
+        changed = 0
         with self.transaction() as conn:
             for start in range(0, len(ids), 500):
                 part = ids[start : start + 500]
                 marks = ",".join("?" * len(part))
-                conn.execute(
-                    f"UPDATE outbox SET record_state = ?, last_error = COALESCE(?, last_error),"
-                    f" attempts = attempts + (? = 'sent') WHERE record_id IN ({marks}) AND record_state != 'confirmed'",
-                    (state, error, state, *part),
-                )
-                self._sync_capture_state(conn, part)
-
-    def mark_blob(self, sha256: str, state: ItemState, error: str | None = None) -> None:
-        with self.transaction() as conn:
-            conn.execute(
-                "UPDATE outbox SET blob_state = ?, last_error = COALESCE(?, last_error)"
-                " WHERE blob_sha256 = ? AND blob_state != 'confirmed'",
-                (state, error, sha256),
-            )
-            ids = [r[0] for r in conn.execute("SELECT record_id FROM outbox WHERE blob_sha256 = ?", (sha256,))]
-            self._sync_capture_state(conn, ids)
+                changed += conn.execute(
+                    f"UPDATE outbox SET priority = ? WHERE record_id IN ({marks})"
+                    " AND (record_state != 'confirmed' OR COALESCE(blob_state, 'confirmed') != 'confirmed')",
+                    (PRIORITY_FLAGGED, *part),
+                ).rowcount
+        return changed
 
     def _sync_capture_state(self, conn: sqlite3.Connection, record_ids: Sequence[str]) -> None:
         """Mirror outbox progress onto captures: synced once sent, confirmed once all receipts are in."""
+        if not record_ids:
+            return
         marks = ",".join("?" * len(record_ids))
         now = utc_now()
         conn.execute(
@@ -472,7 +506,253 @@ class Catalog:
         )
 
     def note_receipt(self) -> None:
-        self.set_state("last_receipt_utc", utc_now())
+        self.apply(OutboxChanges(receipt_seen=True))
 
     def record_event(self, kind: str, message: str, detail: dict[str, object]) -> None:
         self.add_event(kind, message, detail=detail)
+
+    # ---------------------------------------------------------------- sessions, takes, streams, clock, alignment
+    # (time, sessions and recording). Each row that matters centrally gets its outbox row in the
+    # same transaction, like captures.
+
+    def add_session(self, row: Mapping[str, Any]) -> str:
+        """Insert a session row and its ``session`` record; return the record id."""
+        cols = dict(row)
+        record_id = new_record_id()
+        with self.transaction() as conn:
+            conn.execute(
+                f"INSERT INTO sessions ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})", tuple(cols.values())
+            )
+            self._outbox(conn, record_id, "session", self._session_body(conn, str(cols["session_id"]), "start"))
+        return record_id
+
+    def end_session_row(self, session_id: str, changes: Mapping[str, Any]) -> str:
+        """Set a session's end fields and send the updated ``session`` record."""
+        record_id = new_record_id()
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        with self.transaction() as conn:
+            cur = conn.execute(f"UPDATE sessions SET {sets} WHERE session_id = ?", (*changes.values(), session_id))
+            if cur.rowcount != 1:
+                raise CatalogError(f"no session {session_id!r} in {self.path}")
+            self._outbox(conn, record_id, "session", self._session_body(conn, session_id, "end"))
+        return record_id
+
+    @staticmethod
+    def _session_body(conn: sqlite3.Connection, session_id: str, event: str) -> dict[str, Any]:
+        row = conn.execute("SELECT * FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+        body: dict[str, Any] = {"event": event}
+        for key in row.keys():  # noqa: SIM118 - sqlite3.Row is not a mapping
+            value = row[key]
+            if key.endswith("_json"):
+                body[key.removesuffix("_json")] = json.loads(value) if value else None
+            else:
+                body[key] = value
+        return body
+
+    def session(self, session_id: str) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM sessions WHERE session_id = ?", (session_id,)).fetchone()  # type: ignore[no-any-return]
+
+    def sessions_like(self, prefix: str) -> list[sqlite3.Row]:
+        """Sessions whose id starts with ``prefix`` (so people can type a short prefix)."""
+        return list(
+            self.conn.execute(
+                "SELECT * FROM sessions WHERE session_id LIKE ? ESCAPE '\\' ORDER BY started_utc",
+                (prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
+            )
+        )
+
+    def recent_sessions(self, limit: int = 10) -> list[sqlite3.Row]:
+        return list(self.conn.execute("SELECT * FROM sessions ORDER BY started_utc DESC LIMIT ?", (limit,)))
+
+    def open_sessions(self, kind: str | None = None) -> list[sqlite3.Row]:
+        sql = "SELECT * FROM sessions WHERE ended_utc IS NULL"
+        args: tuple[Any, ...] = ()
+        if kind is not None:
+            sql += " AND kind = ?"
+            args = (kind,)
+        return list(self.conn.execute(sql + " ORDER BY started_utc", args))
+
+    def find_or_add_stream(self, device: str, session_id: str, modality: str, settings: Mapping[str, Any]) -> str:
+        """The ``streams`` row for (device, session, settings in force), created with its record."""
+        settings_json = json.dumps(settings, default=str, sort_keys=True)
+        with self.transaction() as conn:
+            row = conn.execute(
+                "SELECT stream_id FROM streams WHERE device = ? AND session_id = ? AND settings_json = ?",
+                (device, session_id, settings_json),
+            ).fetchone()
+            if row is not None:
+                return str(row[0])
+            stream_id = new_record_id()
+            now = utc_now()
+            conn.execute(
+                "INSERT INTO streams (stream_id, device, session_id, modality, settings_json, created_utc)"
+                " VALUES (?,?,?,?,?,?)",
+                (stream_id, device, session_id, modality, settings_json, now),
+            )
+            body = {
+                "stream_id": stream_id,
+                "device": device,
+                "session_id": session_id,
+                "modality": modality,
+                "settings": json.loads(settings_json),
+                "created_utc": now,
+            }
+            self._outbox(conn, stream_id, "stream", body)
+        return stream_id
+
+    def add_take(self, row: Mapping[str, Any]) -> None:
+        """Insert a take as it starts (status ``recording``); it is synced when it ends."""
+        cols = dict(row)
+        with self.transaction() as conn:
+            conn.execute(
+                f"INSERT INTO takes ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})", tuple(cols.values())
+            )
+
+    def finish_take(self, take_id: str, changes: Mapping[str, Any]) -> str:
+        """Set a take's end fields and send its ``take`` record; return the record id."""
+        record_id = new_record_id()
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        with self.transaction() as conn:
+            conn.execute(f"UPDATE takes SET {sets} WHERE take_id = ?", (*changes.values(), take_id))
+            row = conn.execute("SELECT * FROM takes WHERE take_id = ?", (take_id,)).fetchone()
+            if row is None:
+                raise CatalogError(f"no take {take_id!r} in {self.path}")
+            body: dict[str, Any] = {}
+            for key in row.keys():  # noqa: SIM118 - sqlite3.Row is not a mapping
+                value = row[key]
+                body[key.removesuffix("_json")] = json.loads(value) if key.endswith("_json") and value else value
+            self._outbox(conn, record_id, "take", body)
+        return record_id
+
+    def take(self, take_id: str) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM takes WHERE take_id = ?", (take_id,)).fetchone()  # type: ignore[no-any-return]
+
+    def takes(self, session_id: str, item_id: str | None = None) -> list[sqlite3.Row]:
+        sql = "SELECT * FROM takes WHERE session_id = ?"
+        args: list[Any] = [session_id]
+        if item_id is not None:
+            sql += " AND item_id = ?"
+            args.append(item_id)
+        return list(self.conn.execute(sql + " ORDER BY t_start_mono_ns", args))
+
+    def latest_take(self, session_id: str, item_id: str, round_no: int | None) -> sqlite3.Row | None:
+        return self.conn.execute(  # type: ignore[no-any-return]
+            "SELECT * FROM takes WHERE session_id = ? AND item_id = ? AND round IS ? ORDER BY take_no DESC LIMIT 1",
+            (session_id, item_id, round_no),
+        ).fetchone()
+
+    def add_clock_entry(self, t_mono_ns: int, t_realtime_ns: int, health: Mapping[str, Any], reason: str) -> str:
+        """A mono→UTC map entry with its full clock health; synced as a ``clock`` record."""
+        record_id = new_record_id()
+        health_json = json.dumps(health, default=str, sort_keys=True)
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO clock_map (t_mono_ns, t_realtime_ns, synced, maxerror_us, esterror_us, reason,"
+                " health_json) VALUES (?,?,?,?,?,?,?)",
+                (
+                    t_mono_ns,
+                    t_realtime_ns,
+                    int(bool(health.get("synced"))),
+                    health.get("maxerror_us"),
+                    health.get("esterror_us"),
+                    reason,
+                    health_json,
+                ),
+            )
+            body = {"t_mono_ns": t_mono_ns, "t_realtime_ns": t_realtime_ns, "reason": reason, "health": dict(health)}
+            self._outbox(conn, record_id, "clock", body)
+        return record_id
+
+    def newest_readings(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The newest committed value of every sensor field: ``{stream: {name: {value, t_utc_ns}}}``."""
+        rows = self.conn.execute(
+            "SELECT r.stream, r.name, r.value, r.t_utc_ns FROM readings r JOIN"
+            " (SELECT stream, name, MAX(t_mono_ns) AS t FROM readings GROUP BY stream, name) m"
+            " ON r.stream = m.stream AND r.name = m.name AND r.t_mono_ns = m.t"
+        )
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for stream, name, value, t_utc in rows:
+            out.setdefault(stream, {})[name] = {"value": value, "t_utc_ns": t_utc, "from": "catalog"}
+        return out
+
+    def add_alignment_run(
+        self,
+        run: Mapping[str, Any],
+        rows: Sequence[Mapping[str, Any]],
+        fits: Sequence[Mapping[str, Any]],
+        *,
+        rows_per_record: int = 4000,
+    ) -> list[str]:
+        """Store an alignment run (pairs, unmatched items, clock fits) and sync it in bounded records."""
+        run_id = str(run["run_id"])
+        record_ids = [run_id]
+        pair_cols = ("kind", "stream_a", "stream_b", "record_a", "record_b", "offset_ns", "matched", "t_mono_ns")
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO alignment_runs (run_id, session_id, t_from_mono_ns, t_to_mono_ns, summary_json,"
+                " created_utc) VALUES (?,?,?,?,?,?)",
+                (
+                    run_id,
+                    run["session_id"],
+                    run.get("t_from_mono_ns"),
+                    run.get("t_to_mono_ns"),
+                    json.dumps(run["summary"], default=str, sort_keys=True),
+                    utc_now(),
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO alignments (session_id, run_id, kind, stream_a, stream_b, record_a, record_b, offset_ns,"
+                " matched, t_mono_ns, detail_json) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        run["session_id"],
+                        run_id,
+                        *(r.get(c) for c in pair_cols[:6]),
+                        int(bool(r["matched"])),
+                        r.get("t_mono_ns"),
+                        json.dumps(r.get("detail") or {}, default=str, sort_keys=True),
+                    )
+                    for r in rows
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO clock_fits (run_id, session_id, stream, device_time, drift_ppm, points, span_s,"
+                " residual_rms_ns, detail_json) VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        run_id,
+                        run["session_id"],
+                        f["stream"],
+                        f["device_time"],
+                        f.get("drift_ppm"),
+                        f["points"],
+                        f["span_s"],
+                        f.get("residual_rms_ns"),
+                        json.dumps(f.get("detail") or {}, default=str, sort_keys=True),
+                    )
+                    for f in fits
+                ],
+            )
+            body = {
+                "run_id": run_id,
+                "session_id": run["session_id"],
+                "t_from_mono_ns": run.get("t_from_mono_ns"),
+                "t_to_mono_ns": run.get("t_to_mono_ns"),
+                "summary": run["summary"],
+                "clock_fits": [dict(f) for f in fits],
+                "parts": max(1, -(-len(rows) // rows_per_record)),
+            }
+            self._outbox(conn, run_id, "alignment", body)
+            for part, start in enumerate(range(0, len(rows), rows_per_record)):
+                chunk = rows[start : start + rows_per_record]
+                rid = new_record_id()
+                record_ids.append(rid)
+                pairs_body = {
+                    "run_id": run_id,
+                    "session_id": run["session_id"],
+                    "part": part,
+                    "columns": [*pair_cols, "detail"],
+                    "rows": [[r.get(c) for c in pair_cols] + [r.get("detail") or {}] for r in chunk],
+                }
+                self._outbox(conn, rid, "alignment_pairs", pairs_body)
+        return record_ids

@@ -1,14 +1,15 @@
 """The agent's TOML configuration, validated strictly.
 
 Each component gets its own section (``[agent]``, ``[[devices]]``, ``[capture.NAME]``, ``[storage]``,
-``[qc]``, ``[sync]``) and only ever sees that section. Every model forbids unknown keys so that a
-typo is an error rather than a silently ignored setting. Secrets are never values in the TOML:
-fields ending in ``_file`` name files, resolved against ``$CREDENTIALS_DIRECTORY`` (systemd
-``LoadCredential=``) when relative.
+``[qc]``, ``[sync]``, ``[daemon]``, ``[metrics]``) and only ever sees that section. Every model
+forbids unknown keys so that a typo is an error rather than a silently ignored setting. Secrets are
+never values in the TOML: fields ending in ``_file`` name files, resolved against
+``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``) when relative.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent.errors import ConfigError
+from agent.triggers import TriggerRule, check_capture_policies
 from drivers import DeviceSettings, driver_modality
 from models import QcSettings
 from sync import SyncSettings
@@ -50,10 +52,19 @@ class AgentSettings(_Strict):
 class CaptureSettings(_Strict):
     """What the recorder keeps from one device's stream."""
 
-    policy: Literal["every", "interval", "segment", "readings"] = Field(
+    policy: Literal["every", "interval", "segment", "readings", "triggered", "take"] = Field(
         description="every: each sample; interval: one sample every interval_s; segment: "
         "continuous audio cut into segment_s files; readings: sensor values in the catalog, "
-        "synced in batches of batch_s."
+        "synced in batches of batch_s; triggered: what lies within pre_s before and post_s after "
+        "each trigger (a rule in triggers, or an operator/API call); take: booth takes started "
+        "and stopped through the session API, padded by pre_s and post_s."
+    )
+    pre_s: float = Field(
+        default=1.0, ge=0, le=60, description="Seconds kept before a trigger or a take start (ring buffer)."
+    )
+    post_s: float = Field(default=1.0, ge=0, le=600, description="Seconds kept after a trigger or a take stop.")
+    triggers: tuple[TriggerRule, ...] = Field(
+        default=(), description="Sensor or analyzer rules that open a window (policy triggered)."
     )
     interval_s: float = Field(default=10.0, gt=0, le=86400, description="Seconds between kept frames (interval).")
     segment_s: float = Field(default=30.0, gt=0.1, le=3600, description="Length of an audio segment (segment).")
@@ -87,11 +98,83 @@ class StorageSettings(_Strict):
         le=10000,
         description="Captures waiting to be written before new ones are dropped (and recorded as drops).",
     )
+    check_interval_s: float = Field(
+        default=5.0,
+        ge=0.1,
+        le=3600,
+        description="Seconds between disk checks (eviction, pausing and resuming media); the writer also "
+        "checks before each media file.",
+    )
 
     @model_validator(mode="after")
     def _watermarks(self) -> StorageSettings:
         if self.low_watermark_pct >= self.high_watermark_pct:
             raise ValueError("low_watermark_pct must be below high_watermark_pct")
+        return self
+
+
+class DaemonSettings(_Strict):
+    """How ``fieldcap run`` supervises its streams and talks to systemd."""
+
+    stop_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description="Longest a clean shutdown (flush segments, drain the writer, stop sync) may take; keep it "
+        "below the unit's TimeoutStopSec.",
+    )
+    ready_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Longest wait for every device's first open attempt before telling systemd READY=1.",
+    )
+    restart_initial_s: float = Field(
+        default=1.0, gt=0, le=3600, description="Wait before the first restart of a failed stream."
+    )
+    restart_max_s: float = Field(
+        default=60.0, gt=0, le=86400, description="Cap of the doubling, jittered wait between stream restarts."
+    )
+    max_restarts: int = Field(
+        default=10,
+        ge=0,
+        le=1_000_000,
+        description="Restarts in a row before a stream is given up (alert event; SIGHUP re-arms it).",
+    )
+    restart_reset_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="A stream that delivered samples this long counts its restarts from zero again.",
+    )
+    status_interval_s: float = Field(
+        default=5.0, ge=0.2, le=3600, description="Seconds between status file / systemd STATUS= updates."
+    )
+    heartbeat_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="A loop silent this long is reported stalled; under a systemd watchdog WatchdogSec/2 is "
+        "used instead.",
+    )
+
+
+class MetricsSettings(_Strict):
+    """The Prometheus endpoint."""
+
+    enabled: bool = Field(default=True, description="Serve Prometheus metrics over HTTP.")
+    address: str = Field(
+        default="127.0.0.1",
+        description="Address to listen on; keep it on localhost and let a local collector scrape it.",
+    )
+    port: int = Field(default=9847, ge=0, le=65535, description="TCP port (0: any free port, see fieldcap status).")
+
+    @model_validator(mode="after")
+    def _address(self) -> MetricsSettings:
+        try:
+            ipaddress.ip_address(self.address)
+        except ValueError:
+            raise ValueError(f"address {self.address!r} is not an IP address; use 127.0.0.1 or ::1") from None
         return self
 
 
@@ -117,6 +200,8 @@ class Config(_Strict):
     qc: QcSettings = Field(default_factory=QcSettings, description="QC profiles and models.")
     sync: SyncSettings = Field(default_factory=SyncSettings, description="Central sync.")
     session: SessionDefaults = Field(default_factory=SessionDefaults, description="Session defaults.")
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings, description="Stream supervision and systemd.")
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings, description="Prometheus metrics endpoint.")
 
     @model_validator(mode="after")
     def _names(self) -> Config:
@@ -128,6 +213,7 @@ class Config(_Strict):
         for name in self.capture:
             if name not in seen:
                 raise ValueError(f"[capture.{name}] names no device; known devices: {sorted(seen) or 'none'}")
+        check_capture_policies(self)
         return self
 
     def capture_for(self, name: str) -> CaptureSettings:
@@ -226,8 +312,8 @@ def check_secrets(config: Config, file: str) -> None:
             value = getattr(sync.tls, attr)
             if value:
                 resolve_secret_path(file, f"sync.tls.{attr}", value)
-    if config.session.subject_key_file:
-        resolve_secret(file, "session.subject_key_file", config.session.subject_key_file)
+    if config.session.subject_key_file:  # random bytes, not text: check only that the file is there
+        resolve_secret_path(file, "session.subject_key_file", config.session.subject_key_file)
 
 
 def resolve_secret_path(file: str, key: str, name: str) -> Path:

@@ -1,8 +1,13 @@
-"""The agent: drivers → recorder → catalog → QC → publisher, each on its own thread.
+"""The agent: drivers → recorder → writer → catalog → QC → publisher, each on its own thread.
 
-``fieldcap run`` and ``fieldcap demo`` both use this class, so the demo exercises exactly the code
-that runs in the field. A device that fails is reopened with backoff without touching the other
-streams; every drop a driver or the writer reports becomes an ``events`` row (itself synced).
+``fieldcap run`` (through ``agent.supervisor``) and ``fieldcap demo`` both use this class, so the
+demo exercises exactly the code that runs in the field.
+
+Each device has its own supervised capture thread (``agent.streams``): a failing device is
+restarted with backoff and a limit without touching the other streams. ``apply`` takes a new
+configuration while running and restarts only what changed. Every drop is an ``events`` row
+(itself synced), and every loop beats a ``Heartbeats`` registry from inside its own iteration,
+which is what the systemd watchdog is fed from.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,44 +26,44 @@ import soundfile as sf
 
 from agent.catalog import Catalog
 from agent.clock import Clock
-from agent.config import Config, resolve_secret, resolve_secret_path
-from agent.recorder import StreamRecorder, Writer
+from agent.config import CaptureSettings, Config, resolve_secret, resolve_secret_path
+from agent.environment import LatestReadings
+from agent.heartbeat import Heartbeats
+from agent.recorder import StreamRecorder
+from agent.recording import Recording
 from agent.recovery import recover
-from drivers import DeviceSettings, DriverError, DriverTimeout, driver_modality, open_driver
+from agent.retention import DiskGuard
+from agent.status import age_seconds, catalog_numbers, pass_rate, qc_totals
+from agent.streams import StreamRunner, StreamState
+from agent.triggers import Trigger, TriggerBus
+from agent.writer import Writer
+from drivers import DeviceSettings
 from models import ModelError, Screener, Screening
 from sync import Credentials, Publisher, tls_context
 
 log = logging.getLogger("fieldcap.agent")
 
-STAT_EVENTS = ("drops", "gaps", "duplicates", "bad_frames", "overflows")
 STATS_PERIOD_S = 5.0
-
-
-@dataclass
-class StreamState:
-    name: str
-    modality: str
-    samples: int = 0
-    restarts: int = 0
-    open: bool = False
-    last_error: str | None = None
-    reported: dict[str, int] = field(default_factory=dict)
+QC_BUSY_S = 600.0  # screening one long audio file may take minutes; not a stall
 
 
 class Agent:
-    """Runs one configuration until stopped."""
+    """Runs one configuration until stopped; ``apply`` takes a new one while running."""
 
-    def __init__(self, config: Config, *, config_file: str = "<config>") -> None:
+    def __init__(self, config: Config, *, config_file: str = "<config>", heartbeats: Heartbeats | None = None) -> None:
         self.config = config
         self.config_file = config_file
         self.data_dir = config.agent.data_dir
         self.catalog_path = self.data_dir / "catalog.sqlite"
         self.clock = Clock()
+        self.heartbeats = heartbeats or Heartbeats()
+        self.heartbeat_limit_s = config.daemon.heartbeat_timeout_s
         self.streams: dict[str, StreamState] = {}
+        self._runs: dict[str, StreamRunner] = {}
         self._stop_capture = threading.Event()
-        self._stop_qc = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._qc_thread: threading.Thread | None = None
+        self._stop_bg = threading.Event()
+        self._bg_threads: list[threading.Thread] = []
+        self.guard: DiskGuard | None = None
         self.writer = Writer(
             self.catalog_path,
             config.agent.device_id,
@@ -66,10 +71,27 @@ class Agent:
             self.clock,
             queue_size=config.storage.queue_size,
             synchronous=config.storage.synchronous,
+            media_allowed=self._media_allowed,
         )
+        self.live = LatestReadings()
+        self.triggers = TriggerBus(record=self._record_trigger)
+        self.recording = Recording(
+            config,
+            open_catalog=self.catalog,
+            clock=self.clock,
+            writer=self.writer,
+            config_file=config_file,
+            live=self.live,
+            triggers=lambda: self.triggers,
+            recorders=lambda: {n: s.recorder for n, s in self.streams.items() if s.recorder is not None},
+        )
+        self.session_of: Callable[[], str | None] = self.recording.sessions.current
         self.publisher: Publisher | None = None
         self.screener = Screener(config.qc)
         self.qc_done = 0
+        self._qc_counts: dict[str, dict[str, Any]] = {}
+        self._numbers: dict[str, Any] = {}
+        self._writer_seen = (-1, 0.0)
 
     def catalog(self) -> Catalog:
         return Catalog(self.catalog_path, self.config.agent.device_id, synchronous=self.config.storage.synchronous)
@@ -80,60 +102,76 @@ class Agent:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.catalog() as cat:
             recover(cat, self.data_dir)
-            sample = self.clock.latest
-            cat.add_clock_sample(
-                sample.t_mono_ns,
-                sample.t_realtime_ns,
-                sample.health.synced,
-                sample.health.maxerror_us,
-                sample.health.esterror_us,
-                sample.reason,
-            )
+            self._add_clock_sample(cat, self.clock.latest)
+            self._qc_counts = qc_totals(cat.conn)
+            self._numbers = catalog_numbers(cat.conn, with_qc=False)
+        self.guard = DiskGuard(
+            self.catalog_path,
+            self.config.agent.device_id,
+            self.config.storage,
+            synchronous=self.config.storage.synchronous,
+        )
         self.writer.start()
+        self.recording.start()  # the continuous session that captures belong to
+        self.heartbeats.watch("writer", self._writer_progress)
         for device in self.config.devices:
-            state = StreamState(device.name, driver_modality(device.type))
-            self.streams[device.name] = state
-            t = threading.Thread(
-                target=self._capture_loop, args=(device, state), name=f"capture-{device.name}", daemon=True
-            )
+            self._start_stream(device)
+        for name, target in (
+            ("qc", self._qc_loop),
+            ("housekeeping", self._housekeeping_loop),
+            ("retention", self._retention_loop),
+        ):
+            t = threading.Thread(target=target, name=f"fieldcap-{name}", daemon=True)
             t.start()
-            self._threads.append(t)
-        self._qc_thread = threading.Thread(target=self._qc_loop, name="fieldcap-qc", daemon=True)
-        self._qc_thread.start()
-        self._housekeeping = threading.Thread(target=self._housekeeping_loop, name="fieldcap-housekeeping", daemon=True)
-        self._housekeeping.start()
+            self._bg_threads.append(t)
         if self.config.sync.enabled:
-            self.publisher = Publisher(
-                device_id=self.config.agent.device_id,
-                settings=self.config.sync,
-                credentials=self._credentials(),
-                open_store=self.catalog,
-            )
+            self.publisher = self._new_publisher(self.config, self._credentials(self.config))
             self.publisher.start()
 
-    def _credentials(self) -> Credentials:
-        s = self.config.sync
-        password = resolve_secret(self.config_file, "sync.password_file", s.password_file) if s.password_file else None
+    def _new_publisher(self, config: Config, credentials: Credentials) -> Publisher:
+        pub = Publisher(
+            device_id=config.agent.device_id, settings=config.sync, credentials=credentials, open_store=self.catalog
+        )
+        self.heartbeats.watch("sync", lambda: getattr(self.publisher, "heartbeat", None))
+        return pub
+
+    def _credentials(self, config: Config) -> Credentials:
+        s = config.sync
+        file = self.config_file
+        password = resolve_secret(file, "sync.password_file", s.password_file) if s.password_file else None
         tls = None
         if s.tls is not None:
-            ca = resolve_secret_path(self.config_file, "sync.tls.ca_file", s.tls.ca_file)
-            cert = (
-                resolve_secret_path(self.config_file, "sync.tls.cert_file", s.tls.cert_file)
-                if s.tls.cert_file
-                else None
-            )
-            key = resolve_secret_path(self.config_file, "sync.tls.key_file", s.tls.key_file) if s.tls.key_file else None
+            ca = resolve_secret_path(file, "sync.tls.ca_file", s.tls.ca_file)
+            cert = resolve_secret_path(file, "sync.tls.cert_file", s.tls.cert_file) if s.tls.cert_file else None
+            key = resolve_secret_path(file, "sync.tls.key_file", s.tls.key_file) if s.tls.key_file else None
             tls = tls_context(str(ca), str(cert) if cert else None, str(key) if key else None)
-        username = s.username or (self.config.agent.device_id if password else None)
+        username = s.username or (config.agent.device_id if password else None)
         return Credentials(username, password, tls)
 
+    def devices_attempted(self) -> bool:
+        """True once every stream has tried to open its device at least once (READY=1 waits for it)."""
+        return all(s.attempted.is_set() for s in self.streams.values())
+
     def stop_capture(self, timeout: float = 30.0) -> None:
-        """Stop the devices, flush open segments, and write everything queued."""
+        """Stop the devices, flush open segments and windows, and write everything queued."""
+        deadline = time.monotonic() + timeout
         self._stop_capture.set()
-        for t in self._threads:
-            t.join(timeout)
-        self.writer.stop(timeout)
+        for run in self._runs.values():
+            run.stop_event.set()
+        for name, run in list(self._runs.items()):
+            if not run.stop(max(0.1, deadline - time.monotonic())):
+                log.error("%s: capture thread did not stop in time; its open segment may be lost", name)
+        self.writer.stop(max(0.1, deadline - time.monotonic()))
+        left = self.writer.pending()
+        if left:  # the stop deadline passed with captures still queued: they are lost, so say so
+            msg = f"{left} capture(s) still queued for the writer when the stop deadline passed; not written"
+            log.error("%s", msg, extra={"event": "drop"})
+            with self.catalog() as cat:
+                cat.add_event("drop", msg, count=left, detail={"reason": "stop deadline"})
         self._record_drops()
+        if self.guard is not None:
+            self.guard.check()  # records refusals still pending
+        self.recording.stop()  # ends the continuous session and indexes its alignment
 
     def wait_screened(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -145,100 +183,207 @@ class Agent:
             return not cat.unscreened(1)
 
     def stop(self, timeout: float = 30.0) -> None:
+        """Stop everything within ``timeout``: capture and writer first, then QC, housekeeping and sync."""
+        deadline = time.monotonic() + timeout
         if not self._stop_capture.is_set():
-            self.stop_capture(timeout)
-        self._stop_qc.set()
-        if self._qc_thread is not None:
-            self._qc_thread.join(timeout)
+            self.stop_capture(max(0.1, 0.6 * timeout))
+        self._stop_bg.set()
+        for t in self._bg_threads:
+            t.join(max(0.1, min(5.0, deadline - time.monotonic())))
         if self.publisher is not None:
-            self.publisher.stop(timeout)
+            self.publisher.stop(max(0.1, deadline - time.monotonic()))
+            self.heartbeats.forget("sync")
+        self.heartbeats.forget("writer")
+        if self.guard is not None:
+            self.guard.close()
+        try:
+            with self.catalog() as cat:
+                self._numbers = catalog_numbers(cat.conn, with_qc=False)
+        except Exception as exc:  # stopping must not fail on a catalog that cannot be read
+            log.error("cannot read the final catalog numbers: %s", exc)
+
+    # ------------------------------------------------------------------ reload
+
+    def restart_needed(self, new: Config) -> list[str]:
+        """Settings that differ and cannot change while running (a reload with them is refused)."""
+        old = self.config
+        keys = []
+        for section in ("agent", "metrics"):
+            if getattr(old, section) != getattr(new, section):
+                keys.append(section)
+        for key in ("synchronous", "queue_size"):
+            if getattr(old.storage, key) != getattr(new.storage, key):
+                keys.append(f"storage.{key}")
+        return keys
+
+    def apply(self, new: Config) -> list[str]:
+        """Switch to ``new`` (already validated), restarting only what changed; return what changed.
+
+        Everything that can fail (models settings, credentials) is prepared before anything is
+        touched, so a failure leaves the running configuration as it was.
+        """
+        old = self.config
+        screener = Screener(new.qc) if new.qc != old.qc else None
+        credentials = self._credentials(new) if new.sync != old.sync and new.sync.enabled else None
+        changes: list[str] = []
+        self.config = new
+        old_devices = {d.name: d for d in old.devices}
+        new_devices = {d.name: d for d in new.devices}
+        triggers_changed = any(
+            (old.capture.get(n) or CaptureSettings(policy="every")).triggers
+            != (new.capture.get(n) or CaptureSettings(policy="every")).triggers
+            for n in set(old.capture) | set(new.capture)
+        )
+        if triggers_changed:
+            self.triggers = TriggerBus(record=self._record_trigger)
+        for name in sorted(set(old_devices) | set(new_devices)):
+            before, after = old_devices.get(name), new_devices.get(name)
+            state = self.streams.get(name)
+            same = (
+                before == after
+                and after is not None
+                and old.capture_for(name) == new.capture_for(name)
+                and not (triggers_changed and new.capture_for(name).policy == "triggered")
+            )
+            if same and state is not None and state.state not in ("failed", "ended"):
+                continue
+            if name in self._runs:
+                self._stop_stream(name)
+            if after is None:
+                self.streams.pop(name, None)
+                changes.append(f"stream {name} removed")
+                continue
+            self._start_stream(after)
+            changes.append(f"stream {name} {'added' if before is None else 'restarted'}")
+        if screener is not None:
+            self.screener = screener
+            changes.append("qc settings")
+        if new.sync != old.sync:
+            if self.publisher is not None:
+                self.publisher.stop(10.0)
+                self.publisher = None
+                self.heartbeats.forget("sync")
+            if new.sync.enabled and credentials is not None:
+                self.publisher = self._new_publisher(new, credentials)
+                self.publisher.start()
+            changes.append("sync settings")
+        if new.storage != old.storage and self.guard is not None:
+            self.guard.update(new.storage)
+            changes.append("storage watermarks")
+        if new.daemon != old.daemon:
+            changes.append("daemon settings")
+        return changes
 
     # ------------------------------------------------------------------ capture
 
-    def _capture_loop(self, device: DeviceSettings, state: StreamState) -> None:
-        policy = self.config.capture_for(device.name)
-        attempt = 0
-        with self.catalog() as cat:
-            while not self._stop_capture.is_set():
-                try:
-                    driver = open_driver(device)
-                    driver.open()
-                except Exception as exc:
-                    attempt += 1
-                    state.last_error = str(exc)
-                    cat.add_event("driver_error", f"{device.name}: cannot open: {exc}", stream=device.name)
-                    log.error("%s: cannot open: %s", device.name, exc)
-                    self._stop_capture.wait(min(60.0, 2.0 ** min(attempt, 6)))
-                    continue
-                state.open = True
-                settings = driver.settings_in_force()
-                cat.upsert_device(device.name, device.type, state.modality, settings)
-                recorder = StreamRecorder(device.name, state.modality, policy, settings, self.clock, self.writer.submit)
-                next_stats = time.monotonic() + STATS_PERIOD_S
-                try:
-                    while not self._stop_capture.is_set():
-                        if time.monotonic() >= next_stats:
-                            next_stats += STATS_PERIOD_S
-                            self._record_stats(cat, state, driver.stats)
-                        try:
-                            sample = driver.read(timeout=1.0)
-                        except DriverTimeout:
-                            continue
-                        state.samples += 1
-                        recorder.feed(sample)
-                        attempt = 0
-                except Exception as exc:  # a failing or crashing driver must not take the agent down
-                    attempt += 1
-                    state.restarts += 1
-                    state.last_error = str(exc) or type(exc).__name__
-                    kind = "driver_error" if isinstance(exc, DriverError) else "driver_crash"
-                    cat.add_event(kind, f"{device.name}: {state.last_error}; restarting", stream=device.name)
-                    log.error("%s: %s; restarting", device.name, state.last_error, exc_info=kind == "driver_crash")
-                finally:
-                    recorder.flush()
-                    self._record_stats(cat, state, driver.stats, reset=True)
-                    driver.close()
-                    state.open = False
-                if not self._stop_capture.is_set():
-                    self._stop_capture.wait(min(60.0, 2.0 ** min(attempt, 6)))
+    def _start_stream(self, device: DeviceSettings) -> None:
+        run = StreamRunner(
+            device,
+            self.config.capture_for(device.name),
+            open_catalog=self.catalog,
+            heartbeats=self.heartbeats,
+            daemon=lambda: self.config.daemon,
+            make_recorder=self._make_recorder,
+            release_recorder=self._release_recorder,
+            previous=self.streams.get(device.name),
+        )
+        self.streams[device.name] = run.state
+        self._runs[device.name] = run
+        run.start()
 
-    def _record_stats(self, cat: Catalog, state: StreamState, stats: Any, *, reset: bool = False) -> None:
-        """Turn new driver counter increments into loss-ledger events."""
-        for name in STAT_EVENTS:
-            value = int(getattr(stats, name, 0) or 0)
-            delta = value - state.reported.get(name, 0)
-            if delta > 0:
-                cat.add_event(
-                    name.rstrip("s") if name != "bad_frames" else "bad_frame",
-                    f"{state.name}: {delta} {name.replace('_', ' ')} reported by the driver",
-                    stream=state.name,
-                    count=delta,
-                )
-            state.reported[name] = value
-        if reset:
-            state.reported = {}  # a reopened driver starts its counters at zero
+    def _stop_stream(self, name: str, timeout: float = 10.0) -> None:
+        self._runs.pop(name).stop(timeout)
+
+    def _make_recorder(
+        self, name: str, modality: str, policy: CaptureSettings, settings: dict[str, Any]
+    ) -> StreamRecorder:
+        recorder = StreamRecorder(
+            name,
+            modality,
+            policy,
+            settings,
+            self.clock,
+            self.writer,
+            session_of=self._session_now,
+            live=self.live,
+            triggers=self.triggers,
+        )
+        if policy.policy == "triggered":
+            for rule in policy.triggers:
+                self.triggers.add_rule(rule, name)
+            self.triggers.subscribe(name, recorder.trigger)
+        return recorder
+
+    def _release_recorder(self, name: str, policy: CaptureSettings) -> None:
+        if policy.policy == "triggered":
+            self.triggers.unsubscribe(name)
 
     def _record_drops(self) -> None:
         drops = self.writer.take_drops()
         if drops:
             with self.catalog() as cat:
                 for stream, n in drops.items():
+                    if stream in self.streams:
+                        totals = self.streams[stream].totals
+                        totals["writer_queue"] = totals.get("writer_queue", 0) + n
                     cat.add_event("drop", f"{stream}: {n} captures dropped, writer queue full", stream=stream, count=n)
 
-    def _housekeeping_loop(self) -> None:
+    def _session_now(self) -> str | None:
+        """The session in force (``session_of`` may be replaced while streams run)."""
+        return self.session_of()
+
+    def _record_trigger(self, trig: Trigger) -> None:
         with self.catalog() as cat:
-            while not self._stop_qc.wait(1.0):
+            cat.add_event(
+                "trigger",
+                f"{trig.source}: {trig.reason}",
+                detail={"trigger_id": trig.trigger_id, "streams": list(trig.streams or ()), **dict(trig.detail)},
+            )
+
+    def _media_allowed(self, stream: str, kind: str, t_mono_ns: int, seq: int) -> bool:
+        guard = self.guard
+        return True if guard is None else guard.media_allowed(stream, kind, t_mono_ns, seq)
+
+    def _writer_progress(self) -> float | None:
+        """The writer is progressing while it is idle or finishes captures."""
+        done = self.writer.written + self.writer.errors
+        last_done, last_t = self._writer_seen
+        now = time.monotonic()
+        if done != last_done or self.writer.pending() == 0:
+            self._writer_seen = (done, now)
+            return now
+        return last_t
+
+    # ------------------------------------------------------------------ background loops
+
+    def _add_clock_sample(self, cat: Catalog, sample: Any) -> None:
+        Recording.record_clock(cat, sample)  # with chrony/PTP health, and synced
+
+    def _housekeeping_loop(self) -> None:
+        next_numbers = 0.0
+        with self.catalog() as cat:
+            while not self._stop_bg.wait(1.0):
+                self.heartbeats.beat("housekeeping", busy_for=10.0)  # a clock probe may take seconds
                 sample = self.clock.tick()
                 if sample is not None:
-                    cat.add_clock_sample(
-                        sample.t_mono_ns,
-                        sample.t_realtime_ns,
-                        sample.health.synced,
-                        sample.health.maxerror_us,
-                        sample.health.esterror_us,
-                        sample.reason,
-                    )
+                    self._add_clock_sample(cat, sample)
                 self._record_drops()
+                self.recording.housekeeping(cat)
+                if time.monotonic() >= next_numbers:
+                    next_numbers = time.monotonic() + min(STATS_PERIOD_S, self.config.daemon.status_interval_s)
+                    self._numbers = catalog_numbers(cat.conn, with_qc=False)
+        self.heartbeats.forget("housekeeping")
+
+    def _retention_loop(self) -> None:
+        while not self._stop_bg.is_set():
+            self.heartbeats.beat("retention", busy_for=60.0)  # an eviction pass deletes many files
+            if self.guard is not None:
+                try:
+                    self.guard.check()
+                except Exception:  # the disk check must keep running whatever one pass hit
+                    log.exception("disk check failed")
+            self._stop_bg.wait(self.config.storage.check_interval_s)
+        self.heartbeats.forget("retention")
 
     # ------------------------------------------------------------------ QC
 
@@ -246,18 +391,28 @@ class Agent:
         """Screen every capture that has no verdict yet; resumes after a restart from the catalog."""
         previous: dict[str, np.ndarray[Any, Any]] = {}
         with self.catalog() as cat:
-            while not self._stop_qc.is_set():
+            while not self._stop_bg.is_set():
+                self.heartbeats.beat("qc", busy_for=QC_BUSY_S)
                 rows = cat.unscreened(16)
                 if not rows:
-                    self._stop_qc.wait(0.2)
+                    self._stop_bg.wait(0.5)  # a new capture waits at most half a second for QC
                     continue
                 for row in rows:
+                    if self._stop_bg.is_set():
+                        break
+                    self.heartbeats.beat("qc", busy_for=QC_BUSY_S)
                     self._screen_one(cat, row, previous)
                     self.qc_done += 1
+        self.heartbeats.forget("qc")
+
+    def _count_verdict(self, profile: str, verdict: str) -> None:
+        counts = self._qc_counts.setdefault(profile, {"pass": 0, "fail": 0, "review": 0})
+        counts[verdict] = counts.get(verdict, 0) + 1
+        pass_rate(counts)
 
     def _screen_one(self, cat: Catalog, row: Any, previous: dict[str, np.ndarray[Any, Any]]) -> None:
         stream, modality = row["stream"], row["modality"]
-        policy = self.config.capture_for(stream) if stream in self.streams else None
+        policy = self.config.capture_for(stream) if stream in {d.name for d in self.config.devices} else None
         profile = policy.qc_profile if policy else None
         path = self.data_dir / row["path"]
         try:
@@ -277,6 +432,7 @@ class Agent:
                 analyzers=[],
                 annotations=[],
             )
+            self._count_verdict(profile or "none", "review")
             log.error("QC of %s failed: %s", path, exc)
             return
         cat.add_verdict(
@@ -289,6 +445,8 @@ class Agent:
             analyzers=[a.to_dict() for a in result.analyzers],
             annotations=[a.to_dict() for a in result.annotations],
         )
+        self._count_verdict(result.profile, result.verdict)
+        self.triggers.check_metrics(stream, result.metrics, time.monotonic_ns())  # analyzer trigger rules
 
     def _screen(self, path: Path, modality: str, profile: str | None, meta: dict[str, Any], prev: Any) -> Screening:
         if modality == "audio":
@@ -303,25 +461,39 @@ class Agent:
 
     # ------------------------------------------------------------------ status
 
-    def status(self) -> dict[str, Any]:
-        with self.catalog() as cat:
-            records, media_bytes = cat.outbox_backlog()
-            last_receipt = cat.get_state("last_receipt_utc")
+    def snapshot(self) -> dict[str, Any]:
+        """The numbers behind ``fieldcap status``, ``STATUS=`` and the metrics (cheap: no full scans)."""
+        guard = self.guard
+        disk = guard.stats() if guard is not None else {}
+        refused = disk.get("refused", {})
+        numbers = dict(self._numbers)
         pub = self.publisher.stats if self.publisher else None
+        health = self.clock.health()
+        loops = {
+            a.name: {"age_s": round(a.age_s, 3), "stalled": a.stalled(self.heartbeat_limit_s)}
+            for a in self.heartbeats.ages()
+        }
         return {
             "device_id": self.config.agent.device_id,
-            "streams": {
-                n: {
-                    "modality": s.modality,
-                    "open": s.open,
-                    "samples": s.samples,
-                    "restarts": s.restarts,
-                    "last_error": s.last_error,
-                }
-                for n, s in self.streams.items()
+            # list(...) copies first: a reload or the QC thread may add entries while a scrape reads
+            "streams": {n: s.as_dict(refused.get(n, 0)) for n, s in list(self.streams.items())},
+            "qc": {p: dict(c) for p, c in list(self._qc_counts.items())},
+            "outbox": numbers.get("outbox", {}),
+            "last_receipt_utc": numbers.get("last_receipt_utc"),
+            "last_receipt_age_s": age_seconds(numbers.get("last_receipt_utc")),
+            "recent_alerts": numbers.get("recent_alerts", []),
+            "broker_connected": None if pub is None else bool(pub.connected),
+            "disk": disk,
+            "clock": {
+                "synced": health.synced,
+                "maxerror_us": health.maxerror_us,
+                "esterror_us": health.esterror_us,
+                "source": health.source,
             },
-            "outbox": {"records": records, "media_bytes": media_bytes},
-            "last_receipt_utc": last_receipt,
-            "broker_connected": bool(pub and pub.connected),
-            "clock": self.clock.health().as_dict(),
+            "loops": loops,
+            "writer": {"pending": self.writer.pending(), "written": self.writer.written, "errors": self.writer.errors},
         }
+
+    def status(self) -> dict[str, Any]:
+        """Kept for callers of the first version; the same as ``snapshot``."""
+        return self.snapshot()

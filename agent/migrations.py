@@ -6,8 +6,31 @@ Each runs in a transaction together with the record of it having been applied (s
 
 from __future__ import annotations
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+import sys
+
+
+def _import_sqlite_utils_without_pandas() -> None:
+    """Import sqlite-utils without letting it import pandas.
+
+    sqlite-utils imports pandas (and through it pyarrow, ~100 MB of RSS) whenever pandas is installed,
+    only to accept DataFrames, which fieldcap never passes. The agent runs for months on small boxes,
+    so pandas is hidden for the length of this one import; other code can still import it later.
+    """
+    if "sqlite_utils" in sys.modules or "pandas" in sys.modules:
+        return
+    sys.modules["pandas"] = None  # type: ignore[assignment]  # makes `import pandas` raise ImportError
+    try:
+        import sqlite_utils  # noqa: F401
+    finally:
+        del sys.modules["pandas"]
+
+
+_import_sqlite_utils_without_pandas()
+
+from sqlite_utils import Database  # noqa: E402
+from sqlite_utils.migrations import Migrations  # noqa: E402
+
+__all__ = ["Database", "catalog_migrations"]
 
 catalog_migrations = Migrations("fieldcap.catalog")
 
@@ -166,5 +189,80 @@ def m0001_initial(db: Database) -> None:
             key TEXT PRIMARY KEY,
             value TEXT NOT NULL
         );
+        """
+    )
+
+
+@catalog_migrations(name="0002_recording_sessions_alignment")
+def m0002_recording_sessions_alignment(db: Database) -> None:
+    """Takes, session timing and key fingerprint, streamed-segment metadata, alignment runs, clock fits."""
+    db.executescript(
+        """
+        ALTER TABLE sessions ADD COLUMN started_mono_ns INTEGER;
+        ALTER TABLE sessions ADD COLUMN ended_mono_ns INTEGER;
+        ALTER TABLE sessions ADD COLUMN subject_key_id TEXT;
+        ALTER TABLE sessions ADD COLUMN environment_end_json TEXT;
+        ALTER TABLE sessions ADD COLUMN clock_end_json TEXT;
+        ALTER TABLE sessions ADD COLUMN meta_json TEXT NOT NULL DEFAULT '{}';
+        CREATE TABLE takes (
+            take_id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL REFERENCES sessions(session_id),
+            item_id TEXT NOT NULL,
+            prompt TEXT,
+            round INTEGER,
+            take_no INTEGER NOT NULL,
+            supersedes TEXT REFERENCES takes(take_id),
+            status TEXT NOT NULL DEFAULT 'recording'
+                CHECK (status IN ('recording', 'done', 'aborted', 'failed')),
+            streams_json TEXT NOT NULL DEFAULT '[]',
+            captures_json TEXT NOT NULL DEFAULT '{}',
+            t_start_mono_ns INTEGER NOT NULL,
+            t_stop_mono_ns INTEGER,
+            t_start_utc_ns INTEGER NOT NULL,
+            clock_json TEXT NOT NULL DEFAULT '{}',
+            created_utc TEXT NOT NULL,
+            ended_utc TEXT,
+            UNIQUE (session_id, item_id, round, take_no)
+        );
+        CREATE INDEX takes_item ON takes(session_id, item_id, round, take_no);
+        CREATE INDEX captures_session ON captures(session_id, t_start_mono_ns);
+        ALTER TABLE clock_map ADD COLUMN health_json TEXT NOT NULL DEFAULT '{}';
+        ALTER TABLE alignments ADD COLUMN run_id TEXT;
+        ALTER TABLE alignments ADD COLUMN kind TEXT;
+        ALTER TABLE alignments ADD COLUMN t_mono_ns INTEGER;
+        CREATE INDEX alignments_run ON alignments(run_id, kind);
+        CREATE TABLE alignment_runs (
+            run_id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            t_from_mono_ns INTEGER,
+            t_to_mono_ns INTEGER,
+            summary_json TEXT NOT NULL,
+            created_utc TEXT NOT NULL
+        );
+        CREATE TABLE clock_fits (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES alignment_runs(run_id),
+            session_id TEXT NOT NULL,
+            stream TEXT NOT NULL,
+            device_time TEXT NOT NULL,
+            drift_ppm REAL,
+            points INTEGER NOT NULL,
+            span_s REAL NOT NULL,
+            residual_rms_ns REAL,
+            detail_json TEXT NOT NULL DEFAULT '{}'
+        );
+        """
+    )
+
+
+@catalog_migrations(name="0003_operations_indexes")
+def m0003_operations_indexes(db: Database) -> None:
+    """Indexes for retention (media still on disk, superseded takes) and the backlog of unsent blobs."""
+    db.executescript(
+        """
+        CREATE INDEX IF NOT EXISTS captures_media_kept ON captures(t_start_utc_ns)
+            WHERE path IS NOT NULL AND media_deleted_utc IS NULL;
+        CREATE INDEX IF NOT EXISTS captures_supersedes ON captures(supersedes) WHERE supersedes IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS outbox_blob_state ON outbox(blob_state) WHERE blob_state IN ('pending', 'sent');
         """
     )

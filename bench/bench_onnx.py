@@ -27,6 +27,7 @@ import onnxruntime as ort
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models import silero_graph  # noqa: E402
 from models.errors import ModelError  # noqa: E402
 from models.runner import ModelSession, OnnxRunner, _free_dims  # noqa: E402
 
@@ -134,6 +135,34 @@ def bench_model(name: str, runner: OnnxRunner, model_dir: pathlib.Path, repeat: 
     return lines
 
 
+def bench_vad_sequence(runner: OnnxRunner, model_dir: pathlib.Path, repeat: int) -> list[str]:
+    """10 s of 16 kHz audio: the published Silero graph called once per 32 ms chunk (313 calls,
+    what a bare onnxruntime user does) against fieldcap's rebuilt sequence graph (one call)."""
+    ours = runner.load(read_spec("silero-vad"), model_dir)
+    sequence = ours.derived("sequence", silero_graph.build_sequence_model)
+    rng = np.random.default_rng(0)
+    chunks = 313
+    audio = np.concatenate([np.zeros(64, np.float32), (rng.standard_normal(chunks * 512) * 0.05).astype(np.float32)])
+    frames = np.stack([audio[i * 512 : i * 512 + 576] for i in range(chunks)])[:, None, :]  # [T, 1, 576]
+    sr = np.array(16000, np.int64)
+
+    def chunk_calls() -> None:
+        state = np.zeros((2, 1, 128), np.float32)
+        for i in range(chunks):
+            _, state = ours.session.run(None, {"input": frames[i], "state": state, "sr": sr})
+
+    zeros = np.zeros((1, 1, 128), np.float32)
+
+    def one_call() -> None:
+        sequence.session.run(None, {"frames": frames, "h0": zeros, "c0": zeros})
+
+    bare_ms, ours_ms, ratio = paired_ms(chunk_calls, one_call, repeat)
+    return [
+        f"silero-vad 10 s: {chunks} chunk calls {bare_ms:8.2f} ms | sequence graph {ours_ms:8.2f} ms | "
+        f"ratio {ratio:5.2f}x | {chunks / (ours_ms / 1e3):9.1f} chunks/s"
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--provider", choices=["cpu", "cuda"], required=True)
@@ -156,6 +185,11 @@ def main() -> None:
                 print(line, flush=True)
         except ModelError as exc:
             print(f"{name:<11} skipped: {exc}", flush=True)
+    try:
+        for line in bench_vad_sequence(runner, args.model_dir, args.repeat):
+            print(line, flush=True)
+    except (ModelError, silero_graph.SequenceGraphError) as exc:
+        print(f"silero-vad sequence graph skipped: {exc}", flush=True)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,8 @@ def clipping_ratio(x: Float32Array, run: int) -> FloatArray:
     if n == 0:
         return np.zeros(x.shape[1])
     full = np.abs(x) >= FULL_SCALE_THRESHOLD
+    if not full.any():
+        return np.zeros(x.shape[1])
     if run <= 1 or n < run:
         return full.mean(axis=0) if run <= 1 else np.zeros(x.shape[1])
     starts = full[: n - run + 1].copy()
@@ -86,7 +88,7 @@ def _k_weighting(sample_rate: int) -> FloatArray:
     return np.array([np.concatenate([st.b, st.a]) for st in stages])
 
 
-def _gated_loudness(weighted: FloatArray, sample_rate: int) -> float:
+def _gated_loudness(weighted: npt.NDArray[np.floating[Any]], sample_rate: int) -> float:
     """Integrated loudness of one K-weighted channel with BS.1770-4 gating: 400 ms blocks every
     100 ms, absolute gate -70 LUFS, relative gate -10 LU. Block bounds as pyloudnorm computes
     them, so results match ``pyloudnorm.Meter.integrated_loudness``; vectorised (~5x faster)."""
@@ -104,7 +106,7 @@ def _gated_loudness(weighted: FloatArray, sample_rate: int) -> float:
         rows = weighted[: full * hop_n].reshape(full, hop_n)
         hops[:full] = np.einsum("ij,ij->i", rows, rows)  # no n-sized temporaries
         if full < needed:
-            rest = weighted[full * hop_n : (full + 1) * hop_n]
+            rest = weighted[full * hop_n : (full + 1) * hop_n].astype(np.float64)
             hops[full] = float(np.dot(rest, rest))
         window = np.lib.stride_tricks.sliding_window_view(hops, per_block)[:blocks]
         z = window.sum(axis=1) / (LOUDNESS_BLOCK_S * sample_rate)
@@ -133,8 +135,12 @@ def loudness_lufs(x: Float32Array, sample_rate: int) -> FloatArray:
     Takes shorter than one 400 ms gating block are tiled (repeated) to one block: the gated
     loudness of a repeated signal equals its ungated mean-square loudness, the best estimate a
     short take allows.
+
+    The K-weighting runs in float32 (the samples' own precision): 3-4x faster than float64, and
+    within 0.01 LU of pyloudnorm's float64 result (tests/models/test_qc_audio.py checks it at
+    16 to 192 kHz).
     """
-    sos = _k_weighting(sample_rate)
+    sos = _k_weighting(sample_rate).astype(np.float32)
     block = int(np.ceil(LOUDNESS_BLOCK_S * sample_rate)) + 1
     out = []
     for ch in range(x.shape[1]):
@@ -144,7 +150,7 @@ def loudness_lufs(x: Float32Array, sample_rate: int) -> FloatArray:
             continue
         if data.size < block:
             data = np.tile(data, int(np.ceil(block / data.size)))
-        weighted = sosfilt(sos, data.astype(np.float64))
+        weighted = np.asarray(sosfilt(sos, data), dtype=np.float32)
         out.append(_gated_loudness(weighted, sample_rate))
     return np.array(out)
 
@@ -158,10 +164,12 @@ _WADA_ALPHA = 0.4
 _WADA_SNRS = np.arange(-20.0, 101.0, 1.0)
 
 
-def _g_statistic(x: FloatArray) -> float:
+def _g_statistic(x: npt.NDArray[np.floating[Any]]) -> float:
+    """log E|x| - E log|x|; the logs run in the input's precision (float32 logs are ~2x faster),
+    the means accumulate in float64."""
     a = np.abs(x)
-    a = np.maximum(a, 1e-10)
-    return float(np.log(np.mean(a)) - np.mean(np.log(a)))
+    np.maximum(a, a.dtype.type(1e-10), out=a)
+    return float(np.log(np.mean(a, dtype=np.float64)) - np.mean(np.log(a), dtype=np.float64))
 
 
 @functools.lru_cache(maxsize=1)
@@ -179,7 +187,8 @@ def wada_snr_db(x: npt.NDArray[np.floating[Any]]) -> float | None:
     """WADA-SNR of one channel in dB, or None for empty/silent input. Valid within -20..100 dB."""
     if x.size < 256 or not np.any(x):
         return None
-    g = _g_statistic(np.asarray(x, dtype=np.float64))
+    arr = np.asarray(x)
+    g = _g_statistic(arr if arr.dtype in (np.float32, np.float64) else arr.astype(np.float64))
     table = _wada_table()
     # the table decreases with noise: G is high for clean (peaky) speech
     return float(np.interp(g, table, _WADA_SNRS))

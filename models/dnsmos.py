@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from models.resample import to_16k
 from models.runner import ModelSession
-from models.vad import to_16k
 
 WINDOW = 144160  # 9.01 s at 16 kHz
 
@@ -50,7 +50,7 @@ def _calibrate(raw: npt.NDArray[np.float32], coefficients: Sequence[float]) -> f
 
 
 def score(session: ModelSession, audio16: npt.NDArray[np.float32], batch_size: int = 8) -> list[MosScores]:
-    """Scores per channel of (n, ch) float32 audio at 16 kHz (see ``vad.to_16k``)."""
+    """Scores per channel of (n, ch) float32 audio at 16 kHz (see ``resample.to_16k``)."""
     post = session.manifest.postprocessing
     results = []
     for ch in range(audio16.shape[1]):

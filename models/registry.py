@@ -75,7 +75,7 @@ class ModelManifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="Registry name.")
     version: str = Field(min_length=1, description="Model version recorded with every result.")
-    kind: Literal["vad", "dnsmos", "centerface", "detector", "other"] = Field(
+    kind: Literal["vad", "dnsmos", "centerface", "detector", "ocr-det", "ocr-rec", "other"] = Field(
         description="Which analyzer knows how to use it."
     )
     description: str = Field("", description="What the model does.")
@@ -243,6 +243,9 @@ def _download_wheel(package: str, into: pathlib.Path) -> pathlib.Path:
         "--only-binary",
         ":all:",
         "--disable-pip-version-check",
+        # the wheel is never installed, only unzipped: its Python bound does not apply
+        # (rapidocr-onnxruntime 1.4.4 declares <3.13)
+        "--ignore-requires-python",
         "--quiet",
         "-d",
         str(into),

@@ -28,12 +28,13 @@ import numpy.typing as npt
 
 from models import audio_metrics as am
 from models import detector as det
-from models import dnsmos, faces, image_metrics, thermal_metrics, vad
+from models import dnsmos, faces, image_metrics, ocr, resample, thermal_metrics, vad
 from models.errors import ManifestError, MediaError, ModelError
 from models.registry import ModelManifest, default_cache_dir, load_manifests
 from models.runner import ModelSession, OnnxRunner
 from models.screening import AnalyzerInfo, Annotation, MetricValue, Screening
 from models.settings import AudioProfile, QcProfile, QcSettings, ThermalProfile, VisibleProfile
+from models.thermal_settling import SettlingTracker
 from models.verdicts import Findings, judge_audio, judge_thermal, judge_visible
 
 SIGNAL_VERSION = "1"
@@ -139,7 +140,7 @@ class Screener:
         used = [AnalyzerInfo("fieldcap.audio-signal", SIGNAL_VERSION)]
         annotations: list[Annotation] = []
         findings = Findings(metrics)
-        audio16 = vad.to_16k(x, sample_rate)  # VAD, WADA and DNSMOS all work at 16 kHz
+        audio16 = resample.to_16k(x, sample_rate)  # VAD, WADA and DNSMOS all work at 16 kHz
         speech16 = audio16
         audible = metrics["rms_dbfs"] is not None and (
             prof.silence_max_rms_dbfs is None or float(metrics["rms_dbfs"]) >= prof.silence_max_rms_dbfs
@@ -298,9 +299,46 @@ class Screener:
                         model_sha256=session.sha256,
                     )
                 )
+        if prof.detect_text:
+            annotations.extend(self._text(bgr, prof, metrics, findings, used))
         judge_visible(prof, findings)
         verdict, reasons = findings.verdict()
         return Screening("visible", metrics, verdict, reasons, name, prof.fingerprint(), annotations, used)
+
+    def _text(
+        self,
+        bgr: npt.NDArray[Any],
+        prof: VisibleProfile,
+        metrics: dict[str, MetricValue],
+        findings: Findings,
+        used: list[AnalyzerInfo],
+    ) -> list[Annotation]:
+        """PP-OCR text lines as ``ocr_text`` annotations. The row's model is the recogniser (it
+        produced the label and score); ``geometry`` also names the detector that drew the box."""
+        det_session = self._optional("ppocr-det", prof, findings, used)
+        rec_session = self._optional("ppocr-rec", prof, findings, used) if det_session else None
+        if det_session is None or rec_session is None:
+            return []
+        options = ocr.OcrOptions(max_side=prof.text_max_side, text_threshold=prof.text_min_score)
+        lines = ocr.read_text(det_session, rec_session, bgr, options)
+        metrics["text_lines"] = len(lines)
+        rec = rec_session.manifest
+        return [
+            Annotation(
+                kind="ocr_text",
+                label=line.text,
+                score=round(line.score, 3),
+                geometry={
+                    **line.geometry(),
+                    "box_model": det_session.manifest.name,
+                    "box_model_sha256": det_session.sha256,
+                },
+                model=rec.name,
+                model_version=rec.version,
+                model_sha256=rec_session.sha256,
+            )
+            for line in lines
+        ]
 
     def redact_faces(
         self, bgr: npt.NDArray[np.uint8], threshold: float = 0.5
@@ -318,13 +356,27 @@ class Screener:
         meta: Mapping[str, Any] | None = None,
         profile: str | None = None,
         previous: npt.NDArray[Any] | None = None,
+        tracker: SettlingTracker | None = None,
     ) -> Screening:
         """Screen a uint16 radiometric frame; ``meta['units']`` is 'centikelvin' (default) or
         'centicelsius'; ``meta['ffc_age_s']`` enables the settling check; ``previous`` the
-        frozen-frame check."""
+        frozen-frame check. ``tracker`` (one per stream, fed every frame with ``meta['t_s']``, its
+        time in seconds) detects flat-field corrections from the frames: an offset step and the
+        drift after it (``models.thermal_settling``)."""
         name, prof = self.settings.profile(profile, "thermal")
         assert isinstance(prof, ThermalProfile)
-        m = thermal_metrics.measure(raw, meta or {}, prof.default_units, prof.stuck_delta_c, previous)
+        info = meta or {}
+        m = thermal_metrics.measure(raw, info, prof.default_units, prof.stuck_delta_c, previous)
+        step_age: float | None = None
+        drift: float | None = None
+        if tracker is not None:
+            if "t_s" not in info:
+                raise MediaError("a settling tracker needs meta['t_s']: the frame's time in seconds")
+            units = str(info.get("units", prof.default_units))
+            state = tracker.update(
+                thermal_metrics.celsius(thermal_metrics.checked_frame(raw), units), float(info["t_s"])
+            )
+            step_age, drift = state.step_age_s, state.drift_c_per_s
         frozen: int | None = None
         if m.frame_diff_c is not None:
             limit = prof.frozen_max_diff_c if prof.frozen_max_diff_c is not None else 0.0
@@ -342,6 +394,8 @@ class Screener:
             "stuck_pixel_ratio": round(m.stuck_pixel_ratio, 6),
             "saturated_ratio": round(m.saturated_ratio, 6),
             "ffc_age_s": m.ffc_age_s,
+            "ffc_step_age_s": _round(step_age),
+            "offset_drift_c_per_s": _round(drift, 4),
         }
         findings = Findings(metrics)
         judge_thermal(metrics, prof, findings)

@@ -149,6 +149,23 @@ class VisibleProfile(QcProfile):
         default_factory=list,
         description="Names of detector manifests to run on each image (pre-annotation only).",
     )
+    detect_text: bool = Field(
+        False,
+        description=(
+            "Read text (equipment nameplates) with PP-OCR (ppocr-det + ppocr-rec) and annotate each "
+            "line as 'ocr_text'. Off by default: 0.3-1 s per photo on a small CPU, and not every frame "
+            "shows a nameplate."
+        ),
+    )
+    text_max_side: int = Field(
+        960,
+        ge=64,
+        le=4096,
+        description="Longer image side given to the text detector; larger finds smaller text, slower.",
+    )
+    text_min_score: float = Field(
+        0.5, ge=0, le=1, description="Recognition score (mean character probability) below which a line is dropped."
+    )
 
 
 class ThermalProfile(QcProfile):
@@ -186,7 +203,16 @@ class ThermalProfile(QcProfile):
         None,
         ge=0,
         le=600,
-        description="Frames taken sooner than this after flat-field correction: review.",
+        description=(
+            "Frames taken sooner than this after flat-field correction (meta 'ffc_age_s', or an "
+            "offset step detected by a settling tracker): review."
+        ),
+    )
+    max_offset_drift_c_per_s: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="Common offset drift (from a settling tracker) faster than this, in °C/s: review.",
     )
 
 
@@ -255,6 +281,9 @@ BUILTIN_PROFILES: dict[str, AudioProfile | VisibleProfile | ThermalProfile] = {
         max_saturated_ratio=0.01,
         # Microbolometers drift for ~2 s after a flat-field correction.
         min_settle_s=2.0,
+        # 0.05 °C/s moves every reading by a Lepton's NETD (~0.05 °C) within a second: readings
+        # taken then are not comparable with the next frame's. A settled sensor drifts < 0.01 °C/s.
+        max_offset_drift_c_per_s=0.05,
     ),
 }
 

@@ -50,6 +50,19 @@ def _check(raw: Any, what: str) -> npt.NDArray[np.uint16]:
     return np.ascontiguousarray(raw)
 
 
+def celsius(frame: npt.NDArray[np.uint16], units: str) -> npt.NDArray[np.float32]:
+    """Raw radiometric counts → °C (float32)."""
+    if units not in UNITS:
+        raise MediaError(f"thermal meta units {units!r} unknown; use one of {', '.join(UNITS)}")
+    offset = -273.15 if units == "centikelvin" else 0.0
+    return frame.astype(np.float32) / np.float32(100.0) + np.float32(offset)
+
+
+def checked_frame(raw: Any) -> npt.NDArray[np.uint16]:
+    """``raw`` as a contiguous HxW uint16 frame, or MediaError saying what is wrong."""
+    return _check(raw, "thermal frame")
+
+
 def measure(
     raw: Any,
     meta: Mapping[str, Any],
@@ -59,15 +72,12 @@ def measure(
 ) -> ThermalMetrics:
     frame = _check(raw, "thermal frame")
     units = str(meta.get("units", default_units))
-    if units not in UNITS:
-        raise MediaError(f"thermal meta units {units!r} unknown; use one of {', '.join(UNITS)}")
-    offset = -273.15 if units == "centikelvin" else 0.0
+    temps = celsius(frame, units)
     saturation = int(meta.get("saturation_raw", 65535))
     n = frame.size
     dead = frame == 0
     saturated = frame >= saturation
     valid = ~(dead | saturated)
-    temps = frame.astype(np.float32) / np.float32(100.0) + np.float32(offset)
     if valid.any():
         values = temps[valid]
         min_c: float | None = float(values.min())

@@ -1,34 +1,40 @@
 """Silero VAD analyzer: speech probability per 32 ms chunk → speech segments.
 
-Audio is resampled to 16 kHz with ``scipy.signal.resample_poly`` (a polyphase FIR with an
-anti-alias low-pass), never by dropping samples. The model is stateful: each chunk is fed with the
-previous 64 samples as context plus its 512 new samples, and the recurrent state carried forward.
+Audio is resampled to 16 kHz with ``models.resample.to_16k`` (resample_poly's anti-alias FIR, run
+as a banded GEMM for integer ratios), never by dropping samples. The model is stateful: each chunk
+is fed with the previous 64 samples as context plus its 512 new samples, and the recurrent state carried forward.
 All channels go through the model together as one batch.
+
+Speed: the published graph takes one chunk per call (313 calls for 10 s). We run a rebuilt graph
+with the same weights that scores all chunks of a take in one call (``models.silero_graph``);
+it is checked against the published graph on a probe signal the first time, and the per-chunk
+path remains as the reference and the fallback.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from math import gcd
+import logging
+import threading
 
 import numpy as np
 import numpy.typing as npt
-from scipy.signal import resample_poly
 
+from models import silero_graph
+from models.errors import ModelLoadError
 from models.runner import ModelSession
 
 VAD_RATE = 16000
 CHUNK = 512
 CONTEXT = 64
+SEQUENCE_VARIANT = "sequence"
+SEQUENCE_BLOCK = 1024  # frames (chunks x channels) per sequence call: ~33 s of mono audio, ~20 MB peak
 
-
-def to_16k(x: npt.NDArray[np.float32], sample_rate: int) -> npt.NDArray[np.float32]:
-    """(n, ch) float32 at ``sample_rate`` → (m, ch) float32 at 16 kHz."""
-    if sample_rate == VAD_RATE:
-        return x
-    g = gcd(VAD_RATE, sample_rate)
-    out = resample_poly(x, VAD_RATE // g, sample_rate // g, axis=0)
-    return np.asarray(out, dtype=np.float32)
+log = logging.getLogger(__name__)
+# keyed by (model sha256, providers): a graph that runs on CPU may still fail on another provider
+_verified: set[tuple[str, tuple[str, ...]]] = set()  # sequence graph passed the probe check
+_unavailable: dict[tuple[str, tuple[str, ...]], str] = {}  # why the sequence graph is not used
+_check_lock = threading.Lock()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,20 +43,27 @@ class VadResult:
     segments: list[tuple[float, float]]  # seconds
 
 
-def speech_probabilities(session: ModelSession, audio16: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Per-chunk speech probability for each channel of 16 kHz audio (n, ch) → (chunks, ch)."""
+def frames_of(audio16: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """(n, ch) 16 kHz audio → read-only view (chunks, ch, 64 + 512): each chunk with the previous
+    64 samples as context (zeros before the start), the last chunk zero-padded."""
     n, channels = audio16.shape
     chunks = max(1, -(-n // CHUNK))
     padded = np.zeros((channels, CONTEXT + chunks * CHUNK), dtype=np.float32)
     padded[:, CONTEXT : CONTEXT + n] = audio16.T
-    # frame i = 64 samples of context + chunk i; a strided view, no copy
     stride = padded.strides
-    frames = np.lib.stride_tricks.as_strided(
+    return np.lib.stride_tricks.as_strided(
         padded,
         shape=(chunks, channels, CONTEXT + CHUNK),
         strides=(CHUNK * stride[1], stride[0], stride[1]),
         writeable=False,
     )
+
+
+def chunkwise_probabilities(session: ModelSession, audio16: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """The published graph, one call per 32 ms chunk (all channels as one batch): the reference
+    that the sequence graph is checked against, and the fallback when it cannot be built."""
+    frames = frames_of(audio16)
+    chunks, channels, _ = frames.shape
     state = np.zeros((2, channels, 128), dtype=np.float32)
     sr = np.array(VAD_RATE, dtype=np.int64)
     sess = session.session
@@ -60,6 +73,65 @@ def speech_probabilities(session: ModelSession, audio16: npt.NDArray[np.float32]
         prob, state = sess.run(outputs, {"input": np.ascontiguousarray(frames[i]), "state": state, "sr": sr})
         probs[i] = prob[:, 0]
     return probs
+
+
+def sequence_probabilities(
+    sequence: ModelSession, audio16: npt.NDArray[np.float32], block: int = SEQUENCE_BLOCK
+) -> npt.NDArray[np.float32]:
+    """The sequence graph (``models.silero_graph``): one call per ``block`` frames (chunks x
+    channels) instead of one per chunk; blocks bound memory on long takes."""
+    frames = frames_of(audio16)
+    chunks, channels, _ = frames.shape
+    hidden = int(sequence.session.get_inputs()[1].shape[2])
+    h = np.zeros((1, channels, hidden), dtype=np.float32)
+    c = np.zeros_like(h)
+    probs = np.empty((chunks, channels), dtype=np.float32)
+    step = max(1, block // channels)
+    for start in range(0, chunks, step):
+        part = np.ascontiguousarray(frames[start : start + step])
+        p, h, c = sequence.session.run(None, {"frames": part, "h0": h, "c0": c})
+        probs[start : start + step] = p
+    return probs
+
+
+def probe_difference(session: ModelSession, sequence: ModelSession) -> float:
+    """Largest |p_sequence - p_published| over ``silero_graph.probe_signal`` (2 channels, 1.5 s)."""
+    probe = silero_graph.probe_signal()
+    return float(np.max(np.abs(sequence_probabilities(sequence, probe) - chunkwise_probabilities(session, probe))))
+
+
+def sequence_session(session: ModelSession) -> ModelSession | None:
+    """The checked sequence-graph session for ``session``'s model, or None (with one warning)
+    when the file cannot be rebuilt or the rebuilt graph disagrees with it on a probe signal."""
+    key = (session.sha256, tuple(session.providers))
+    if key in _verified:
+        return session.derived(SEQUENCE_VARIANT, silero_graph.build_sequence_model)
+    if key in _unavailable:
+        return None
+    with _check_lock:
+        if key in _verified:
+            return session.derived(SEQUENCE_VARIANT, silero_graph.build_sequence_model)
+        if key in _unavailable:
+            return None
+        try:
+            sequence = session.derived(SEQUENCE_VARIANT, silero_graph.build_sequence_model)
+            diff = probe_difference(session, sequence)
+            if not diff <= silero_graph.PROBE_TOLERANCE:
+                raise silero_graph.SequenceGraphError(f"differs from the original graph by {diff:.2g} on the probe")
+        except (silero_graph.SequenceGraphError, ModelLoadError) as exc:
+            _unavailable[key] = str(exc)
+            log.warning("%s: sequence graph not used (%s); scoring chunk by chunk, slower", session.manifest.name, exc)
+            return None
+        _verified.add(key)
+        return sequence
+
+
+def speech_probabilities(session: ModelSession, audio16: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Per-chunk speech probability for each channel of 16 kHz audio (n, ch) → (chunks, ch)."""
+    sequence = sequence_session(session)
+    if sequence is None:
+        return chunkwise_probabilities(session, audio16)
+    return sequence_probabilities(sequence, audio16)
 
 
 def segments_from_probabilities(

@@ -305,3 +305,19 @@ def judge_thermal(metrics: Mapping[str, MetricValue], p: ThermalProfile, f: Find
         "sensor still settling after flat-field correction",
         unit="s",
     )
+    f.below(
+        "ffc_step_age_s",
+        p.min_settle_s,
+        "review",
+        "time since offset step",
+        "sensor still settling after a flat-field correction seen in the frames",
+        unit="s",
+    )
+    f.above(
+        "offset_drift_c_per_s",
+        p.max_offset_drift_c_per_s,
+        "review",
+        "offset drift",
+        "sensor still settling (flat-field correction or warm-up), wait for readings to stabilise",
+        unit="°C/s",
+    )

@@ -100,11 +100,15 @@ def config_reference() -> str:
                 out.append(doc[0] + "\n")
             model_table(model, path, out, queue)
     out.append("\n### `[[devices]]` — one table per device, chosen by `type`\n")
-    union = get_args(get_args(DeviceSettings)[0]) if get_origin(DeviceSettings) is typing.Annotated else get_args(DeviceSettings)
+    union = (
+        get_args(get_args(DeviceSettings)[0])
+        if get_origin(DeviceSettings) is typing.Annotated
+        else get_args(DeviceSettings)
+    )
     for model in union:
         type_field = model.model_fields["type"]
         (driver,) = get_args(type_field.annotation)
-        out.append(f"\n#### `type = \"{driver}\"`\n")
+        out.append(f'\n#### `type = "{driver}"`\n')
         doc = (model.__doc__ or "").strip().splitlines()
         if doc:
             out.append(doc[0] + "\n")
@@ -151,7 +155,7 @@ def main() -> int:
     new = replace(new, "cli-reference", cli_reference())
     if "--check" in sys.argv:
         if new != text:
-            print("README.md is out of date: run .venv/bin/python scripts/readme_reference.py")
+            print("README.md is out of date: run .venv/bin/python scripts/readme_reference.py")  # noqa: T201
             return 1
         return 0
     README.write_text(new)

@@ -2,9 +2,10 @@
 
 from sync.blobs import BlobTree
 from sync.broker import LocalBroker
+from sync.errors import StoreError, SyncError
 from sync.ingester import Ingester
-from sync.mqtt import Credentials, SyncError, tls_context
-from sync.outbox import BlobRef, OutboxItem, OutboxStore
+from sync.mqtt import Credentials, tls_context
+from sync.outbox import BlobRef, OutboxChanges, OutboxItem, OutboxStore
 from sync.publisher import Publisher
 from sync.settings import SyncSettings, TlsSettings
 from sync.store import CentralStore, open_store
@@ -16,9 +17,11 @@ __all__ = [
     "Credentials",
     "Ingester",
     "LocalBroker",
+    "OutboxChanges",
     "OutboxItem",
     "OutboxStore",
     "Publisher",
+    "StoreError",
     "SyncError",
     "SyncSettings",
     "TlsSettings",

@@ -1,72 +1,69 @@
-"""The central content-addressed blob tree: ``ROOT/sha256/ab/cd/<hex>``.
+"""The central content-addressed blob tree: ``ROOT/sha256/ab/cd/<hex>``, staging in ``ROOT/staging/``.
 
 A name is derived only from a validated hex digest, so no message can make the ingester write
-outside the tree. A blob is assembled from staged chunks into a temporary file, its sha256 is
-checked, and only then is it linked under its final name.
+outside the tree. A file appears under its final name only after its bytes were verified against
+that digest and fsynced, so every final file is trustworthy by construction.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
-from sync.durable import fsync_dir, part_name
 from sync.topics import SHA256_RE
+
+READ_BLOCK = 1 << 20
 
 
 class BlobMismatch(ValueError):
-    """The assembled bytes do not hash to the announced sha256 (or have the wrong size)."""
+    """The bytes do not hash to the announced sha256 (or have the wrong size)."""
+
+
+def hash_fd(fd: int, size: int) -> str:
+    """sha256 of the first ``size`` bytes of an open file; BlobMismatch if it is shorter."""
+    digest = hashlib.sha256()
+    buf = bytearray(READ_BLOCK)
+    view = memoryview(buf)
+    pos = 0
+    while pos < size:
+        n = os.preadv(fd, [view[: min(READ_BLOCK, size - pos)]], pos)
+        if n == 0:
+            raise BlobMismatch(f"file ends at byte {pos}, expected {size}")
+        digest.update(view[:n])
+        pos += n
+    return digest.hexdigest()
 
 
 class BlobTree:
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        self.staging_dir = root / "staging"
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, sha256: str) -> Path:
-        if not SHA256_RE.match(sha256):
+        if not SHA256_RE.fullmatch(sha256):
             raise ValueError(f"not a sha256 hex digest: {sha256[:80]!r}")
         return self.root / "sha256" / sha256[:2] / sha256[2:4] / sha256
+
+    def staging_path(self, sha256: str) -> Path:
+        if not SHA256_RE.fullmatch(sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256[:80]!r}")
+        return self.staging_dir / sha256
 
     def exists(self, sha256: str, size: int) -> bool:
         path = self.path_for(sha256)
         return path.is_file() and path.stat().st_size == size
 
-    def assemble(self, sha256: str, size: int, chunks: Iterable[tuple[int, bytes]]) -> Path:
-        """Write (offset, bytes) pieces — possibly overlapping — verify, and publish atomically."""
-        final = self.path_for(sha256)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = part_name(final)
-        digest = hashlib.sha256()
-        pos = 0
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    def verify(self, sha256: str, size: int) -> bool:
+        """True if the final file exists and hashes to its name."""
         try:
-            for offset, data in chunks:
-                if offset > pos:
-                    raise BlobMismatch(f"gap at byte {pos}")
-                view = memoryview(data)[pos - offset :]
-                view = view[: max(0, size - pos)]
-                if view:
-                    digest.update(view)
-                    os.write(fd, view)
-                    pos += len(view)
-            if pos != size:
-                raise BlobMismatch(f"size {pos} != announced {size}")
-            if digest.hexdigest() != sha256:
-                raise BlobMismatch(f"sha256 mismatch: content hashes to {digest.hexdigest()}")
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
+            fd = os.open(self.path_for(sha256), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
         try:
-            os.link(tmp, final)
-        except FileExistsError:
-            pass  # another ingester finished the same blob first: same bytes by construction
+            return os.fstat(fd).st_size == size and hash_fd(fd, size) == sha256
+        except BlobMismatch:
+            return False
         finally:
-            tmp.unlink(missing_ok=True)
-        fsync_dir(final.parent)
-        return final
+            os.close(fd)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from sync.mqtt import SyncError
+from sync.errors import SyncError
 
 
 def free_port() -> int:
@@ -49,7 +49,10 @@ class LocalBroker:
         port: int | None = None,
         persistence: bool = False,
         extra_config: str = "",
+        config: str | None = None,
     ) -> None:
+        """``config`` replaces the generated listener and options (a TLS/ACL setup under test);
+        ``port`` is then the listener to wait for. Logging and, as root, ``user root`` are added."""
         exe = shutil.which("mosquitto") or next(
             (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
         )
@@ -65,6 +68,7 @@ class LocalBroker:
         self.port = port or free_port()
         self.persistence = persistence
         self.extra_config = extra_config
+        self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -72,19 +76,20 @@ class LocalBroker:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def config_text(self) -> str:
+        common = ["log_dest stderr", "log_type error", "log_type warning"]
+        if os.geteuid() == 0:
+            common.append("user root")
+        if self.config is not None:
+            return self.config + "\n" + "\n".join(common) + "\n" + self.extra_config
         lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
-            "log_dest stderr",
-            "log_type error",
-            "log_type warning",
             "max_queued_messages 100000",
             "max_inflight_messages 0",
+            *common,
         ]
-        if os.geteuid() == 0:
-            lines.append("user root")
         return "\n".join(lines) + "\n" + self.extra_config
 
     def start(self) -> LocalBroker:

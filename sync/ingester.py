@@ -1,53 +1,64 @@
-"""The central ingestion subscriber.
+"""The central ingestion subscriber: MQTT in, one store transaction per batch, receipts out.
 
-Stateless: everything it knows is in the central store, so several ingesters can share one
-subscription (``$share/GROUP/...``) and any of them can finish a blob another one started. Every
-message is untrusted: it is validated (topic, schema, sizes, the device in the body equals the
-device in the topic), and whatever is rejected goes to the dead-letter table with its reason.
-Messages are acknowledged to the broker only after the store has committed them.
+Stateless: everything it knows is in the central store and the blob tree, so several ingesters
+share one subscription (``$share/GROUP/...``) and any of them can finish a blob another one
+started. Messages are read in batches; a batch is handled in one transaction (``sync.intake``),
+the staged chunk bytes are fdatasynced, the transaction commits, and only then are the messages
+acknowledged to the broker and the receipts published. A crash at any point therefore loses
+nothing that was acknowledged, and whatever was not acknowledged is either redelivered or asked
+for again by the device (its receipt timeout and ``sync/query``).
+
+By default an ingester's broker session ends with its connection (session expiry 0): the broker
+then stops routing a dead ingester's share of the messages to it at once and gives them to the
+others in the group. A fixed ``client_id`` with a session expiry keeps a single ingester's queue
+across a restart instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import select
 import threading
 import time
-from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from sync import topics
-from sync.blobs import BlobMismatch, BlobTree
-from sync.mqtt import BrokerAddress, Credentials, backoff, connect_properties, new_client
+from sync.blobs import BlobTree
+from sync.intake import DEFAULT_MAX_CHUNK, Intake, IntakeStats
+from sync.mqtt import TOPIC_OVERHEAD, BrokerAddress, Credentials, backoff, connect_properties, new_client
 from sync.store import CentralStore
-from sync.wire import (
-    BlobFin,
-    BlobInit,
-    Receipt,
-    ReceiptBatch,
-    RecordEnvelope,
-    SyncQuery,
-    WireError,
-    encode,
-    parse,
-)
+from sync.wire import Receipt, ReceiptBatch, encode
 
 log = logging.getLogger("fieldcap.ingest")
 
-RECEIPT_BATCH = 200
+BATCH_MESSAGES = 500
+BATCH_BYTES = 32 * 1024 * 1024
+RECEIPT_BYTES = 64 * 1024  # receipts per message, before the broker's own maximum packet size
+BATCH_RETRIES = 3
 
 
-@dataclass
-class IngestStats:
-    messages: int = 0
-    records_stored: int = 0
-    duplicates: int = 0
-    blobs_stored: int = 0
-    rejected: int = 0
+class Outage(Exception):
+    """The store or the blob disk cannot take data now: stop acknowledging, reconnect later."""
+
+
+@dataclasses.dataclass
+class IngestStats(IntakeStats):
+    batches: int = 0
     connected: bool = False
+    outages: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
 
 
 class Ingester:
@@ -61,285 +72,235 @@ class Ingester:
         blobs: BlobTree,
         group: str = "ingest",
         client_id: str | None = None,
+        session_expiry_s: int = 0,
         credentials: Credentials | None = None,
-        max_chunk: int = 16 * 1024 * 1024,
+        max_chunk: int = DEFAULT_MAX_CHUNK,
+        reconnect_max_s: float = 30.0,
     ) -> None:
         self.address = BrokerAddress.parse(broker)
+        topics.ingest_subscription(group)  # validates the group name
         self.store = store
         self.blobs = blobs
         self.group = group
-        self.client_id = client_id or f"fieldcap-ingest-{group}-{threading.get_native_id()}-{time.time_ns() % 10**6}"
+        self.client_id = client_id or f"fieldcap-ingest-{group}-{threading.get_native_id()}-{time.time_ns() % 10**9}"
+        self.session_expiry_s = session_expiry_s
         self.credentials = credentials or Credentials()
-        self.max_chunk = max_chunk
+        self.reconnect_max_s = reconnect_max_s
         self.stats = IngestStats()
+        self.intake = Intake(store, blobs, self._emit, max_chunk=max_chunk)
+        self.intake.stats = self.stats
+        #: Called after each committed batch with its size (metrics; tests kill the process here).
+        self.on_commit: Callable[[int], None] | None = None
         self._stop = threading.Event()
-        self._pending: dict[str, list[Receipt]] = defaultdict(list)
-        self._client: mqtt.Client | None = None
+        self._outgoing: list[tuple[str, Receipt]] = []
+        self._inbox: list[Message] = []
+        self._max_packet = RECEIPT_BYTES + TOPIC_OVERHEAD
+        self._subscribed = threading.Event()
+
+    # ------------------------------------------------------------------ handling without a broker
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """Handle one message in its own transaction (the batch path does the same per batch)."""
+        self.handle_batch([Message(topic, payload, 0, 0)])
+
+    @property
+    def pending_receipts(self) -> list[tuple[str, Receipt]]:
+        """Receipts produced but not yet published."""
+        return self._outgoing
+
+    def handle_batch(self, messages: Sequence[Message]) -> None:
+        """Handle messages in one transaction; fall back to one at a time if the batch fails.
+
+        Raises Outage if the store or the blob disk cannot take them; nothing is then committed
+        for the messages that were not handled.
+        """
+        for attempt in range(BATCH_RETRIES):
+            try:
+                self._transaction(messages)
+                return
+            except Exception as exc:
+                if isinstance(exc, OSError):
+                    raise Outage(f"blob storage failed: {exc}") from exc
+                if self.store.is_transient(exc) and attempt + 1 < BATCH_RETRIES:
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                if len(messages) == 1:
+                    self._internal_error(messages[0], exc)
+                    return
+                log.warning("a batch of %d failed (%s); handling its messages one by one", len(messages), exc)
+                break
+        for msg in messages:
+            try:
+                self._transaction([msg])
+            except OSError as exc:
+                raise Outage(f"blob storage failed: {exc}") from exc
+            except Exception as exc:
+                self._internal_error(msg, exc)
+
+    def _transaction(self, messages: Sequence[Message]) -> None:
+        mark = len(self._outgoing)
+        saved = dataclasses.replace(self.stats)
+        try:
+            with self.store.batch():
+                self.intake.begin()
+                for msg in messages:
+                    self.intake.handle(msg.topic, msg.payload)
+                self.intake.flush()
+                self.intake.staging.sync()  # staged bytes are durable before their rows commit
+        except BaseException:
+            self.intake.staging.release()
+            del self._outgoing[mark:]
+            self.stats.__dict__.update(dataclasses.asdict(saved))
+            raise
+        self.stats.batches += 1
+
+    def _internal_error(self, msg: Message, exc: BaseException) -> None:
+        """A message that breaks the handler itself: dead-letter it rather than retry forever."""
+        log.error("internal error handling %s: %r", msg.topic[:200], exc)
+        try:
+            with self.store.batch():
+                self.intake.dead(msg.topic, None, f"internal error: {type(exc).__name__}: {exc}", msg.payload)
+        except Exception as exc2:
+            raise Outage(f"the central store cannot take data: {exc2}") from exc2
+
+    def _emit(self, device: str, receipt: Receipt) -> None:
+        self._outgoing.append((device, receipt))
 
     # ------------------------------------------------------------------ running
 
     def stop(self) -> None:
         self._stop.set()
 
+    def wait_subscribed(self, timeout: float) -> bool:
+        return self._subscribed.wait(timeout)
+
     def run(self) -> None:
-        """Serve until ``stop()``; reconnects with jittered backoff."""
+        """Serve until ``stop()``; reconnects with capped, jittered backoff."""
         attempt = 0
         while not self._stop.is_set():
-            client = new_client(self.client_id, self.credentials, max_inflight=1000, manual_ack=True)
+            client = new_client(
+                self.client_id, self.credentials, max_inflight=1000, manual_ack=True, tls=self.address.tls
+            )
             client.on_connect = self._on_connect
             client.on_disconnect = self._on_disconnect
             client.on_message = self._on_message
+            client.on_subscribe = self._on_subscribe
+            self._inbox.clear()
+            self._outgoing.clear()
             try:
                 client.connect(
                     self.address.host,
                     self.address.port,
                     keepalive=30,
-                    clean_start=False,
-                    properties=connect_properties(3600),
+                    clean_start=self.session_expiry_s == 0,
+                    properties=connect_properties(self.session_expiry_s, receive_maximum=BATCH_MESSAGES * 2),
                 )
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 attempt += 1
                 log.warning("cannot reach broker %s:%d: %s", self.address.host, self.address.port, exc)
-                self._stop.wait(backoff(attempt))
+                self._stop.wait(backoff(attempt, cap=self.reconnect_max_s))
                 continue
-            self._client = client
-            attempt = 0
+            ok = self._serve(client)
+            attempt = 0 if ok else attempt + 1
+            self.stats.connected = False
+            self._subscribed.clear()
+            if not self._stop.is_set():
+                self._stop.wait(backoff(attempt, cap=self.reconnect_max_s))
+
+    def _serve(self, client: mqtt.Client) -> bool:
+        """One connection; False if it ended because of an outage or a refusal."""
+        try:
             while not self._stop.is_set():
                 rc = client.loop(timeout=0.05)
-                self._flush_receipts()
                 if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
-                    break
-            if self._stop.is_set():
-                client.disconnect()
-                client.loop(timeout=0.1)
-            self.stats.connected = False
-            if not self._stop.is_set():
-                attempt += 1
-                self._stop.wait(backoff(attempt))
+                    return self.stats.connected
+                self._drain(client)
+                if self._inbox:
+                    self._process(client)
+        except Outage as exc:
+            self.stats.outages += 1
+            log.error("%s; not acknowledging, reconnecting later", exc)
+            client.disconnect()
+            return False
+        client.disconnect()
+        client.loop(timeout=0.1)
+        return True
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+    def _drain(self, client: mqtt.Client) -> None:
+        """Read what is already waiting on the socket (paho reads one packet per loop call)."""
+        sock = client.socket()
+        size = sum(len(m.payload) for m in self._inbox)
+        while sock is not None and len(self._inbox) < BATCH_MESSAGES and size < BATCH_BYTES:
+            pending = getattr(sock, "pending", None)
+            if not (pending and pending()) and not select.select([sock], [], [], 0)[0]:
+                break
+            before = len(self._inbox)
+            if client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
+                break
+            size += sum(len(m.payload) for m in self._inbox[before:])
+            sock = client.socket()
+
+    def _process(self, client: mqtt.Client) -> None:
+        batch, self._inbox = self._inbox, []
+        self.handle_batch(batch)
+        for msg in batch:
+            if msg.qos > 0:
+                client.ack(msg.mid, msg.qos)
+        if self.on_commit is not None:
+            self.on_commit(len(batch))
+        self._flush_receipts(client)
+
+    def _flush_receipts(self, client: mqtt.Client) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        by_device: dict[str, list[Receipt]] = {}
+        for device, receipt in outgoing:
+            by_device.setdefault(device, []).append(receipt)
+        limit = min(RECEIPT_BYTES, self._max_packet - TOPIC_OVERHEAD)
+        for device, receipts in by_device.items():
+            for payload in _pack(receipts, limit):
+                client.publish(topics.receipts(device), payload, qos=1)
+
+    # ------------------------------------------------------------------ paho callbacks (same thread)
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, props: Any) -> None:
         if rc.is_failure:
-            log.error("broker refused the ingester: %s", rc)
+            log.error("broker refused the ingester: %s (check its credentials and ACL)", rc)
             return
         self.stats.connected = True
+        self._max_packet = int(getattr(props, "MaximumPacketSize", 0) or (RECEIPT_BYTES + TOPIC_OVERHEAD))
         client.subscribe(topics.ingest_subscription(self.group), qos=1)
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, rcs: list[ReasonCode], _p: Any) -> None:
+        if any(rc.is_failure for rc in rcs):
+            log.error("broker refused the ingest subscription: %s (check the ACL)", rcs)
+            return
         log.info("ingesting from %s:%d as group %r", self.address.host, self.address.port, self.group)
+        self._subscribed.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        if self.stats.connected and not self._stop.is_set():
+            log.warning("ingester disconnected: %s", rc)
         self.stats.connected = False
-        log.warning("ingester disconnected: %s", rc)
 
-    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        self.stats.messages += 1
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            self.handle(msg.topic, bytes(msg.payload))
-        except Exception:  # the daemon must survive anything a message does
-            log.exception("unexpected error handling %s", msg.topic[:200])
-            self._dead(msg.topic, None, "internal error while handling the message", bytes(msg.payload))
-        if msg.qos > 0:
-            client.ack(msg.mid, msg.qos)
-
-    def _flush_receipts(self) -> None:
-        if not self._pending or self._client is None:
-            return
-        pending, self._pending = self._pending, defaultdict(list)
-        for device, receipts in pending.items():
-            for i in range(0, len(receipts), RECEIPT_BATCH):
-                batch = ReceiptBatch(receipts=receipts[i : i + RECEIPT_BATCH])
-                self._client.publish(topics.receipts(device), encode(batch), qos=1)
-
-    # ------------------------------------------------------------------ handling (also used directly by tests)
-
-    def handle(self, topic: str, payload: bytes) -> None:
-        try:
-            up = topics.parse_up(topic)
-        except topics.TopicError as exc:
-            self._dead(topic, None, str(exc), payload)
-            return
-        try:
-            if up.kind == "rec":
-                self._record(up, payload)
-            elif up.kind == "blob_init":
-                self._blob_init(up, payload)
-            elif up.kind == "blob_chunk":
-                self._chunk(up, payload)
-            elif up.kind == "blob_fin":
-                self._blob_fin(up, payload)
-            else:
-                self._query(up, payload)
-        except WireError as exc:
-            self._dead(topic, up.device, str(exc), payload)
-            if up.kind == "rec":
-                rid = _peek_record_id(payload)
-                if rid:
-                    self._receipt(
-                        up.device,
-                        Receipt(type="record", id=rid, status="rejected", reason=str(exc)[:500], reply_to="rec"),
-                    )
-
-    def _dead(self, topic: str, device: str | None, reason: str, payload: bytes) -> None:
-        self.stats.rejected += 1
-        log.warning("dead-lettered %s: %s", topic[:200], reason)
-        self.store.dead_letter(topic, device, reason, payload)
-
-    def _receipt(self, device: str, receipt: Receipt) -> None:
-        self._pending[device].append(receipt)
-
-    def _record(self, up: topics.UpTopic, payload: bytes) -> None:
-        env = parse(RecordEnvelope, payload)
-        if env.device != up.device:
-            raise WireError(f"record names device {env.device!r} but was published by {up.device!r}")
-        if env.kind != up.record_kind:
-            raise WireError(f"record kind {env.kind!r} does not match topic kind {up.record_kind!r}")
-        status = self.store.put_record(
-            up.device,
-            env.record_id,
-            env.kind,
-            env.created_utc,
-            env.blob.sha256 if env.blob else None,
-            env.blob.size if env.blob else None,
-            payload.decode(),
-        )
-        if status == "stored":
-            self.stats.records_stored += 1
-        else:
-            self.stats.duplicates += 1
-        self._receipt(up.device, Receipt(type="record", id=env.record_id, status=status, reply_to="rec"))
-
-    def _blob_init(self, up: topics.UpTopic, payload: bytes) -> None:
-        init = parse(BlobInit, payload)
-        if init.sha256 != up.sha256:
-            raise WireError("init sha256 does not match the topic")
-        size = self.store.blob_size(init.sha256)
-        if size is not None:
-            self._receipt(
-                up.device,
-                Receipt(
-                    type="blob", id=init.sha256, status="duplicate", size=size, sha256=init.sha256, reply_to="init"
-                ),
-            )
-            return
-        info = self.store.staging_info(init.sha256)
-        if info is not None and info[0] != init.size:
-            raise WireError(f"blob {init.sha256} announced with size {init.size} but staged with {info[0]}")
-        self.store.start_staging(init.sha256, init.size, init.media_type, up.device)
-        state = self.store.blob_state(init.sha256)
-        status = "missing" if state.status == "partial" and state.missing == ((0, init.size),) else state.status
-        self._receipt(
-            up.device,
-            Receipt(
-                type="blob",
-                id=init.sha256,
-                status=status,
-                size=init.size,
-                missing=list(state.missing) or None,
-                reply_to="init",
-            ),
-        )
-
-    def _chunk(self, up: topics.UpTopic, payload: bytes) -> None:
-        assert up.sha256 is not None and up.offset is not None
-        if len(payload) > self.max_chunk:
-            raise WireError(f"chunk of {len(payload)} bytes exceeds {self.max_chunk}")
-        if self.store.blob_size(up.sha256) is not None:
-            return  # already complete; a late duplicate chunk
-        info = self.store.staging_info(up.sha256)
-        if info is None:
-            raise WireError("chunk for a blob that was never announced with init")
-        if up.offset + len(payload) > info[0] or (not payload and info[0] > 0):
-            raise WireError(f"chunk [{up.offset}, {up.offset + len(payload)}) lies outside the blob's {info[0]} bytes")
-        self.store.put_chunk(up.sha256, up.offset, payload)
-
-    def _blob_fin(self, up: topics.UpTopic, payload: bytes) -> None:
-        fin = parse(BlobFin, payload)
-        sha = fin.sha256
-        if sha != up.sha256:
-            raise WireError("fin sha256 does not match the topic")
-        size = self.store.blob_size(sha)
-        if size is not None:
-            self._receipt(
-                up.device, Receipt(type="blob", id=sha, status="duplicate", size=size, sha256=sha, reply_to="fin")
-            )
-            return
-        info = self.store.staging_info(sha)
-        if info is None:
-            self._receipt(up.device, Receipt(type="blob", id=sha, status="missing", reply_to="fin"))
-            return
-        staged_size, media_type, _dev = info
-        if staged_size != fin.size:
-            raise WireError(f"fin size {fin.size} differs from init size {staged_size}")
-        state = self.store.blob_state(sha)
-        if state.missing:
-            self._receipt(
-                up.device,
-                Receipt(
-                    type="blob", id=sha, status="partial", size=fin.size, missing=list(state.missing), reply_to="fin"
-                ),
-            )
-            return
-        try:
-            self.blobs.assemble(sha, fin.size, self.store.iter_chunks(sha))
-        except BlobMismatch as exc:
-            self.store.drop_staging(sha)
-            reason = f"blob {sha}: {exc}"
-            self._dead(up_topic(up), up.device, reason, b"")
-            self._receipt(
-                up.device, Receipt(type="blob", id=sha, status="rejected", reason=reason[:500], reply_to="fin")
-            )
-            return
-        status = self.store.finish_blob(sha, fin.size, media_type, up.device)
-        self.stats.blobs_stored += status == "stored"
-        self._receipt(up.device, Receipt(type="blob", id=sha, status=status, size=fin.size, sha256=sha, reply_to="fin"))
-
-    def _query(self, up: topics.UpTopic, payload: bytes) -> None:
-        q = parse(SyncQuery, payload)
-        known = self.store.known_records(up.device, q.record_ids)
-        for rid in q.record_ids:
-            self._receipt(
-                up.device,
-                Receipt(type="record", id=rid, status="stored" if rid in known else "missing", reply_to="query"),
-            )
-        for sha in q.blobs:
-            state = self.store.blob_state(sha)
-            if state.status == "stored":
-                self._receipt(
-                    up.device,
-                    Receipt(type="blob", id=sha, status="stored", size=state.size, sha256=sha, reply_to="query"),
-                )
-            elif state.status == "partial":
-                self._receipt(
-                    up.device,
-                    Receipt(
-                        type="blob",
-                        id=sha,
-                        status="partial",
-                        size=state.size,
-                        missing=list(state.missing),
-                        reply_to="query",
-                    ),
-                )
-            else:
-                self._receipt(up.device, Receipt(type="blob", id=sha, status="missing", reply_to="query"))
+            topic = msg.topic
+        except UnicodeDecodeError:  # brokers check this, but a bad one must not stop the ingester
+            topic = "<topic is not UTF-8>"
+        self._inbox.append(Message(topic, bytes(msg.payload), msg.mid, msg.qos))
 
 
-def up_topic(up: topics.UpTopic) -> str:
-    return topics.blob_fin(up.device, up.sha256 or "")
-
-
-def _peek_record_id(payload: bytes) -> str | None:
-    """The record id of a record we reject, so the device learns why (if it is well-formed)."""
-    import json
-
-    try:
-        data = json.loads(payload[: 1 << 20])
-    except (ValueError, UnicodeDecodeError):
-        return None
-    rid = data.get("record_id") if isinstance(data, dict) else None
-    if (
-        isinstance(rid, str)
-        and topics.KIND_RE.pattern
-        and len(rid) <= 64
-        and all(c in "0123456789abcdef-" for c in rid)
-    ):
-        return rid
-    return None
+def _pack(receipts: list[Receipt], limit: int) -> list[bytes]:
+    """Receipt batches, each encoded within ``limit`` bytes."""
+    out: list[bytes] = []
+    start = 0
+    step = len(receipts)
+    while start < len(receipts):
+        n = min(step, len(receipts) - start)
+        payload = encode(ReceiptBatch(receipts=receipts[start : start + n]))
+        if len(payload) > limit and n > 1:
+            step = max(1, n // 2)
+            continue
+        out.append(payload)
+        start += n
+    return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import ssl
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -18,9 +19,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from sync.errors import SyncError
 
-class SyncError(Exception):
-    """A sync problem the operator must fix (bad broker URL, refused credentials)."""
+# Bytes of a PUBLISH packet besides its payload, beyond the topic itself: fixed header (≤ 5),
+# topic length (2), packet id (2), properties length (≤ 4) and slack.
+PUBLISH_OVERHEAD = 16
+# A safe bound for any fieldcap topic (the longest, a chunk topic, is under 180 bytes).
+TOPIC_OVERHEAD = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +54,37 @@ class BrokerAddress:
         return cls(parts.hostname, port, tls)
 
 
+@dataclass(frozen=True, slots=True)
+class ConnackLimits:
+    """What the broker told us in CONNACK about the packets it accepts."""
+
+    max_packet: int | None = None
+    receive_maximum: int | None = None
+
+    @classmethod
+    def from_properties(cls, props: Any) -> ConnackLimits:
+        max_packet = getattr(props, "MaximumPacketSize", None)
+        receive_max = getattr(props, "ReceiveMaximum", None)
+        return cls(int(max_packet) if max_packet else None, int(receive_max) if receive_max else None)
+
+    def payload_limit(self, topic: str) -> int | None:
+        """The largest payload that fits one PUBLISH on ``topic``, or None if unlimited."""
+        if self.max_packet is None:
+            return None
+        return self.max_packet - len(topic.encode()) - PUBLISH_OVERHEAD
+
+
 def tls_context(ca_file: str, cert_file: str | None, key_file: str | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    """A client TLS context; SyncError naming the file if one cannot be used."""
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise SyncError(f"cannot use the CA certificate {ca_file}: {exc}") from None
     if cert_file:
-        ctx.load_cert_chain(cert_file, key_file)
+        try:
+            ctx.load_cert_chain(cert_file, key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise SyncError(f"cannot use the client certificate {cert_file} / key {key_file}: {exc}") from None
     return ctx
 
 
@@ -62,7 +94,9 @@ def new_client(
     *,
     max_inflight: int,
     manual_ack: bool = False,
+    tls: bool = False,
 ) -> mqtt.Client:
+    """A paho client; ``tls`` (an mqtts:// URL) uses the system CAs unless credentials bring a context."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
@@ -76,15 +110,19 @@ def new_client(
         client.username_pw_set(creds.username, creds.password)
     if creds.tls is not None:
         client.tls_set_context(creds.tls)
+    elif tls:
+        client.tls_set_context(ssl.create_default_context())
     return client
 
 
-def connect_properties(session_expiry_s: int) -> Properties:
+def connect_properties(session_expiry_s: int, receive_maximum: int | None = None) -> Properties:
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = session_expiry_s
+    if receive_maximum is not None:  # how many unacknowledged QoS 1 messages the broker may send us
+        props.ReceiveMaximum = receive_maximum
     return props
 
 
 def backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
     """Capped exponential backoff with full jitter, so a fleet does not reconnect in step."""
-    return random.uniform(base / 2, min(cap, base * (2 ** min(attempt, 16))))
+    return random.uniform(base / 2, max(base / 2, min(cap, base * (2 ** min(attempt, 16)))))

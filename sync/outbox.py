@@ -4,16 +4,29 @@ The outbox lives in the agent's catalog (the same transaction that commits a cap
 outbox row), so ``sync`` does not own its SQL: it states the operations it needs here and the
 catalog implements them. The outbox is the source of truth; the publisher keeps only what is in
 flight in memory and can always rebuild it from here after a restart.
+
+States, for a record and (separately) for the blob it refers to::
+
+    pending ──publish + PUBACK──▶ sent ──central receipt (size + sha256 match)──▶ confirmed
+       ▲                           │
+       └── receipt says missing ───┘          rejected: the central side refused it, or the
+                                              local file is gone (an ``events`` row says why)
+
+A blob is ``sent`` once its ``fin`` was acknowledged by the broker. Only ``confirmed`` lets
+retention delete local media.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
 ItemState = Literal["pending", "sent", "confirmed", "rejected"]
+
+#: Outbox priority of an operator-flagged item: lower goes first, below every kind's default.
+PRIORITY_FLAGGED = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +51,24 @@ class OutboxItem:
     blob: BlobRef | None
 
 
+@dataclass
+class OutboxChanges:
+    """State changes gathered over one publisher round, written in one transaction."""
+
+    records: dict[str, tuple[ItemState, str | None]] = field(default_factory=dict)
+    blobs: dict[str, tuple[ItemState, str | None]] = field(default_factory=dict)
+    receipt_seen: bool = False
+
+    def record(self, record_id: str, state: ItemState, error: str | None = None) -> None:
+        self.records[record_id] = (state, error)
+
+    def blob(self, sha256: str, state: ItemState, error: str | None = None) -> None:
+        self.blobs[sha256] = (state, error)
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.blobs or self.receipt_seen)
+
+
 class OutboxStore(Protocol):
     """Durable outbox operations; every method commits before it returns."""
 
@@ -50,14 +81,12 @@ class OutboxStore(Protocol):
     def unconfirmed(self, limit: int) -> tuple[Sequence[str], Sequence[BlobRef]]:
         """Record ids and blobs that were sent but have no receipt yet."""
 
-    def mark_records(self, record_ids: Collection[str], state: ItemState, error: str | None = None) -> None:
-        """Move records to a state (confirmed only on a central receipt)."""
+    def apply(self, changes: OutboxChanges) -> None:
+        """Apply record and blob state changes in one transaction.
 
-    def mark_blob(self, sha256: str, state: ItemState, error: str | None = None) -> None:
-        """Move every outbox row that refers to this blob to a state."""
-
-    def note_receipt(self) -> None:
-        """Remember when the last central receipt arrived (for status and metrics)."""
+        A confirmed item never changes state again; ``receipt_seen`` notes the time of the last
+        central receipt (for status and metrics).
+        """
 
     def record_event(self, kind: str, message: str, detail: dict[str, object]) -> None:
         """Add an entry to the loss ledger / audit log (itself synced)."""

@@ -1,8 +1,10 @@
 """The central store on PostgreSQL (psycopg 3), for several ingesters sharing one subscription.
 
 Same operations and SQL as the SQLite store; only the placeholders, the binary column type and
-the identity column differ. Each call is its own short transaction on a dedicated connection per
-thread, so concurrent ingesters serialise only on the rows they touch.
+the identity column differ. Each thread has its own connection; a batch is one transaction, so
+concurrent ingesters serialise only on the rows they touch. Two ingesters that insert the same
+keys in a different order can deadlock; PostgreSQL aborts one of them, and ``is_transient`` tells
+the ingester to run that batch again.
 """
 
 from __future__ import annotations
@@ -11,40 +13,45 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+from sync.errors import StoreError
 from sync.store import SCHEMA, CentralStore
+
+# SQLSTATE classes worth a retry: serialization failure, deadlock, connection trouble.
+TRANSIENT_SQLSTATES = ("40001", "40P01", "08000", "08003", "08006", "57P01")
 
 
 class PostgresStore(CentralStore):
     placeholder = "%s"
 
     def __init__(self, url: str) -> None:
+        super().__init__()
         try:
             import psycopg
-        except ImportError as exc:  # the 'postgres' extra is not installed
-            raise ValueError("PostgreSQL support needs psycopg: pip install 'fieldcap[postgres]'") from exc
+        except ImportError:  # the 'postgres' extra is not installed
+            raise StoreError("PostgreSQL support needs psycopg: pip install 'fieldcap[postgres]'") from None
         self._psycopg = psycopg
         self.url = url
-        self._local = threading.local()
         self._conns: list[Any] = []
         self._lock = threading.Lock()
         try:
             self._conn()
-        except psycopg.OperationalError as exc:
-            raise ValueError(f"cannot connect to the central store {_redact(url)}: {exc}".strip()) from None
-        self.init_schema()
+            self.init_schema()
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot use the central store {redact(url)}: {exc}".strip()) from None
 
     def schema(self) -> list[str]:
-        out = []
+        # Several ingesters may create the schema at once; one lock makes that orderly.
+        out = ["SELECT pg_advisory_xact_lock(72696573)"]
         for stmt in SCHEMA:
-            stmt = stmt.replace("data BLOB", "data BYTEA").replace("payload BLOB", "payload BYTEA")
-            stmt = stmt.replace("id INTEGER PRIMARY KEY", "id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
-            out.append(stmt)
+            pg = stmt.replace("payload BLOB", "payload BYTEA")
+            out.append(pg.replace("id INTEGER PRIMARY KEY", "id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"))
         return out
 
     def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
+        if conn is None or conn.closed or conn.broken:
             conn = self._psycopg.connect(self.url, autocommit=False)
             self._local.conn = conn
             with self._lock:
@@ -52,15 +59,21 @@ class PostgresStore(CentralStore):
         return conn
 
     @contextmanager
-    def _tx(self) -> Iterator[Any]:
+    def _begin(self) -> Iterator[Any]:
         conn = self._conn()
         with conn.cursor() as cur:
             try:
                 yield cur
             except BaseException:
-                conn.rollback()
+                if not conn.broken:
+                    conn.rollback()
                 raise
             conn.commit()
+
+    def is_transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, self._psycopg.OperationalError):
+            return True
+        return getattr(exc, "sqlstate", None) in TRANSIENT_SQLSTATES
 
     def close(self) -> None:
         with self._lock:
@@ -69,10 +82,8 @@ class PostgresStore(CentralStore):
             self._conns.clear()
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """The URL without its password, for messages."""
-    from urllib.parse import urlsplit, urlunsplit
-
     parts = urlsplit(url)
     if parts.password:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")

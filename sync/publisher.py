@@ -1,39 +1,63 @@
 """The device-side publisher: outbox → MQTT, until a central receipt confirms each item.
 
 One thread owns the paho client, the outbox connection and every publish, and drives the network
-with ``client.loop()``; callbacks therefore run on this thread and need no locks. A fresh paho
-client is made for each connection, so paho never retransmits on its own from a memory queue: the
-SQLite outbox is the only source of what still has to go, and anything that was in flight when a
+with ``client.loop()``; callbacks run on this thread and need no locks. A fresh paho client is
+made for each connection, so paho never retransmits on its own from a memory queue: the SQLite
+outbox is the only source of what still has to go, and anything that was in flight when a
 connection died is simply sent again (the ingester deduplicates). A broker PUBACK only moves an
 item to ``sent``; ``confirmed`` needs the ingester's receipt with the matching size and sha256.
+
+Each round of the loop gathers PUBACKs and receipts, writes the resulting state changes in one
+outbox transaction, then publishes: queries that are due, records (highest priority first), and
+media chunks — records and verdicts always before media, operator-flagged items before the rest,
+all within the broker's receive maximum, its maximum packet size and the bandwidth cap.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from sync import topics
-from sync.mqtt import BrokerAddress, Credentials, backoff, connect_properties, new_client
-from sync.outbox import BlobRef, OutboxStore
+from sync.durable import sha256_file
+from sync.mqtt import BrokerAddress, ConnackLimits, Credentials, backoff, connect_properties, new_client
+from sync.outbox import BlobRef, OutboxChanges, OutboxStore
+from sync.ratelimit import TokenBucket
 from sync.settings import SyncSettings
-from sync.wire import BlobFin, BlobInit, Receipt, ReceiptBatch, SyncQuery, WireError, encode, parse
+from sync.uploads import LocalMediaError, Upload
+from sync.wire import (
+    MAX_QUERY_ITEMS,
+    MAX_RECORD_BYTES,
+    BlobFin,
+    BlobInit,
+    Receipt,
+    ReceiptBatch,
+    SyncQuery,
+    WireError,
+    encode,
+    parse,
+)
 
 log = logging.getLogger("fieldcap.sync")
+IDLE_POLL_S = 0.25
 
-TOPIC_OVERHEAD = 200  # bytes of a chunk PUBLISH packet besides its payload (topic, properties)
-SMALL_BLOB_CHUNKS = 4  # blobs up to this many chunks are sent without waiting for the init receipt
-MAX_UPLOADS = 4
-QUERY_PAGE = 500
+RESYNC_LIMIT = 200_000  # unconfirmed items loaded after a (re)connect, to ask the central side about
+QUERY_PAGES_PER_ROUND = 4
+SETTLE_EVERY_S = 0.1  # outbox writes are gathered this long (see _settle)
+SETTLE_MAX = 5000
+PACKET_TOO_LARGE = 0x95
+NO_MATCHING_SUBSCRIBERS = 0x10
+UNROUTED_ASK_S = 1.0  # ask about a message the broker routed to nobody after this long
+DENIED_EVENT_EVERY_S = 3600.0  # one event per hour per reason while the broker keeps refusing
+
+Kind = Literal["rec", "chunk", "init", "fin", "query", "status"]
 
 
 class Closable(OutboxStore, Protocol):
@@ -48,44 +72,17 @@ class PublisherStats:
     connects: int = 0
     disconnects: int = 0
     records_sent: int = 0
+    records_confirmed: int = 0
     chunks_sent: int = 0
+    blobs_confirmed: int = 0
     bytes_sent: int = 0
     receipts: int = 0
     queries: int = 0
+    refused_publishes: int = 0
+    unrouted: int = 0  # PUBACKs saying "no matching subscribers": no ingester is listening
     last_receipt_mono: float | None = None
     last_error: str | None = None
     idle: bool = False
-
-
-@dataclass
-class _Upload:
-    ref: BlobRef
-    fd: int
-    chunk: int
-    ranges: deque[tuple[int, int]] = field(default_factory=deque)
-    phase: Literal["init", "sending", "fin", "awaiting"] = "init"
-    chunks_in_flight: int = 0
-    since: float = field(default_factory=time.monotonic)
-
-
-class _Bucket:
-    """Token bucket for the upload bandwidth cap (bytes per second)."""
-
-    def __init__(self, rate: int | None) -> None:
-        self.rate = rate
-        self.tokens = float(rate or 0)
-        self.t = time.monotonic()
-
-    def allow(self, n: int) -> bool:
-        if self.rate is None:
-            return True
-        now = time.monotonic()
-        self.tokens = min(float(self.rate), self.tokens + (now - self.t) * self.rate)
-        self.t = now
-        if self.tokens <= 0:
-            return False
-        self.tokens -= n
-        return True
 
 
 class Publisher:
@@ -99,31 +96,44 @@ class Publisher:
         credentials: Credentials,
         open_store: Callable[[], Closable],
     ) -> None:
+        topics.status(device_id)  # validates the device id
         self.device = device_id
         self.settings = settings
         self.credentials = credentials
         self.address = BrokerAddress.parse(settings.broker)
         self._open_store = open_store
         self.stats = PublisherStats()
+        #: Monotonic time of the loop's last iteration (the daemon's watchdog reads it).
+        self.heartbeat: float | None = None
+        self._idle_checked = 0.0  # when the last look at the outbox for idleness began
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: mqtt.Client | None = None
-        self._alive = False
-        self._idle_checked = 0.0
-        self._pending_local_errors: list[tuple[BlobRef, str]] = []
+        self._bucket = TokenBucket(settings.bandwidth_bps, max(settings.chunk_size, (settings.bandwidth_bps or 0) // 4))
+        # Across connections: what we wait a receipt for (id -> when to ask again) and refusals.
+        self._awaiting_records: dict[str, float] = {}
+        self._awaiting_blobs: dict[str, float] = {}
+        self._refs: dict[str, BlobRef] = {}
+        self._hold_until = 0.0
+        self._refusals = 0
+        self._event_times: dict[str, float] = {}
+        self._events: list[tuple[str, str, dict[str, object]]] = []
         self._reset_connection_state()
 
     def _reset_connection_state(self) -> None:
-        self._inflight: dict[int, tuple[str, str]] = {}  # mid -> (what, id)
-        self._acked_records: list[str] = []
+        self._alive = False
+        self._inflight: dict[int, tuple[Kind, str, Upload | None]] = {}
+        self._sent_at: dict[int, float] = {}  # mid -> when published, oldest first
+        self._inflight_records: set[str] = set()
+        self._uploads: dict[str, Upload] = {}
         self._receipts: list[Receipt] = []
-        self._awaiting_records: dict[str, float] = {}
-        self._awaiting_blobs: dict[str, float] = {}
-        self._uploads: dict[str, _Upload] = {}
-        self._refs: dict[str, BlobRef] = {}
-        self._max_payload = self.settings.chunk_size
+        self._changes = OutboxChanges()
+        self._limits = ConnackLimits()
+        self._window_max = self.settings.max_inflight
         self._resync = True
-        self._last_query = 0.0
+        self._next_query = 0.0
+        self._settled = 0.0
+        self._progress = time.monotonic()  # last PUBACK, or when something went in flight
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -137,44 +147,63 @@ class Publisher:
             self._thread.join(timeout)
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until everything in the outbox is confirmed (or rejected)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.stats.idle:
+        """Wait until everything in the outbox is confirmed (or rejected).
+
+        Only a look at the outbox that began after this call counts, so items committed just
+        before it are never missed by a stale "idle" from an earlier look.
+        """
+        entered = time.monotonic()
+        deadline = entered + timeout
+        while True:
+            if self.stats.idle and self._idle_checked > entered:
                 return True
-            time.sleep(0.1)
-        return self.stats.idle
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+    def run(self) -> None:
+        """Publish in the calling thread until ``stop()`` (``start()`` runs this in a thread)."""
+        self._run()
 
     def _run(self) -> None:
         store = self._open_store()
-        self._bucket = _Bucket(self.settings.bandwidth_bps)
         attempt = 0
         try:
             while not self._stop.is_set():
-                if not self._connect():
+                try:
+                    if self._connect():
+                        attempt = 0 if self._session(store) else attempt + 1
+                    else:
+                        attempt += 1
+                except Exception as exc:  # e.g. the catalog's disk is full: keep trying, never die
                     attempt += 1
-                    self._stop.wait(backoff(attempt))
-                    continue
-                ok = self._session(store)
-                attempt = 0 if ok else attempt + 1
-                if not self._stop.is_set():
-                    self._stop.wait(backoff(attempt))
+                    self.stats.last_error = f"publisher error: {exc!r}"
+                    log.exception("publisher error; retrying")
+                self._wait(backoff(attempt, cap=self.settings.reconnect_max_s))
         finally:
             self._close_uploads()
             store.close()
 
+    def _wait(self, seconds: float) -> None:
+        """Sleep until the next attempt, still beating (waiting for the broker is not a stall)."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self.heartbeat = time.monotonic()
+            self._stop.wait(min(1.0, left))
+
     def _connect(self) -> bool:
+        self.heartbeat = time.monotonic()
+        self._reset_connection_state()
         client = new_client(
-            f"fieldcap-{self.device}",
-            self.credentials,
-            max_inflight=self.settings.max_inflight,
-        )
+            f"fieldcap-{self.device}", self.credentials, max_inflight=65535, tls=self.address.tls
+        )  # our own window limits what is in flight; paho must never hold back a publish
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.will_set(topics.status(self.device), b"offline", qos=1, retain=True)
-        self._reset_connection_state()
+        client.connect_timeout = min(10.0, max(2.0, float(self.settings.keepalive_s)))
         try:
             client.connect(
                 self.address.host,
@@ -196,34 +225,51 @@ class Publisher:
         client = self._client
         assert client is not None
         established = False
-        deadline = time.monotonic() + 10.0
-        while self._alive and not self._stop.is_set():
-            busy = False
+        deadline = time.monotonic() + client.connect_timeout
+        try:
+            while self._alive and not self._stop.is_set():
+                self.heartbeat = time.monotonic()
+                busy = False
+                if self.stats.connected:
+                    established = True
+                    busy = self._round(store)
+                elif time.monotonic() > deadline:
+                    self.stats.last_error = f"no CONNACK from the broker within {client.connect_timeout:g} s"
+                    log.warning("%s", self.stats.last_error)
+                    break
+                rc = client.loop(timeout=0.0 if busy else self._sleep_s())
+                if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
+                    break
+            if self._stop.is_set() and self.stats.connected:
+                self._settle(store, force=True)
+                client.publish(topics.status(self.device), b"offline", qos=1, retain=True)
+                client.loop(timeout=0.1)
+                client.disconnect()
+                client.loop(timeout=0.1)
+            elif client.socket() is not None:
+                client.disconnect()
+            self._settle(store, force=True)  # PUBACKs and receipts that arrived in the last loop
+        finally:
             if self.stats.connected:
-                established = True
-                busy = self._pump(store)
-            elif time.monotonic() > deadline:
-                self.stats.last_error = "no CONNACK from broker within 10 s"
-                break
-            rc = client.loop(timeout=0.0 if busy else 0.05)
-            if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
-                break
-        if self._stop.is_set() and self.stats.connected:
-            client.publish(topics.status(self.device), b"offline", qos=1, retain=True)
-            client.loop(timeout=0.1)
-            client.disconnect()
-            client.loop(timeout=0.1)
-        with_socket = client.socket()
-        if with_socket is not None:
-            client.disconnect()
-        self.stats.connected = False
-        self._alive = False
-        self._close_uploads()
+                self.stats.disconnects += 1
+            self.stats.connected = False
+            self.stats.idle = False  # unknown until the next connection has looked
+            self._alive = False
+            self._close_uploads()
         return established
+
+    def _sleep_s(self) -> float:
+        """How long the loop may block in select when idle (it wakes early when data arrives).
+
+        A quarter second bounds how late a new outbox row is noticed and keeps an idle agent's
+        polling of the outbox (and its CPU) low; a busy loop does not sleep at all.
+        """
+        wait = self._bucket.wait_s()
+        return IDLE_POLL_S if wait <= 0 else min(IDLE_POLL_S, max(0.001, wait))
 
     def _close_uploads(self) -> None:
         for up in self._uploads.values():
-            os.close(up.fd)
+            up.close()
         self._uploads.clear()
 
     # ------------------------------------------------------------------ paho callbacks (same thread)
@@ -236,48 +282,51 @@ class Publisher:
             return
         self.stats.connected = True
         self.stats.connects += 1
-        max_packet = getattr(props, "MaximumPacketSize", None)
-        if max_packet:
-            self._max_payload = max(1024, min(self.settings.chunk_size, int(max_packet) - TOPIC_OVERHEAD))
+        self._limits = ConnackLimits.from_properties(props)
+        self._window_max = min(self.settings.max_inflight, self._limits.receive_maximum or 65535)
         client.subscribe(topics.receipts(self.device), qos=1)
-        client.publish(topics.status(self.device), b"online", qos=1, retain=True)
+        self._publish(topics.status(self.device), b"online", ("status", ""), retain=True)
         log.info("connected to %s:%d", self.address.host, self.address.port)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
-        if self.stats.connected:
-            self.stats.disconnects += 1
-            if self._stop.is_set():
-                log.info("disconnected from broker on stop")
-            else:
-                log.warning("disconnected from broker: %s", rc)
-        self.stats.connected = False
+        if self.stats.connected and not self._stop.is_set():
+            self.stats.last_error = f"disconnected from the broker: {rc}"
+            log.warning("%s", self.stats.last_error)
         self._alive = False
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
         what = self._inflight.pop(mid, None)
+        self._sent_at.pop(mid, None)
         if what is None:
             return
-        kind, ident = what
-        if rc.is_failure:
-            # An error PUBACK still counts as "published" in paho: the broker did not take it.
-            self.stats.last_error = f"broker rejected a publish ({kind} {ident}): {rc}"
-            log.error("%s", self.stats.last_error)
-            if kind in ("chunk", "fin", "init") and ident in self._uploads:
-                self._abort_upload(ident)
-            return
+        kind, ident, up = what
+        self._progress = time.monotonic()
         if kind == "rec":
-            self._acked_records.append(ident)
-            self._awaiting_records[ident] = time.monotonic()
-        elif kind == "chunk":
-            up = self._uploads.get(ident)
-            if up is not None:
-                up.chunks_in_flight -= 1
-        elif kind == "fin":
-            up = self._uploads.get(ident)
-            if up is not None:
-                up.phase = "awaiting"
-                up.since = time.monotonic()
-            self._awaiting_blobs[ident] = time.monotonic()
+            self._inflight_records.discard(ident)
+        if kind == "chunk" and up is not None:
+            up.in_flight -= 1  # of the upload that sent it, even if a newer one replaced it
+        if rc.is_failure:
+            self._refused(kind, ident, up, rc)
+            return
+        self._refusals = 0
+        ask_in = self.settings.receipt_timeout_s
+        if rc.value == NO_MATCHING_SUBSCRIBERS and kind != "status":
+            # Accepted but routed nowhere (no ingester subscribed right now): ask again soon.
+            self.stats.unrouted += 1
+            ask_in = min(ask_in, UNROUTED_ASK_S)
+        now = time.monotonic()
+        if kind == "rec":
+            self._changes.record(ident, "sent")
+            self._awaiting_records[ident] = now + ask_in
+        elif kind == "fin" and self._uploads.get(ident) is up:
+            self._changes.blob(ident, "sent")
+            self._awaiting_blobs[ident] = now + ask_in
+            self._end_upload(ident)
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, rcs: list[ReasonCode], _p: Any) -> None:
+        if any(rc.is_failure for rc in rcs):
+            self.stats.last_error = f"broker refused the receipt subscription: {rcs[0]}"
+            log.error("%s; nothing can be confirmed (check the ACL for down/#)", self.stats.last_error)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -287,257 +336,338 @@ class Publisher:
             return
         self._receipts.extend(batch.receipts)
 
-    # ------------------------------------------------------------------ the pump
+    def _refused(self, kind: Kind, ident: str, up: Upload | None, rc: ReasonCode) -> None:
+        """An error PUBACK (paho still calls it 'published'): the broker did not take the message."""
+        self.stats.refused_publishes += 1
+        self.stats.last_error = f"broker refused a publish ({kind} {ident[:16]}): {rc}"
+        if kind == "status":
+            log.error("the broker refuses this device's status topic: %s (check the ACL)", rc)
+            return
+        if kind == "rec" and rc.value == PACKET_TOO_LARGE:
+            self._changes.record(ident, "rejected", "the broker refused the record as too large")
+            self._event("rejected", f"the broker refused record {ident} as too large; it cannot be synced", ident)
+            return
+        if up is not None and self._uploads.get(ident) is up:
+            self._end_upload(ident)
+        # Not authorised, quota exceeded, ...: a configuration problem. Keep everything, pause.
+        self._refusals += 1
+        self._hold_until = time.monotonic() + backoff(self._refusals, cap=self.settings.reconnect_max_s)
+        self._event("sync_refused", f"the broker refuses what this device publishes: {rc}", str(rc))
+        log.error("%s; holding back and retrying (check the broker ACL for this device)", self.stats.last_error)
 
-    def _publish(self, topic: str, payload: bytes, what: tuple[str, str]) -> bool:
+    def _event(self, kind: str, message: str, key: str) -> None:
+        """Queue an events row, at most once per hour for the same kind and key."""
+        now = time.monotonic()
+        if now - self._event_times.get(f"{kind}:{key}", -DENIED_EVENT_EVERY_S) < DENIED_EVENT_EVERY_S:
+            return
+        self._event_times[f"{kind}:{key}"] = now
+        self._events.append((kind, message, {"device": self.device, "key": key}))
+
+    # ------------------------------------------------------------------ one round
+
+    def _publish(
+        self, topic: str, payload: bytes, what: tuple[Kind, str], *, upload: Upload | None = None, retain: bool = False
+    ) -> bool:
         assert self._client is not None
-        info = self._client.publish(topic, payload, qos=1)
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self.stats.last_error = f"publish failed locally: {mqtt.error_string(info.rc)}"
+            log.warning("%s; reconnecting", self.stats.last_error)
             self._alive = False
             return False
-        self._inflight[info.mid] = what
+        if not self._inflight:
+            self._progress = time.monotonic()
+        self._inflight[info.mid] = (*what, upload)
+        self._sent_at[info.mid] = time.monotonic()
+        if what[0] == "rec":
+            self._inflight_records.add(what[1])
         self.stats.bytes_sent += len(payload)
         return True
 
     def _window(self) -> int:
-        return self.settings.max_inflight - len(self._inflight)
+        return self._window_max - len(self._inflight)
 
-    def _pump(self, store: Closable) -> bool:
-        """Do one round of work; True if anything happened (so the loop should not sleep)."""
-        busy = False
-        if self._acked_records:
-            store.mark_records(self._acked_records, "sent")
-            self._acked_records = []
-            busy = True
-        for up in list(self._uploads.values()):
-            if up.phase == "fin" and up.chunks_in_flight == 0 and not up.ranges:
-                self._send_fin(up)
+    def _settle(self, store: Closable, *, force: bool = False) -> bool:
+        """Apply receipts, and write what PUBACKs and receipts changed in one transaction.
+
+        Writes are gathered for up to SETTLE_EVERY_S, so a record confirmed soon after its PUBACK
+        costs one write, not two, and a busy device commits ten times a second, not per message.
+        Losing unwritten changes in a crash is harmless: the items are asked about again.
+        """
+        busy = bool(self._receipts)
         if self._receipts:
-            self._apply_receipts(store)
-            busy = True
-        busy |= self._query(store)
-        if self._window() > 0:
-            records = store.records_to_send(self._window(), skip=set())
-            sent_ids = {ident for kind, ident in self._inflight.values() if kind == "rec"}
-            for item in records:
-                if item.record_id in sent_ids:
-                    continue
-                if not self._bucket.allow(len(item.body_json)):
-                    break
-                if not self._publish(
-                    topics.record(self.device, item.kind), item.body_json.encode(), ("rec", item.record_id)
-                ):
-                    return busy
-                self.stats.records_sent += 1
-                busy = True
-        if self._window() > 0 and len(self._uploads) < MAX_UPLOADS:
-            for ref in store.blobs_to_send(MAX_UPLOADS - len(self._uploads), skip=set(self._uploads)):
-                self._start_upload(store, ref)
-                busy = True
-        for up in list(self._uploads.values()):
-            busy |= self._send_chunks(up)
-        if not busy and not self._inflight and not self._uploads:
-            self._check_idle(store)
-        else:
+            self._apply_receipts()
+        now = time.monotonic()
+        changes = self._changes
+        size = len(changes.records) + len(changes.blobs)
+        if not (force or self._events or size >= SETTLE_MAX or (changes and now - self._settled >= SETTLE_EVERY_S)):
+            return busy
+        self._changes, self._settled = OutboxChanges(), now
+        events, self._events = self._events, []
+        if changes:
+            store.apply(changes)
+        for kind, message, detail in events:
+            store.record_event(kind, message, detail)
+        return busy or bool(changes or events)
+
+    def _stuck(self) -> bool:
+        """No PUBACK for a long time, or one message left unanswered while others are: reconnect.
+
+        Over one TCP connection a broker answers every QoS 1 publish; a PUBACK that never comes
+        while later ones do means the message was lost between us and the broker (a middlebox, a
+        broker that dropped it), and only a new connection gets it sent again from the outbox.
+        """
+        limit = max(30.0, 3.0 * self.settings.keepalive_s)
+        now = time.monotonic()
+        oldest = next(iter(self._sent_at.values()), now)
+        if self._inflight and (now - self._progress > limit or now - oldest > limit):
+            self.stats.last_error = f"no PUBACK from the broker for {limit:g} s; reconnecting"
+            log.warning("%s", self.stats.last_error)
+            self._alive = False
+            return True
+        return False
+
+    def _round(self, store: Closable) -> bool:
+        """Settle, then publish what the window allows; True if anything happened."""
+        if self._stuck():
+            return False
+        if self._resync:
+            self._load_unconfirmed(store)  # before receipts are applied: they may answer these
+        busy = self._settle(store)
+        busy |= self._query()
+        if time.monotonic() < self._hold_until:
+            return busy
+        busy |= self._send_records(store)
+        busy |= self._send_blobs(store)
+        if busy or self._inflight or self._uploads:
             self.stats.idle = False
+        else:
+            self._settle(store, force=True)
+            self._check_idle(store)
         return busy
 
+    def _send_records(self, store: Closable) -> bool:
+        window = self._window()
+        if window <= 0 or not self._alive:
+            return False
+        sent = False
+        topic_limit = self._limits.payload_limit(topics.record(self.device, "x" * 32))
+        skip = self._inflight_records.union(self._changes.records)  # unwritten changes: the outbox lags
+        for item in store.records_to_send(window, skip=skip):
+            payload = item.body_json.encode()
+            limit = min(MAX_RECORD_BYTES, topic_limit or MAX_RECORD_BYTES)
+            if len(payload) > limit:
+                why = f"record of {len(payload)} bytes exceeds the {limit}-byte limit of the broker/ingester"
+                self._changes.record(item.record_id, "rejected", why)
+                msg = f"record {item.record_id} ({item.kind}) cannot be synced: {why}"
+                self._event("rejected", msg, item.record_id)
+                continue
+            if not self._bucket.take(len(payload)):
+                break
+            if not self._publish(topics.record(self.device, item.kind), payload, ("rec", item.record_id)):
+                break
+            self.stats.records_sent += 1
+            sent = True
+        return sent
+
     def _check_idle(self, store: Closable) -> None:
-        now = time.monotonic()
-        if now - self._idle_checked < 0.25:
-            return
-        self._idle_checked = now
+        started = time.monotonic()
         recs, blobs = store.unconfirmed(1)
         self.stats.idle = not (
-            recs or blobs or store.records_to_send(1, set()) or store.blobs_to_send(1, set()) or self._awaiting_records
+            recs
+            or blobs
+            or self._awaiting_records
+            or self._awaiting_blobs
+            or store.records_to_send(1, ())
+            or store.blobs_to_send(1, ())
         )
+        self._idle_checked = started
 
     # ------------------------------------------------------------------ blobs
 
-    def _start_upload(self, store: Closable, ref: BlobRef) -> None:
+    def _chunk_size(self) -> int:
+        worst = topics.blob_chunk(self.device, "0" * 64, 10**12)
+        limit = self._limits.payload_limit(worst)
+        return max(1, min(self.settings.chunk_size, limit)) if limit is not None else self.settings.chunk_size
+
+    def _send_blobs(self, store: Closable) -> bool:
+        busy = False
+        free = self.settings.parallel_blobs - len(self._uploads)
+        if free > 0 and self._window() > 0:
+            for ref in store.blobs_to_send(free, skip=self._uploads.keys() | self._changes.blobs.keys()):
+                busy |= self._start_upload(ref)
+        for up in list(self._uploads.values()):
+            if not self._alive or self._window() <= 0:
+                break
+            busy |= self._pump_upload(up)
+        return busy
+
+    def _start_upload(self, ref: BlobRef) -> bool:
         try:
-            fd = os.open(ref.path, os.O_RDONLY)
-        except OSError as exc:
-            store.mark_blob(ref.sha256, "rejected", f"local media unreadable: {exc}")
-            store.record_event(
-                "loss",
-                f"media file {ref.path} cannot be read ({exc.strerror}); it cannot be synced",
-                {"sha256": ref.sha256, "path": str(ref.path)},
-            )
-            return
-        chunk = self._max_payload
-        up = _Upload(ref, fd, chunk)
+            up = Upload.open(ref, self._chunk_size())
+        except LocalMediaError as exc:
+            self._local_loss(ref, str(exc))
+            return True
         self._uploads[ref.sha256] = up
         self._refs[ref.sha256] = ref
-        init = BlobInit(sha256=ref.sha256, size=ref.size, chunk_size=chunk, media_type=ref.media_type)
-        self._publish(topics.blob_init(self.device, ref.sha256), encode(init), ("init", ref.sha256))
-        if ref.size <= chunk * SMALL_BLOB_CHUNKS:
-            up.ranges.append((0, ref.size))
-            up.phase = "sending"
-        # Larger blobs wait for the init receipt, which says which ranges the central side lacks.
+        return True
 
-    def _send_chunks(self, up: _Upload) -> bool:
-        if up.phase == "init" and time.monotonic() - up.since > self.settings.receipt_timeout_s:
-            up.ranges.append((0, up.ref.size))  # no answer to init: send everything
-            up.phase = "sending"
-        if up.phase != "sending":
-            return False
+    def _pump_upload(self, up: Upload) -> bool:
+        sha = up.ref.sha256
+        if up.init_due(self.settings.receipt_timeout_s):
+            init = BlobInit(sha256=sha, size=up.ref.size, chunk_size=up.chunk, media_type=up.ref.media_type)
+            if self._publish(topics.blob_init(self.device, sha), encode(init), ("init", sha), upload=up):
+                up.init_sent = time.monotonic()
+            return True
         sent = False
-        while up.ranges and self._window() > 0:
-            start, end = up.ranges[0]
-            n = min(up.chunk, end - start)
-            if not self._bucket.allow(n):
+        while up.phase == "sending" and self._window() > 0 and self._alive:
+            if not self._bucket.take(up.peek_size()):
                 break
-            data = os.pread(up.fd, n, start)
-            if len(data) != n:
-                self._local_mismatch(up, f"file is shorter than the catalog says ({start + len(data)} < {up.ref.size})")
+            try:
+                chunk = up.next_chunk()
+            except LocalMediaError as exc:
+                self._end_upload(sha)
+                self._local_loss(up.ref, str(exc))
                 return True
-            if not self._publish(topics.blob_chunk(self.device, up.ref.sha256, start), data, ("chunk", up.ref.sha256)):
-                return sent
-            up.chunks_in_flight += 1
+            if chunk is None:
+                break
+            offset, data = chunk
+            if not self._publish(topics.blob_chunk(self.device, sha, offset), data, ("chunk", sha), upload=up):
+                return True
+            up.in_flight += 1
             self.stats.chunks_sent += 1
             sent = True
-            if start + n >= end:
-                up.ranges.popleft()
-            else:
-                up.ranges[0] = (start + n, end)
-        if not up.ranges:
-            up.phase = "fin"
+        if up.phase == "sending" and not up.ranges:
+            up.phase = "draining"
+        if up.phase == "draining" and up.in_flight == 0 and self._window() > 0:
+            fin = BlobFin(sha256=sha, size=up.ref.size)
+            if self._publish(topics.blob_fin(self.device, sha), encode(fin), ("fin", sha), upload=up):
+                up.fin_sent()
+            sent = True
         return sent
 
-    def _send_fin(self, up: _Upload) -> None:
-        fin = BlobFin(sha256=up.ref.sha256, size=up.ref.size)
-        if self._publish(topics.blob_fin(self.device, up.ref.sha256), encode(fin), ("fin", up.ref.sha256)):
-            up.phase = "awaiting"
-            up.since = time.monotonic()
-
-    def _abort_upload(self, sha: str) -> None:
+    def _end_upload(self, sha: str) -> None:
         up = self._uploads.pop(sha, None)
         if up is not None:
-            os.close(up.fd)
+            up.close()
 
-    def _local_mismatch(self, up: _Upload, why: str) -> None:
-        self._abort_upload(up.ref.sha256)
-        self._pending_local_errors.append((up.ref, why))
+    def _local_loss(self, ref: BlobRef, why: str) -> None:
+        self._changes.blob(ref.sha256, "rejected", why)
+        self._events.append(
+            ("loss", f"media {ref.path} cannot be synced: {why}", {"sha256": ref.sha256, "path": str(ref.path)})
+        )
 
     # ------------------------------------------------------------------ receipts and queries
 
-    def _apply_receipts(self, store: Closable) -> None:
+    def _apply_receipts(self) -> None:
         receipts, self._receipts = self._receipts, []
-        confirmed: list[str] = []
-        resend: list[str] = []
         self.stats.receipts += len(receipts)
         self.stats.last_receipt_mono = time.monotonic()
+        self._changes.receipt_seen = True
         for r in receipts:
             if r.type == "record":
-                self._awaiting_records.pop(r.id, None)
-                if r.status in ("stored", "duplicate"):
-                    confirmed.append(r.id)
-                elif r.status == "missing":
-                    resend.append(r.id)
-                elif r.status == "rejected":
-                    store.mark_records([r.id], "rejected", r.reason)
-                    store.record_event(
-                        "rejected", f"central side rejected record {r.id}: {r.reason}", {"record_id": r.id}
-                    )
+                self._record_receipt(r)
             else:
-                self._blob_receipt(store, r)
-        store.mark_records(confirmed, "confirmed")
-        store.mark_records(resend, "pending")
-        for ref, why in self._pending_local_errors:
-            store.mark_blob(ref.sha256, "rejected", why)
-            store.record_event("loss", f"media {ref.path} cannot be synced: {why}", {"sha256": ref.sha256})
-        self._pending_local_errors.clear()
-        store.note_receipt()
+                self._blob_receipt(r)
 
-    def _blob_receipt(self, store: Closable, r: Receipt) -> None:
+    def _record_receipt(self, r: Receipt) -> None:
+        rid = r.id
+        if rid not in self._awaiting_records and rid not in self._inflight_records:
+            return  # not something this device asked about (stale, replayed or misrouted)
+        if r.status in ("stored", "duplicate"):
+            self._awaiting_records.pop(rid, None)
+            self._changes.record(rid, "confirmed")
+            self.stats.records_confirmed += 1
+        elif r.status == "missing":
+            # The central side has nothing: send again (unless a copy is on its way right now).
+            if rid not in self._inflight_records and self._awaiting_records.pop(rid, None) is not None:
+                self._changes.record(rid, "pending")
+        elif r.status == "rejected":
+            self._awaiting_records.pop(rid, None)
+            self._changes.record(rid, "rejected", r.reason)
+            self._events.append(("rejected", f"central side rejected record {rid}: {r.reason}", {"record_id": rid}))
+
+    def _blob_receipt(self, r: Receipt) -> None:
         sha = r.id
         up = self._uploads.get(sha)
-        ref = up.ref if up else self._refs.get(sha)
+        ref = up.ref if up is not None else self._refs.get(sha)
+        if ref is None:
+            return  # not a blob this device is sending (a replayed or stale receipt)
         if r.status in ("stored", "duplicate"):
-            if ref is not None and (r.size != ref.size or r.sha256 != ref.sha256):
+            if r.size != ref.size or r.sha256 != ref.sha256:
                 log.error("receipt for blob %s does not match (size %s, sha %s); sending again", sha, r.size, r.sha256)
-                self._abort_upload(sha)
-                store.mark_blob(sha, "pending", "receipt did not match size/sha256")
+                self._restart_blob(sha, "receipt did not match size/sha256")
                 return
-            self._abort_upload(sha)
+            self._end_upload(sha)
             self._awaiting_blobs.pop(sha, None)
             self._refs.pop(sha, None)
-            store.mark_blob(sha, "confirmed")
-        elif r.status == "partial" and r.missing:
-            if up is None and ref is not None:
-                try:
-                    fd = os.open(ref.path, os.O_RDONLY)
-                except OSError:
-                    store.mark_blob(sha, "pending")
-                    return
-                up = _Upload(ref, fd, self._max_payload)
-                self._uploads[sha] = up
-            if up is None:
-                store.mark_blob(sha, "pending")
-                return
-            if up.phase in ("init", "awaiting"):
-                up.ranges = deque((max(0, a), min(b, up.ref.size)) for a, b in r.missing if a < b)
-                up.phase = "sending" if up.ranges else "fin"
-                self._awaiting_blobs.pop(sha, None)
-        elif r.status == "missing":
-            if up is not None and up.phase == "init":
-                up.ranges = deque([(0, up.ref.size)])
-                up.phase = "sending"
-            elif up is None or up.phase == "awaiting":
-                self._abort_upload(sha)
-                self._awaiting_blobs.pop(sha, None)
-                store.mark_blob(sha, "pending")
+            self._changes.blob(sha, "confirmed")
+            self.stats.blobs_confirmed += 1
+        elif r.status in ("partial", "missing"):
+            if up is not None:
+                if up.phase == "init":
+                    up.want(r.missing if r.status == "partial" and r.missing is not None else [(0, ref.size)])
+                return  # an upload in progress ignores answers to earlier questions
+            if sha in self._awaiting_blobs:
+                self._restart_blob(sha, None)  # fin or query says it is incomplete: upload again
         elif r.status == "rejected":
-            self._abort_upload(sha)
+            self._end_upload(sha)
             self._awaiting_blobs.pop(sha, None)
-            if ref is not None and r.reason and "sha256" in r.reason:
-                self._recheck_local(store, ref, r.reason)
+            if r.reason and "sha256" in r.reason:
+                self._recheck_local(ref, r.reason)
             else:
-                store.mark_blob(sha, "rejected", r.reason)
-                store.record_event("rejected", f"central side rejected blob {sha}: {r.reason}", {"sha256": sha})
+                self._changes.blob(sha, "rejected", r.reason)
+                self._events.append(("rejected", f"central side rejected blob {sha}: {r.reason}", {"sha256": sha}))
 
-    def _recheck_local(self, store: Closable, ref: BlobRef, reason: str) -> None:
-        """A hash mismatch centrally: resend if our file is intact, else record the local damage."""
-        from sync.durable import sha256_file
+    def _restart_blob(self, sha: str, why: str | None) -> None:
+        self._end_upload(sha)
+        self._awaiting_blobs.pop(sha, None)
+        self._changes.blob(sha, "pending", why)
 
+    def _recheck_local(self, ref: BlobRef, reason: str) -> None:
+        """A hash mismatch centrally: send again if our file is intact, else record the local damage."""
         try:
             sha, size = sha256_file(ref.path)
         except OSError as exc:
             sha, size = f"unreadable: {exc.strerror}", -1
         if sha == ref.sha256 and size == ref.size:
-            store.mark_blob(ref.sha256, "pending", reason)
+            self._changes.blob(ref.sha256, "pending", reason)
         else:
-            store.mark_blob(ref.sha256, "rejected", f"local file changed: {sha}")
-            store.record_event(
-                "loss",
-                f"media {ref.path} no longer matches its catalog sha256; it cannot be synced",
-                {"sha256": ref.sha256, "found": sha, "size": size},
-            )
+            self._local_loss(ref, f"the file no longer matches its catalog sha256 (now {sha}, {size} bytes)")
 
-    def _query(self, store: Closable) -> bool:
+    def _load_unconfirmed(self, store: Closable) -> None:
+        """After a (re)connect, ask about everything sent earlier that has no receipt yet."""
+        self._resync = False
         now = time.monotonic()
-        if self._resync:
-            self._resync = False
-            recs, blobs = store.unconfirmed(100_000)
-            for rid in recs:
-                self._awaiting_records.setdefault(rid, 0.0)
-            for ref in blobs:
-                self._refs[ref.sha256] = ref
-                self._awaiting_blobs.setdefault(ref.sha256, 0.0)
-        if now - self._last_query < min(1.0, self.settings.receipt_timeout_s / 4):
-            return False
-        self._last_query = now
-        cutoff = now - self.settings.receipt_timeout_s
-        rec_ids = [rid for rid, t in self._awaiting_records.items() if t <= cutoff][:QUERY_PAGE]
-        blob_ids = [sha for sha, t in self._awaiting_blobs.items() if t <= cutoff][:QUERY_PAGE]
-        if not rec_ids and not blob_ids:
-            return False
-        for rid in rec_ids:
+        recs, blobs = store.unconfirmed(RESYNC_LIMIT)
+        for rid in recs:
             self._awaiting_records[rid] = now
-        for sha in blob_ids:
-            self._awaiting_blobs[sha] = now
-        q = SyncQuery(record_ids=rec_ids, blobs=blob_ids)
-        self._publish(topics.query(self.device), encode(q), ("query", ""))
-        self.stats.queries += 1
-        return True
+        for ref in blobs:
+            self._refs[ref.sha256] = ref
+            self._awaiting_blobs[ref.sha256] = now
+
+    def _query(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_query or not self._alive:
+            return False
+        self._next_query = now + min(1.0, self.settings.receipt_timeout_s / 4)
+        again = now + self.settings.receipt_timeout_s
+        sent = False
+        for _ in range(QUERY_PAGES_PER_ROUND):
+            if self._window() <= 0:
+                break
+            rec_ids = [rid for rid, t in self._awaiting_records.items() if t <= now][:MAX_QUERY_ITEMS]
+            blob_ids = [sha for sha, t in self._awaiting_blobs.items() if t <= now][:MAX_QUERY_ITEMS]
+            if not rec_ids and not blob_ids:
+                break
+            if not self._publish(
+                topics.query(self.device), encode(SyncQuery(record_ids=rec_ids, blobs=blob_ids)), ("query", "")
+            ):
+                break
+            for rid in rec_ids:
+                self._awaiting_records[rid] = again
+            for sha in blob_ids:
+                self._awaiting_blobs[sha] = again
+            self.stats.queries += 1
+            sent = True
+        return sent

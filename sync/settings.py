@@ -41,13 +41,22 @@ class SyncSettings(_Strict):
         description="Media chunk size in bytes (capped below the broker's maximum packet size).",
     )
     max_inflight: int = Field(default=64, ge=1, le=65535, description="QoS 1 messages in flight at once.")
-    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive.")
+    keepalive_s: int = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description="MQTT keepalive; a dead or half-open connection is noticed within about 1.5× this.",
+    )
     session_expiry_s: int = Field(
         default=86400, ge=0, le=4294967295, description="Broker session expiry after a disconnect."
     )
     receipt_timeout_s: float = Field(
         default=20.0, gt=0, le=3600, description="Seconds without a receipt before asking the central side what it has."
     )
+    reconnect_max_s: float = Field(
+        default=30.0, ge=0.5, le=3600, description="Longest wait between reconnect attempts (jittered backoff)."
+    )
+    parallel_blobs: int = Field(default=8, ge=1, le=64, description="Media files uploaded at the same time.")
     bandwidth_bps: int | None = Field(
         default=None, ge=1024, description="Upload cap in bytes per second (none: unlimited)."
     )

@@ -1,9 +1,15 @@
-"""The central store: records, blob index, chunk staging and dead letters.
+"""The central store: records, the blob index, chunk staging state and dead letters.
 
 SQLite (one file, the embedded default) or PostgreSQL (several ingesters). Both take the same SQL,
-written once with ``?`` placeholders; the PostgreSQL store rewrites them. Chunk staging lives here,
-not in an ingester's memory, so any ingester can finish a blob another one started.
-Uniqueness on (device, record_id) and on the blob sha256 makes every redelivery harmless.
+written once with ``?`` placeholders; the PostgreSQL store rewrites them. Staging state (which
+byte ranges of which blob have arrived) lives here and the staged bytes live in the shared blob
+tree (``sync.staging``), not in an ingester's memory, so any ingester can finish a blob another one
+started. Uniqueness on (device, record_id) and on the blob sha256 makes every redelivery harmless.
+
+Every operation runs in the current batch transaction when one is open (``with store.batch():``),
+so an ingester commits once per batch of messages instead of once per message — on a disk where a
+synchronous commit costs milliseconds that is the difference between hundreds and thousands of
+messages per second. Outside a batch each call is its own transaction.
 """
 
 from __future__ import annotations
@@ -19,7 +25,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from sync.errors import StoreError
+
+SCHEMA_VERSION = "2"
+
 SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS records (
         device TEXT NOT NULL,
         record_id TEXT NOT NULL,
@@ -50,8 +64,7 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS chunks (
         sha256 TEXT NOT NULL,
         "offset" BIGINT NOT NULL,
-        length INTEGER NOT NULL,
-        data BLOB NOT NULL,
+        length BIGINT NOT NULL,
         PRIMARY KEY (sha256, "offset")
     )""",
     """CREATE TABLE IF NOT EXISTS dead_letters (
@@ -60,16 +73,23 @@ SCHEMA = [
         topic TEXT NOT NULL,
         device TEXT,
         reason TEXT NOT NULL,
-        payload_size INTEGER NOT NULL,
+        payload_size BIGINT NOT NULL,
         payload BLOB NOT NULL
     )""",
 ]
 
 DEAD_LETTER_KEEP = 64 * 1024  # bytes of a rejected payload kept for inspection
 
+Table = Literal["records", "blobs", "dead_letters", "chunks", "staging"]
+
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def printable(text: str, limit: int) -> str:
+    """Text safe for any TEXT column: no NUL (PostgreSQL refuses it), no lone surrogates, bounded."""
+    return text[:limit].replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +115,44 @@ def missing_ranges(size: int, pieces: Sequence[tuple[int, int]]) -> list[tuple[i
 
 
 class CentralStore(ABC):
-    """Operations the ingester needs; each call is its own transaction."""
+    """Operations the ingester needs, in the open batch transaction or each in its own."""
 
     placeholder = "?"
 
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ transactions
+
     @abstractmethod
     @contextmanager
-    def _tx(self) -> Iterator[Any]: ...
+    def _begin(self) -> Iterator[Any]:
+        """A new transaction; yields a cursor, commits on success, rolls back on error."""
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        cur = getattr(self._local, "cursor", None)
+        if cur is not None:
+            yield cur
+            return
+        with self._begin() as cur:
+            yield cur
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction for everything done inside the block (this thread only)."""
+        if getattr(self._local, "cursor", None) is not None:
+            raise RuntimeError("store batches do not nest")
+        with self._begin() as cur:
+            self._local.cursor = cur
+            try:
+                yield
+            finally:
+                self._local.cursor = None
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """True for errors that a retry of the same transaction may not hit (lock conflicts)."""
+        return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
@@ -114,6 +165,14 @@ class CentralStore(ABC):
         with self._tx() as cur:
             for stmt in self.schema():
                 cur.execute(stmt)
+            row = self._exec(cur, "SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None:
+                self._exec(cur, "INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            elif row[0] != SCHEMA_VERSION:
+                raise StoreError(
+                    f"the central store has schema version {row[0]}, this fieldcap expects {SCHEMA_VERSION}; "
+                    "use a fieldcap version that matches the store"
+                )
 
     def schema(self) -> list[str]:
         return SCHEMA
@@ -121,7 +180,8 @@ class CentralStore(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    # records
+    # ------------------------------------------------------------------ records
+
     def put_record(
         self,
         device: str,
@@ -141,6 +201,13 @@ class CentralStore(ABC):
             )
             return "stored" if cur.rowcount == 1 else "duplicate"
 
+    def record_body(self, device: str, record_id: str) -> str | None:
+        with self._tx() as cur:
+            row = self._exec(
+                cur, "SELECT body FROM records WHERE device = ? AND record_id = ?", (device, record_id)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
     def known_records(self, device: str, record_ids: Sequence[str]) -> set[str]:
         if not record_ids:
             return set()
@@ -151,13 +218,15 @@ class CentralStore(ABC):
             ).fetchall()
         return {r[0] for r in rows}
 
-    # blobs
+    # ------------------------------------------------------------------ blobs and staging
+
     def blob_size(self, sha256: str) -> int | None:
         with self._tx() as cur:
             row = self._exec(cur, "SELECT size FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
         return None if row is None else int(row[0])
 
-    def start_staging(self, sha256: str, size: int, media_type: str, device: str) -> None:
+    def start_staging(self, sha256: str, size: int, media_type: str, device: str) -> bool:
+        """Announce a blob; True if this call created the staging row."""
         with self._tx() as cur:
             self._exec(
                 cur,
@@ -165,21 +234,28 @@ class CentralStore(ABC):
                 " ON CONFLICT (sha256) DO NOTHING",
                 (sha256, size, media_type, device, utc_now()),
             )
+            return bool(cur.rowcount == 1)
 
     def staging_info(self, sha256: str) -> tuple[int, str, str] | None:
         with self._tx() as cur:
             row = self._exec(cur, "SELECT size, media_type, device FROM staging WHERE sha256 = ?", (sha256,)).fetchone()
         return None if row is None else (int(row[0]), str(row[1]), str(row[2]))
 
-    def put_chunk(self, sha256: str, offset: int, data: bytes) -> None:
+    def add_chunk(self, sha256: str, offset: int, length: int) -> None:
+        """Note that bytes [offset, offset+length) of a staged blob are on disk."""
         with self._tx() as cur:
             self._exec(
                 cur,
-                'INSERT INTO chunks (sha256, "offset", length, data) VALUES (?,?,?,?)'
-                ' ON CONFLICT (sha256, "offset") DO UPDATE SET length = excluded.length, data = excluded.data'
+                'INSERT INTO chunks (sha256, "offset", length) VALUES (?,?,?)'
+                ' ON CONFLICT (sha256, "offset") DO UPDATE SET length = excluded.length'
                 " WHERE excluded.length > chunks.length",
-                (sha256, offset, len(data), data),
+                (sha256, offset, length),
             )
+
+    def forget_chunks(self, sha256: str) -> None:
+        """The staged bytes were lost (a new staging file): nothing of this blob has arrived."""
+        with self._tx() as cur:
+            self._exec(cur, "DELETE FROM chunks WHERE sha256 = ?", (sha256,))
 
     def chunk_pieces(self, sha256: str) -> list[tuple[int, int]]:
         with self._tx() as cur:
@@ -187,16 +263,6 @@ class CentralStore(ABC):
                 cur, 'SELECT "offset", length FROM chunks WHERE sha256 = ? ORDER BY "offset"', (sha256,)
             ).fetchall()
         return [(int(r[0]), int(r[1])) for r in rows]
-
-    def iter_chunks(self, sha256: str) -> Iterator[tuple[int, bytes]]:
-        """Chunks in offset order, fetched one at a time to keep memory flat for large blobs."""
-        for offset, _length in self.chunk_pieces(sha256):
-            with self._tx() as cur:
-                row = self._exec(
-                    cur, 'SELECT data FROM chunks WHERE sha256 = ? AND "offset" = ?', (sha256, offset)
-                ).fetchone()
-            if row is not None:
-                yield offset, bytes(row[0])
 
     def finish_blob(self, sha256: str, size: int, media_type: str, device: str) -> Literal["stored", "duplicate"]:
         with self._tx() as cur:
@@ -225,17 +291,26 @@ class CentralStore(ABC):
             return BlobState("missing")
         return BlobState("partial", info[0], tuple(missing_ranges(info[0], self.chunk_pieces(sha256))))
 
-    # dead letters
+    # ------------------------------------------------------------------ dead letters
+
     def dead_letter(self, topic: str, device: str | None, reason: str, payload: bytes) -> None:
         with self._tx() as cur:
             self._exec(
                 cur,
                 "INSERT INTO dead_letters (received_utc, topic, device, reason, payload_size, payload)"
                 " VALUES (?,?,?,?,?,?)",
-                (utc_now(), topic[:1024], device, reason[:1000], len(payload), payload[:DEAD_LETTER_KEEP]),
+                (
+                    utc_now(),
+                    printable(topic, 1024),
+                    None if device is None else printable(device, 64),
+                    printable(reason, 1000),
+                    len(payload),
+                    payload[:DEAD_LETTER_KEEP],
+                ),
             )
 
-    # listing
+    # ------------------------------------------------------------------ listing
+
     def list_records(
         self, *, device: str | None = None, kind: str | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
@@ -260,6 +335,13 @@ class CentralStore(ABC):
         keys = ["device", "record_id", "kind", "sha256", "size", "received_utc", "blob_stored"]
         return [dict(zip(keys, (*r[:6], bool(r[6])), strict=True)) for r in rows]
 
+    def list_blobs(self) -> list[dict[str, Any]]:
+        with self._tx() as cur:
+            rows = self._exec(
+                cur, "SELECT sha256, size, media_type, device, received_utc FROM blobs ORDER BY sha256"
+            ).fetchall()
+        return [dict(zip(["sha256", "size", "media_type", "device", "received_utc"], r, strict=True)) for r in rows]
+
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         with self._tx() as cur:
             rows = self._exec(
@@ -269,26 +351,33 @@ class CentralStore(ABC):
             ).fetchall()
         return [dict(zip(["received_utc", "topic", "device", "reason", "payload_size"], r, strict=True)) for r in rows]
 
-    def count(self, table: Literal["records", "blobs", "dead_letters", "chunks"]) -> int:
+    def count(self, table: Table) -> int:
         with self._tx() as cur:
             return int(self._exec(cur, f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
 
 class SqliteStore(CentralStore):
-    """The embedded central store: one SQLite file in WAL mode."""
+    """The embedded central store: one SQLite file in WAL mode, synchronous commits."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA busy_timeout=30000")
+        except (OSError, sqlite3.DatabaseError) as exc:
+            raise StoreError(f"cannot open the central store {path}: {exc}") from None
         self.path = path
-        self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.execute("PRAGMA busy_timeout=30000")
         self._lock = threading.RLock()
-        self.init_schema()
+        try:
+            self.init_schema()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path} is not a usable central store: {exc}") from None
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Cursor]:
+    def _begin(self) -> Iterator[sqlite3.Cursor]:
         with self._lock:
             cur = self._conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
@@ -304,15 +393,15 @@ class SqliteStore(CentralStore):
 
 
 def open_store(url: str) -> CentralStore:
-    """``sqlite:///path/central.db`` (or a plain path) or ``postgresql://...``."""
+    """``sqlite:///path/central.db`` (or a plain path) or ``postgresql://...``; StoreError if unusable."""
     parts = urlsplit(url)
     if parts.scheme in ("postgresql", "postgres"):
         from sync.pgstore import PostgresStore
 
         store: CentralStore = PostgresStore(url)
         return store
-    if parts.scheme == "sqlite":
-        return SqliteStore(Path(url.removeprefix("sqlite://")))
+    if parts.scheme == "sqlite":  # sqlite:///abs/path (also sqlite:////abs/path); a plain path for relative
+        return SqliteStore(Path("/" + url.removeprefix("sqlite://").lstrip("/")))
     if parts.scheme == "":
         return SqliteStore(Path(url))
-    raise ValueError(f"store URL {url!r} is neither sqlite:///PATH nor postgresql://...")
+    raise StoreError(f"store URL {url!r} is neither sqlite:///PATH nor postgresql://...")

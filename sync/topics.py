@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 ROOT = "fieldcap/v1"
-DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-KIND_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# Used with fullmatch only: ``$`` would also accept a trailing newline.
+DEVICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+KIND_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+OFFSET_RE = re.compile(r"(0|[1-9][0-9]{0,12})")
 MAX_OFFSET = 1 << 40  # 1 TiB: far above any media file, small enough to reject nonsense
 
 INGEST_SHARE = "$share/{group}/" + ROOT + "/+/up/#"
@@ -44,13 +46,13 @@ class UpTopic:
 
 
 def _device(device: str) -> str:
-    if not DEVICE_RE.match(device):
+    if not DEVICE_RE.fullmatch(device):
         raise TopicError(f"device id {device!r} is not allowed in a topic")
     return device
 
 
 def record(device: str, kind: str) -> str:
-    if not KIND_RE.match(kind):
+    if not KIND_RE.fullmatch(kind):
         raise TopicError(f"record kind {kind!r} is not allowed in a topic")
     return f"{ROOT}/{_device(device)}/up/rec/{kind}"
 
@@ -80,7 +82,7 @@ def status(device: str) -> str:
 
 
 def ingest_subscription(group: str) -> str:
-    if not DEVICE_RE.match(group):
+    if not DEVICE_RE.fullmatch(group):
         raise TopicError(f"ingest group {group!r} may only hold letters, digits, '_', '.', '-'")
     return INGEST_SHARE.format(group=group)
 
@@ -92,17 +94,17 @@ def parse_up(topic: str) -> UpTopic:
         raise TopicError(f"not a fieldcap upload topic: {topic[:200]!r}")
     device = _device(parts[2])
     rest = parts[4:]
-    if rest[0] == "rec" and len(rest) == 2 and KIND_RE.match(rest[1]):
+    if rest[0] == "rec" and len(rest) == 2 and KIND_RE.fullmatch(rest[1]):
         return UpTopic(device, "rec", record_kind=rest[1])
     if rest[0] == "sync" and rest[1:] == ["query"]:
         return UpTopic(device, "query")
-    if rest[0] == "blob" and len(rest) >= 3 and SHA256_RE.match(rest[1]):
+    if rest[0] == "blob" and len(rest) >= 3 and SHA256_RE.fullmatch(rest[1]):
         sha = rest[1]
         if rest[2:] == ["init"]:
             return UpTopic(device, "blob_init", sha256=sha)
         if rest[2:] == ["fin"]:
             return UpTopic(device, "blob_fin", sha256=sha)
-        if len(rest) == 4 and rest[2] == "c" and rest[3].isdigit() and len(rest[3]) <= 13:
+        if len(rest) == 4 and rest[2] == "c" and OFFSET_RE.fullmatch(rest[3]):
             offset = int(rest[3])
             if offset < MAX_OFFSET:
                 return UpTopic(device, "blob_chunk", sha256=sha, offset=offset)

@@ -16,8 +16,12 @@ SCHEMA_VERSION = 1
 MAX_RECORD_BYTES = 1 << 20
 MAX_BLOB_BYTES = 1 << 36  # 64 GiB
 MAX_QUERY_ITEMS = 1000
+MAX_MISSING_RANGES = 256  # a partial receipt lists at most this many gaps; the device asks again later
 
 RecordId = Annotated[str, Field(pattern=r"^[0-9a-f][0-9a-f-]{7,63}$")]
+# [0-9], not \d: the pattern engine's \d also matches non-ASCII digits.
+UTC_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+UtcTime = Annotated[str, Field(max_length=40, pattern=UTC_PATTERN)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 MediaType = Annotated[str, Field(pattern=r"^[a-z]+/[a-z0-9.+-]{1,64}$")]
 
@@ -33,23 +37,29 @@ class _Msg(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class BlobInfo(_Msg):
+class _Up(_Msg):
+    """A device → central message: strict types, so ``"size": "0"`` or ``true`` is an error, not a 0."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class BlobInfo(_Up):
     sha256: Sha256
     size: int = Field(ge=0, le=MAX_BLOB_BYTES)
     media_type: MediaType
 
 
-class RecordEnvelope(_Msg):
+class RecordEnvelope(_Up):
     schema_version: Literal[1]
     record_id: RecordId
     device: str = Field(min_length=1, max_length=64)
     kind: str = Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")
-    created_utc: str = Field(max_length=40)
+    created_utc: UtcTime
     body: dict[str, Any]
     blob: BlobInfo | None = None
 
 
-class BlobInit(_Msg):
+class BlobInit(_Up):
     sha256: Sha256
     size: int = Field(ge=0, le=MAX_BLOB_BYTES)
     chunk_size: int = Field(ge=1, le=1 << 26)
@@ -57,17 +67,18 @@ class BlobInit(_Msg):
     record_id: RecordId | None = None
 
 
-class BlobFin(_Msg):
+class BlobFin(_Up):
     sha256: Sha256
     size: int = Field(ge=0, le=MAX_BLOB_BYTES)
 
 
-class SyncQuery(_Msg):
+class SyncQuery(_Up):
     record_ids: list[RecordId] = Field(default_factory=list, max_length=MAX_QUERY_ITEMS)
     blobs: list[Sha256] = Field(default_factory=list, max_length=MAX_QUERY_ITEMS)
 
 
 ReceiptStatus = Literal["stored", "duplicate", "rejected", "partial", "missing"]
+ReplyTo = Literal["rec", "init", "fin", "query"]
 
 
 class Receipt(_Msg):
@@ -84,7 +95,7 @@ class Receipt(_Msg):
     size: int | None = None
     sha256: Sha256 | None = None
     missing: list[tuple[int, int]] | None = None
-    reply_to: Literal["rec", "init", "fin", "query"] | None = None
+    reply_to: ReplyTo | None = None
 
 
 class ReceiptBatch(_Msg):
@@ -97,12 +108,21 @@ def _reason(exc: ValidationError) -> str:
     return f"{loc}: {err['msg']}"
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def decode_json(payload: bytes, limit: int = MAX_RECORD_BYTES) -> Any:
+    """Strict JSON: UTF-8 only, no NaN/Infinity, bounded size and nesting."""
     if len(payload) > limit:
         raise WireError(f"payload of {len(payload)} bytes exceeds the {limit}-byte limit")
     try:
-        return json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(payload.decode("utf-8"), parse_constant=_no_constants)
+    except UnicodeDecodeError as exc:
+        raise WireError(f"payload is not JSON (not UTF-8: {exc})") from None
+    except RecursionError:
+        raise WireError("payload is not JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError is a ValueError, and so is a NaN
         raise WireError(f"payload is not JSON: {exc}") from None
 
 
@@ -115,6 +135,8 @@ def parse(model: type[M], payload: bytes) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise WireError(_reason(exc)) from None
+    except RecursionError:
+        raise WireError("payload is nested too deeply") from None
 
 
 def encode(message: BaseModel) -> bytes:

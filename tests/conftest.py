@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from sync.broker import LocalBroker, free_port
+from sync.broker import LocalBroker
+
+
+def _load_pg_cluster() -> Any:
+    # By file path: putting tests/ on sys.path would let tests/agent etc. shadow the real packages.
+    spec = importlib.util.spec_from_file_location("fieldcap_pg_cluster", Path(__file__).with_name("pg_cluster.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_pg = _load_pg_cluster()
+PgCluster, pg_bin = _pg.PgCluster, _pg.pg_bin
 
 
 @pytest.fixture(scope="module")
@@ -23,49 +33,13 @@ def mosquitto() -> Iterator[LocalBroker]:
         yield broker
 
 
-def _pg_bin() -> Path | None:
-    roots = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-    for root in roots:
-        if (root / "initdb").exists() and (root / "pg_ctl").exists():
-            return root
-    return None
-
-
-def _as_postgres(argv: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A throwaway PostgreSQL cluster (initdb + pg_ctl on a free port in a temp dir)."""
-    pg = _pg_bin()
-    if pg is None:
+    if pg_bin() is None:
         pytest.fail("PostgreSQL server binaries are missing: run `./dev test`, which installs Debian's postgresql")
-    tmp = Path(tempfile.mkdtemp(prefix="fieldcap-pg-"))
-    tmp.chmod(0o777)
-    data = tmp / "data"
-    port = free_port()
-    if os.geteuid() == 0:
-        shutil.chown(tmp, "postgres")
-    subprocess.run(_as_postgres([str(pg / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]),
-                   check=True, capture_output=True)
-    opts = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(_as_postgres([str(pg / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(tmp / "log"), "-w", "start"]),
-                   check=True, capture_output=True)
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        subprocess.run(_as_postgres([str(pg / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "fieldcap"]),
-                       check=True, capture_output=True)
-        yield f"postgresql://postgres@127.0.0.1:{port}/fieldcap"
-    finally:
-        subprocess.run(_as_postgres([str(pg / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+    with PgCluster() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import copy
 import sqlite3
 from pathlib import Path
 
+import pytest
 from sqlite_utils import Database
 
 from agent import migrations
@@ -15,8 +16,17 @@ from sync.outbox import BlobRef
 
 def add_capture(cat: Catalog, media: BlobRef | None = None, rel: str | None = None) -> str:
     return cat.add_capture(
-        stream="cam", kind="frame", modality="visible", t_start_mono_ns=1, t_end_mono_ns=2, t_start_utc_ns=3,
-        seq_first=0, seq_last=0, media=media, media_rel=rel, meta={"k": 1},
+        stream="cam",
+        kind="frame",
+        modality="visible",
+        t_start_mono_ns=1,
+        t_end_mono_ns=2,
+        t_start_utc_ns=3,
+        seq_first=0,
+        seq_last=0,
+        media=media,
+        media_rel=rel,
+        meta={"k": 1},
     )
 
 
@@ -39,8 +49,6 @@ def test_migrations_upgrade_an_existing_database_and_keep_its_rows(tmp_path: Pat
     def _add_note(db: Database) -> None:
         db.execute("ALTER TABLE captures ADD COLUMN note TEXT")
         db.execute("UPDATE captures SET note = 'migrated'")
-
-    import pytest
 
     mp = pytest.MonkeyPatch()
     mp.setattr("agent.catalog.catalog_migrations", newer)
@@ -66,10 +74,8 @@ def test_failed_migration_rolls_back(tmp_path: Path) -> None:
         raise sqlite3.OperationalError("boom")
 
     db = Database(sqlite3.connect(path))
-    try:
+    with pytest.raises(sqlite3.OperationalError):
         broken.apply(db)
-    except sqlite3.OperationalError:
-        pass
     assert "half" not in db.table_names()
     assert "9998_broken" not in {m.name for m in broken.applied(db)}
 
@@ -83,12 +89,9 @@ def test_capture_and_outbox_row_commit_together(tmp_path: Path) -> None:
         assert out.blob.path == tmp_path / "media/m.jpg"
         assert cat.blobs_to_send(10, set())[0].sha256 == "ab" * 32
         # A failing insert leaves neither row behind.
-        try:
-            with cat.transaction() as conn:
-                conn.execute("INSERT INTO outbox (record_id, kind, body_json, created_utc) VALUES ('x','k','{}','t')")
-                conn.execute("INSERT INTO captures (record_id) VALUES ('broken')")
-        except sqlite3.IntegrityError:
-            pass
+        with pytest.raises(sqlite3.IntegrityError), cat.transaction() as conn:
+            conn.execute("INSERT INTO outbox (record_id, kind, body_json, created_utc) VALUES ('x','k','{}','t')")
+            conn.execute("INSERT INTO captures (record_id) VALUES ('broken')")
         assert cat.conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 1
 
 

@@ -66,7 +66,7 @@ def test_capture_for_unknown_device(tmp_path: Path) -> None:
 
 
 def test_bad_broker_url_and_toml_syntax(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="sync.broker"):
+    with pytest.raises(ConfigError, match=r"sync\.broker"):
         parse_config({"agent": {"device_id": "d"}, "sync": {"broker": "http://x"}})
     path = write(tmp_path, BASE + "[sync\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
@@ -74,7 +74,7 @@ def test_bad_broker_url_and_toml_syntax(tmp_path: Path) -> None:
 
 
 def test_device_id_cannot_hold_topic_wildcards() -> None:
-    with pytest.raises(ConfigError, match="agent.device_id"):
+    with pytest.raises(ConfigError, match=r"agent\.device_id"):
         parse_config({"agent": {"device_id": "a/#"}})
 
 
@@ -94,7 +94,8 @@ def test_missing_secret_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_cli_validate_prints_one_line_per_problem_and_exits_nonzero(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        BASE + '[[devices]]\nname = "a"\ntype = "sim-camera"\n[[devices]]\nname = "b"\ntype = "rtsp"\nurl = 5\nfoo = 1\n',
+        BASE
+        + '[[devices]]\nname = "a"\ntype = "sim-camera"\n[[devices]]\nname = "b"\ntype = "rtsp"\nurl = 5\nfoo = 1\n',
     )
     proc = fieldcap("config", "validate", str(path))
     assert proc.returncode != 0

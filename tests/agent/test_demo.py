@@ -9,7 +9,9 @@ from pathlib import Path
 
 
 def fieldcap(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def test_demo_stores_every_capture_centrally(tmp_path: Path) -> None:
@@ -19,7 +21,9 @@ def test_demo_stores_every_capture_centrally(tmp_path: Path) -> None:
     for stream in ("cam-visible", "cam-ir", "booth-mics", "env"):
         assert stream in proc.stdout
 
-    local = [json.loads(line) for line in fieldcap("ls", "--data-dir", str(tmp_path / "agent"), "--json").stdout.splitlines()]
+    local = [
+        json.loads(line) for line in fieldcap("ls", "--data-dir", str(tmp_path / "agent"), "--json").stdout.splitlines()
+    ]
     central_url = f"sqlite:///{tmp_path / 'central' / 'central.db'}"
     central = fieldcap("central", "ls", "--store", central_url, "--kind", "capture", "--json")
     assert central.returncode == 0, central.stderr

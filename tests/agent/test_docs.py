@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_readme_references_are_current() -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "readme_reference.py"), "--check"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

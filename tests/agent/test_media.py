@@ -81,8 +81,17 @@ def test_recovery_finds_uncommitted_and_missing_media(tmp_path: Path) -> None:
     with Catalog(data_dir / "catalog.sqlite", "dev") as cat:
         orphan = write_atomic(data_dir / "media" / "cam" / "d" / "orphan.jpg", b"o").path
         cat.add_capture(
-            stream="cam", kind="frame", modality="visible", t_start_mono_ns=1, t_end_mono_ns=1, t_start_utc_ns=1,
-            seq_first=0, seq_last=0, media=None, media_rel="media/cam/d/gone.jpg", meta={},
+            stream="cam",
+            kind="frame",
+            modality="visible",
+            t_start_mono_ns=1,
+            t_end_mono_ns=1,
+            t_start_utc_ns=1,
+            seq_first=0,
+            seq_last=0,
+            media=None,
+            media_rel="media/cam/d/gone.jpg",
+            meta={},
         )
         counts = recover(cat, data_dir)
         assert counts == {"partial": 0, "orphan": 1, "missing": 1}

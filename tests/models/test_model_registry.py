@@ -12,13 +12,20 @@ from models import FetchError, ManifestError, ModelLoadError, ModelMissing, Mode
 from models.runner import OnnxRunner, resolve_provider
 
 
-def test_builtin_manifests_pin_the_three_models() -> None:
+def test_builtin_manifests_pin_the_models() -> None:
     manifests = registry.load_manifests(pathlib.Path("/nonexistent"))
-    assert set(manifests) == {"silero-vad", "dnsmos", "centerface"}
+    licenses = {
+        "silero-vad": "MIT",
+        "dnsmos": "MIT",
+        "centerface": "MIT",
+        "ppocr-det": "Apache-2.0",
+        "ppocr-rec": "Apache-2.0",
+    }
+    assert set(manifests) == set(licenses)
     for manifest in manifests.values():
         assert isinstance(manifest.source, registry.WheelSource)
         assert "==" in manifest.source.package
-        assert manifest.license == "MIT"
+        assert manifest.license == licenses[manifest.name]
 
 
 def test_fetched_models_verify(model_dir: pathlib.Path) -> None:

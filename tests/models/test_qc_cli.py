@@ -133,6 +133,8 @@ def test_models_commands(model_dir: pathlib.Path, tmp_path: pathlib.Path) -> Non
         "silero-vad",
         "dnsmos",
         "centerface",
+        "ppocr-det",
+        "ppocr-rec",
     }
     assert runner.invoke(models_group, ["verify", "--model-dir", str(model_dir)]).exit_code == 0
     missing = runner.invoke(models_group, ["verify", "dnsmos", "--model-dir", str(tmp_path)])

@@ -21,8 +21,13 @@ def test_topics_round_trip() -> None:
     assert topics.parse_up(topics.blob_chunk("dev-1", sha, 65536)).offset == 65536
     assert topics.parse_up(topics.blob_fin("dev-1", sha)).kind == "blob_fin"
     assert topics.parse_up(topics.query("dev-1")).kind == "query"
-    for bad in ("fieldcap/v1/dev/up/blob/../../etc/c/0", "fieldcap/v1/+/up/rec/x", "other/v1/d/up/rec/x",
-                f"fieldcap/v1/d/up/blob/{sha}/c/-1", f"fieldcap/v1/d/up/blob/{sha}/c/99999999999999"):
+    for bad in (
+        "fieldcap/v1/dev/up/blob/../../etc/c/0",
+        "fieldcap/v1/+/up/rec/x",
+        "other/v1/d/up/rec/x",
+        f"fieldcap/v1/d/up/blob/{sha}/c/-1",
+        f"fieldcap/v1/d/up/blob/{sha}/c/99999999999999",
+    ):
         with pytest.raises(topics.TopicError):
             topics.parse_up(bad)
     with pytest.raises(topics.TopicError):
@@ -41,9 +46,20 @@ def ingester(tmp_path: Path) -> Ingester:
     return Ingester(broker="mqtt://127.0.0.1:1", store=SqliteStore(tmp_path / "c.db"), blobs=BlobTree(tmp_path / "b"))
 
 
+def receipts(ingester: Ingester, device: str = "d1") -> list:
+    return [r for d, r in ingester.pending_receipts if d == device]
+
+
 def envelope(device: str = "d1", rid: str = "0123456789ab-1", **extra: object) -> bytes:
-    env = {"schema_version": 1, "record_id": rid, "device": device, "kind": "capture",
-           "created_utc": "2026-01-01T00:00:00+00:00", "body": {}, **extra}
+    env = {
+        "schema_version": 1,
+        "record_id": rid,
+        "device": device,
+        "kind": "capture",
+        "created_utc": "2026-01-01T00:00:00+00:00",
+        "body": {},
+        **extra,
+    }
     return json.dumps(env).encode()
 
 
@@ -51,7 +67,7 @@ def test_record_stored_once(ingester: Ingester) -> None:
     ingester.handle(topics.record("d1", "capture"), envelope())
     ingester.handle(topics.record("d1", "capture"), envelope())
     assert ingester.store.count("records") == 1
-    statuses = [r.status for r in ingester._pending["d1"]]
+    statuses = [r.status for r in receipts(ingester)]
     assert statuses == ["stored", "duplicate"]
 
 
@@ -60,22 +76,25 @@ def test_record_naming_another_device_is_rejected(ingester: Ingester) -> None:
     assert ingester.store.count("records") == 0
     (dl,) = ingester.store.dead_letters()
     assert "names device 'd2' but was published by 'd1'" in dl["reason"]
-    assert ingester._pending["d1"][0].status == "rejected"
+    assert receipts(ingester)[0].status == "rejected"
 
 
 def test_blob_assembled_from_out_of_order_chunks_and_verified(ingester: Ingester) -> None:
     data = bytes(range(256)) * 1000
     sha = hashlib.sha256(data).hexdigest()
-    ingester.handle(topics.blob_init("d1", sha), encode(BlobInit(sha256=sha, size=len(data), chunk_size=65536, media_type="image/png")))
+    ingester.handle(
+        topics.blob_init("d1", sha),
+        encode(BlobInit(sha256=sha, size=len(data), chunk_size=65536, media_type="image/png")),
+    )
     offsets = list(range(0, len(data), 65536))
     for off in reversed(offsets[1:]):
         ingester.handle(topics.blob_chunk("d1", sha, off), data[off : off + 65536])
     ingester.handle(topics.blob_fin("d1", sha), json.dumps({"sha256": sha, "size": len(data)}).encode())
-    partial = ingester._pending["d1"][-1]
+    partial = receipts(ingester)[-1]
     assert partial.status == "partial" and partial.missing == [(0, 65536)]
     ingester.handle(topics.blob_chunk("d1", sha, 0), data[:65536])
     ingester.handle(topics.blob_fin("d1", sha), json.dumps({"sha256": sha, "size": len(data)}).encode())
-    assert ingester._pending["d1"][-1].status == "stored"
+    assert receipts(ingester)[-1].status == "stored"
     assert ingester.blobs.path_for(sha).read_bytes() == data
     assert ingester.store.count("chunks") == 0
 
@@ -83,10 +102,13 @@ def test_blob_assembled_from_out_of_order_chunks_and_verified(ingester: Ingester
 def test_corrupted_blob_is_rejected_not_stored(ingester: Ingester) -> None:
     data = b"hello world" * 100
     sha = hashlib.sha256(data).hexdigest()
-    ingester.handle(topics.blob_init("d1", sha), encode(BlobInit(sha256=sha, size=len(data), chunk_size=65536, media_type="image/png")))
+    ingester.handle(
+        topics.blob_init("d1", sha),
+        encode(BlobInit(sha256=sha, size=len(data), chunk_size=65536, media_type="image/png")),
+    )
     ingester.handle(topics.blob_chunk("d1", sha, 0), b"X" + data[1:])
     ingester.handle(topics.blob_fin("d1", sha), json.dumps({"sha256": sha, "size": len(data)}).encode())
-    assert ingester._pending["d1"][-1].status == "rejected"
+    assert receipts(ingester)[-1].status == "rejected"
     assert not ingester.blobs.path_for(sha).exists()
     assert ingester.store.blob_state(sha).status == "missing"
 

@@ -1,0 +1,409 @@
+"""``fieldcap booth``, ``review``, ``rerecord`` and ``coverage``: the booth operator's commands.
+
+``booth`` and ``rerecord`` run the full-screen UI over the booth's own agent (see
+``agent.booth.station``); ``review`` and ``coverage`` only read the local catalog, so they work
+while a booth or the daemon runs. Every user mistake — a missing or unreadable script, a config
+or key file that is missing, a microphone that does not open, an unknown session or item — ends
+in one line saying what and where, and exit status 1.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agent.errors import FieldcapError
+
+__all__ = ["booth_command", "coverage_command", "rerecord_command", "review_command"]
+
+DEFAULT_CONFIG = "/etc/fieldcap/agent.toml"
+EXIT_INCOMPLETE = 2
+
+
+class _UserError(click.ClickException):
+    """Printed as the bare message, exit status 1 (like the rest of the CLI)."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.format_message(), err=True, file=file)
+
+
+def _default_config() -> Path:
+    return Path(os.environ.get("FIELDCAP_CONFIG") or DEFAULT_CONFIG)
+
+
+config_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Agent config file (default: $FIELDCAP_CONFIG, else {DEFAULT_CONFIG}).",
+)
+
+
+def _load(config_file: Path | None) -> tuple[Any, str]:
+    from agent.config import check_secrets, load_config
+
+    path = config_file or _default_config()
+    if config_file is None and not path.exists():
+        raise _UserError(f"{path}: no such config file; give --config FILE (or set $FIELDCAP_CONFIG)")
+    config = load_config(path)
+    check_secrets(config, str(path))
+    return config, str(path)
+
+
+def _catalog(config_file: Path | None, data_dir: Path | None) -> Any:
+    """The local catalog of ``--data-dir`` or of the config's data directory."""
+    from agent.catalog import Catalog
+    from agent.config import load_config
+
+    if data_dir is None:
+        path = config_file or _default_config()
+        if config_file is None and not path.exists():
+            raise _UserError(f"{path}: no such config file; give --config FILE or --data-dir DIR")
+        config = load_config(path)
+        data_dir, device = config.agent.data_dir, config.agent.device_id
+    else:
+        device = "local"
+    file = data_dir / "catalog.sqlite"
+    if not file.exists():
+        raise _UserError(f"{file}: no catalog here yet (has a booth or the agent run with this data directory?)")
+    return Catalog(file, device)
+
+
+def _guarded(run: Callable[[], int | None]) -> None:
+    """Run a command body; user errors become one line and exit 1."""
+    from models import ModelError, ProfileError
+    from sync import SyncError
+
+    try:
+        code = run()
+    except (FieldcapError, SyncError, ModelError, ProfileError) as exc:
+        raise _UserError(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted; what was committed stays in the catalog and its outbox", err=True)
+        sys.exit(130)
+    if code:
+        sys.exit(code)
+
+
+def _need_tty() -> None:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise _UserError(
+            "the booth UI needs an interactive terminal (stdin and stdout must be a tty); for scripted use see"
+            " `fieldcap review --json` and `fieldcap coverage --json`"
+        )
+
+
+def _sitting(station: Any, booth: Any, sync_wait: float) -> int:
+    """Run the UI, then stop the agent (QC finished, sync given ``sync_wait``) and say where things stand."""
+    from agent.booth.ui import run_ui
+
+    try:
+        run_ui(booth)
+    finally:
+        booth.close()
+    result = station.close(sync_wait_s=sync_wait, progress=click.echo)
+    from agent.catalog import Catalog
+
+    with Catalog(station.data_dir / "catalog.sqlite", station.config.agent.device_id) as cat:
+        summary = booth.summary(cat)
+    click.echo(
+        f"session {summary['session_id']}: {summary['items_accepted']} of {summary['items']} items accepted"
+        + (" - complete" if summary["complete"] else "")
+    )
+    if summary["missing"]:
+        shown = sorted({m["item"] for m in summary["missing"]})
+        click.echo(f"still missing: {', '.join(shown[:20])}{' ...' if len(shown) > 20 else ''}")
+    records, size = result.get("backlog_records", 0), result.get("backlog_bytes", 0)
+    if records:
+        click.echo(
+            f"{records} record(s) ({size / 1e6:.1f} MB of media) not yet confirmed by the central store; they stay"
+            " in the outbox and are sent the next time the agent or a booth runs"
+        )
+    else:
+        click.echo("everything recorded is confirmed by the central store")
+    return 0
+
+
+def _open_station(config: Any, config_file: str, notes: list[str]) -> Any:
+    from agent.booth.station import Station
+
+    for note in notes:
+        click.echo(f"note: {note}")
+    station = Station(config, config_file, notes=notes)
+    click.echo("opening the microphones ...")
+    station.open()
+    return station
+
+
+# ---------------------------------------------------------------------------- booth
+
+
+@click.command("booth")
+@click.option(
+    "--script",
+    "script_file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Prompt script (.tsv, .csv or .json).",
+)
+@click.option(
+    "--subject", required=True, help="The subject's ID; only its pseudonym (HMAC with the key file) is stored."
+)
+@click.option(
+    "--round", "round_no", default=1, show_default=True, type=click.IntRange(1, 10000), help="Recording round."
+)
+@config_option
+@click.option(
+    "--countdown",
+    default=3,
+    show_default=True,
+    type=click.IntRange(0, 10),
+    help="Seconds counted down before each take.",
+)
+@click.option(
+    "--new",
+    "new_session",
+    is_flag=True,
+    help="Start a new session even if one is open for this subject, script and round.",
+)
+@click.option(
+    "-y", "--yes", is_flag=True, help="Do not ask: resume the open session of this subject, script and round."
+)
+@click.option("--no-mic-test", is_flag=True, help="Skip the mic test (e.g. when resuming a session minutes later).")
+@click.option(
+    "--sync-wait",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds to wait at the end for the central store to confirm the session.",
+)
+def booth_command(
+    script_file: Path,
+    subject: str,
+    round_no: int,
+    config_file: Path | None,
+    countdown: int,
+    new_session: bool,
+    yes: bool,
+    no_mic_test: bool,
+    sync_wait: float,
+) -> None:
+    """Record a subject reading a prompt script, item by item, with live levels and instant QC.
+
+    Starts with a mic test, then shows each prompt in large type; space records and stops, and
+    the QC verdict with its reasons follows at once. Accept [a], retake [t], skip [s], go back
+    [b], pause [p] and quit [q]. Every take is kept (a retake supersedes it); the session lives
+    in the catalog, so running the same command again resumes it after a quit or a crash.
+    """
+
+    def run() -> int:
+        from agent.booth.scripts import load_script
+        from agent.booth.session import Booth, open_booth_session
+        from agent.booth.station import booth_config
+
+        script = load_script(script_file)
+        config, file = _load(config_file)
+        config, notes = booth_config(config, file)
+        _need_tty()
+        station = _open_station(config, file, notes)
+        booth = None
+        try:
+            confirm = (lambda _q: True) if yes else (lambda q: click.confirm(q, default=True))
+            row = open_booth_session(
+                station, script, subject, round_no, new=new_session, confirm=confirm, say=click.echo
+            )
+            booth = Booth(station, row, list(row.items), countdown_s=countdown, mic_test=not no_mic_test)
+            click.echo("loading the QC models ...")
+            booth.qc.warm(station.streams[0].profile, station.streams[0].sample_rate)
+        except BaseException:
+            if booth is not None:
+                booth.close()
+            station.close(sync_wait_s=0.0)
+            raise
+        return _sitting(station, booth, sync_wait)
+
+    _guarded(run)
+
+
+# ---------------------------------------------------------------------------- rerecord
+
+
+@click.command("rerecord")
+@click.argument("session")
+@click.argument("items", nargs=-1, required=True)
+@config_option
+@click.option(
+    "--countdown",
+    default=3,
+    show_default=True,
+    type=click.IntRange(0, 10),
+    help="Seconds counted down before each take.",
+)
+@click.option(
+    "-y", "--yes", is_flag=True, help="Do not ask before re-recording items that already have an accepted take."
+)
+@click.option("--no-mic-test", is_flag=True, help="Skip the mic test.")
+@click.option(
+    "--sync-wait",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds to wait at the end for the central store to confirm.",
+)
+def rerecord_command(
+    session: str,
+    items: tuple[str, ...],
+    config_file: Path | None,
+    countdown: int,
+    yes: bool,
+    no_mic_test: bool,
+    sync_wait: float,
+) -> None:
+    """Record ITEMS of booth SESSION again (an id, a unique prefix, or 'latest').
+
+    The prompts are shown again as the script had them; each new take supersedes the item's
+    newest take, which stays in the catalog (and centrally) as a superseded version.
+    """
+
+    def run() -> int:
+        from agent.booth.coverage import session_coverage
+        from agent.booth.records import resolve_booth_session
+        from agent.booth.session import Booth
+        from agent.booth.station import booth_config
+
+        config, file = _load(config_file)
+        config, notes = booth_config(config, file)
+        with _catalog(config_file or _default_config(), None) as cat:
+            row = resolve_booth_session(cat, session)
+            cov = session_coverage(cat, row)
+        if row.ended_utc is not None:
+            raise _UserError(
+                f"session {row.session_id} was ended at {row.ended_utc[:19]}; re-recording adds takes to an open"
+                " session, so record these items in a new one (`fieldcap booth ... --new`)"
+            )
+        known = {i.item_id: i for i in row.items}
+        unknown = [i for i in items if i not in known]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], list(known), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else f"; its items: {', '.join(list(known)[:10])}"
+            raise _UserError(f"session {row.session_id} has no item {', '.join(map(repr, unknown))}{hint}")
+        covered = sorted({c.item_id for c in cov.cells if c.ok and c.item_id in items})
+        if covered and not yes:
+            question = (
+                f"{', '.join(covered)} already {'has' if len(covered) == 1 else 'have'} an accepted take; record"
+                " again (the accepted take is kept, superseded)?"
+            )
+            if not click.confirm(question, default=False):
+                return 1
+        _need_tty()
+        chosen = [known[i] for i in dict.fromkeys(items)]
+        station = _open_station(config, file, notes)
+        booth = None
+        try:
+            station.sessions.resume_session(row.session_id)
+            booth = Booth(station, row, chosen, countdown_s=countdown, mic_test=not no_mic_test, rerecord=True)
+            click.echo("loading the QC models ...")
+            booth.qc.warm(station.streams[0].profile, station.streams[0].sample_rate)
+        except BaseException:
+            if booth is not None:
+                booth.close()
+            station.close(sync_wait_s=0.0)
+            raise
+        return _sitting(station, booth, sync_wait)
+
+    _guarded(run)
+
+
+# ---------------------------------------------------------------------------- review and coverage
+
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Data directory (instead of --config)."
+)
+
+
+def _sessions(cat: Any, session: str | None) -> list[Any]:
+    from agent.booth.records import booth_sessions, resolve_booth_session
+
+    return [resolve_booth_session(cat, session)] if session else booth_sessions(cat)
+
+
+@click.command("review")
+@click.option("--session", help="Only this booth session (an id, a unique prefix, or 'latest').")
+@click.option("--failed", is_flag=True, help="Only takes that failed QC (or failed to record).")
+@config_option
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per take and stream per line.")
+def review_command(
+    session: str | None, failed: bool, config_file: Path | None, data_dir: Path | None, as_json: bool
+) -> None:
+    """Booth takes with their QC verdicts, metrics and reasons (superseded takes included, marked)."""
+
+    def run() -> int:
+        from agent.booth.review import review_rows, review_tables
+
+        with _catalog(config_file, data_dir) as cat:
+            rows = review_rows(cat, _sessions(cat, session), failed=failed)
+        if as_json:
+            for r in rows:
+                click.echo(json.dumps(r.to_dict(), default=str, ensure_ascii=False))
+            return 0
+        if not rows:
+            click.echo("no failed takes" if failed else "no takes")
+            return 0
+        from rich.console import Console
+
+        console = Console()
+        for table in review_tables(rows):
+            console.print(table)
+        return 0
+
+    _guarded(run)
+
+
+@click.command("coverage")
+@click.option("--session", help="Only this booth session (an id, a unique prefix, or 'latest').")
+@config_option
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: every session with its missing cells.")
+def coverage_command(session: str | None, config_file: Path | None, data_dir: Path | None, as_json: bool) -> None:
+    """Which script item x round x microphone still lacks an accepted take.
+
+    Exit status 0 when every cell of the sessions shown is covered, 2 when some are missing.
+    """
+
+    def run() -> int:
+        from agent.booth.coverage import session_coverage
+
+        with _catalog(config_file, data_dir) as cat:
+            covs = [session_coverage(cat, s) for s in _sessions(cat, session)]
+        complete = all(c.complete for c in covs)
+        if as_json:
+            doc = {"complete": complete, "sessions": [c.to_dict() for c in covs]}
+            click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
+            return 0 if complete else EXIT_INCOMPLETE
+        if not covs:
+            click.echo("no booth sessions")
+            return 0
+        for cov in covs:
+            d = cov.to_dict()
+            state = "complete" if cov.complete else f"{len(cov.missing)} cell(s) missing"
+            click.echo(
+                f"session {d['session_id']} (script {d['script']}, round {d['round']},"
+                f" {'ended' if d['ended_utc'] else 'open'}): {d['covered']} of {d['cells']} item x microphone"
+                f" cells covered - {state}"
+            )
+            for cell in cov.missing:
+                extra = f" ({'; '.join(cell.reasons)})" if cell.reasons else ""
+                take = f" take {cell.take_no}" if cell.take_no else ""
+                click.echo(f"  {cell.item_id}  round {cell.round}  {cell.mic}:{take} {cell.status}{extra}")
+        return 0 if complete else EXIT_INCOMPLETE
+
+    _guarded(run)
