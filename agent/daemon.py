@@ -39,6 +39,7 @@ from agent.triggers import Trigger, TriggerBus
 from agent.writer import Writer
 from drivers import DeviceSettings
 from models import ModelError, Screener, Screening
+from models.thermal_settling import SettlingTracker
 from sync import Credentials, Publisher, tls_context
 
 log = logging.getLogger("fieldcap.agent")
@@ -88,6 +89,7 @@ class Agent:
         self.session_of: Callable[[], str | None] = self.recording.sessions.current
         self.publisher: Publisher | None = None
         self.screener = Screener(config.qc)
+        self._settling: dict[str, SettlingTracker] = {}
         self.qc_done = 0
         self._qc_counts: dict[str, dict[str, Any]] = {}
         self._numbers: dict[str, Any] = {}
@@ -416,7 +418,9 @@ class Agent:
         profile = policy.qc_profile if policy else None
         path = self.data_dir / row["path"]
         try:
-            result = self._screen(path, modality, profile, json.loads(row["meta_json"]), previous.get(stream))
+            meta = json.loads(row["meta_json"])
+            meta["t_s"] = row["t_start_utc_ns"] / 1e9  # the settling tracker's time axis (UTC survives reboots)
+            result = self._screen(path, stream, modality, profile, meta, previous.get(stream))
             if modality == "thermal":
                 raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
                 if raw is not None:
@@ -448,7 +452,9 @@ class Agent:
         self._count_verdict(result.profile, result.verdict)
         self.triggers.check_metrics(stream, result.metrics, time.monotonic_ns())  # analyzer trigger rules
 
-    def _screen(self, path: Path, modality: str, profile: str | None, meta: dict[str, Any], prev: Any) -> Screening:
+    def _screen(
+        self, path: Path, stream: str, modality: str, profile: str | None, meta: dict[str, Any], prev: Any
+    ) -> Screening:
         if modality == "audio":
             samples, rate = sf.read(str(path), dtype="int16", always_2d=True)
             return self.screener.audio(samples, int(rate), profile)
@@ -456,7 +462,13 @@ class Agent:
         if img is None:
             raise ValueError(f"{path}: cannot decode the image")
         if modality == "thermal":
-            return self.screener.thermal(img, meta, profile, previous=prev)
+            # One tracker per stream finds flat-field-correction steps and the drift after them
+            # from the frames themselves; a frame out of time order starts it afresh.
+            tracker = self._settling.get(stream)
+            last = tracker.last_t_s if tracker is not None else None
+            if tracker is None or (last is not None and meta["t_s"] <= last):
+                tracker = self._settling[stream] = SettlingTracker()
+            return self.screener.thermal(img, meta, profile, previous=prev, tracker=tracker)
         return self.screener.image(img, profile)
 
     # ------------------------------------------------------------------ status

@@ -66,6 +66,11 @@ class SettlingTracker:
         self._step_t: float | None = None
         self._history: collections.deque[tuple[float, float]] = collections.deque()
 
+    @property
+    def last_t_s(self) -> float | None:
+        """Time of the last frame fed, or None before the first."""
+        return self._t
+
     def update(self, temps_c: F32, t_s: float) -> Settling:
         """Add one frame (°C, HxW) taken at ``t_s`` seconds and return the settling state."""
         frame = np.asarray(temps_c, dtype=np.float32)
