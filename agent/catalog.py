@@ -22,6 +22,9 @@ from agent.errors import CatalogError
 from agent.migrations import Database, catalog_migrations
 from sync.outbox import PRIORITY_FLAGGED, BlobRef, ItemState, OutboxChanges, OutboxItem
 
+# The condition of the partial index outbox_blob_state (migration 0003), repeated so queries use it.
+_BLOB_IN_FLIGHT = "blob_state IN ('pending', 'sent')"
+
 # Lower numbers go first: the small records that say what happened before the media itself.
 PRIORITY = {"event": 0, "verdict": 1, "session": 1, "stream": 1, "capture": 2, "annotation": 3, "readings": 3}
 
@@ -379,6 +382,9 @@ class Catalog:
         )
 
     # ---------------------------------------------------------------- sync.OutboxStore
+    # Queries name the partial index's condition (_BLOB_IN_FLIGHT) so SQLite uses it instead of
+    # scanning every outbox row ever written, and "+record_state" keeps an IN (ids) lookup on the
+    # primary key rather than on the record_state index.
 
     def _item(self, row: sqlite3.Row) -> OutboxItem:
         return OutboxItem(
@@ -403,7 +409,8 @@ class Catalog:
     def blobs_to_send(self, limit: int, skip: Collection[str]) -> Sequence[BlobRef]:
         rows = self.conn.execute(
             "SELECT blob_sha256, blob_size, blob_path, media_type, MIN(priority) AS p, MIN(seq) AS s FROM outbox"
-            " WHERE blob_state = 'pending' AND record_state != 'rejected' GROUP BY blob_sha256 ORDER BY p, s LIMIT ?",
+            f" WHERE {_BLOB_IN_FLIGHT} AND blob_state = 'pending' AND record_state != 'rejected'"
+            " GROUP BY blob_sha256 ORDER BY p, s LIMIT ?",
             (limit + len(skip),),
         )
         return [self._blob(r) for r in rows if r["blob_sha256"] not in skip][:limit]
@@ -419,7 +426,7 @@ class Catalog:
             self._blob(r)
             for r in self.conn.execute(
                 "SELECT DISTINCT blob_sha256, blob_size, blob_path, media_type FROM outbox"
-                " WHERE blob_state = 'sent' LIMIT ?",
+                f" WHERE {_BLOB_IN_FLIGHT} AND blob_state = 'sent' LIMIT ?",
                 (limit,),
             )
         ]
@@ -492,7 +499,7 @@ class Catalog:
         now = utc_now()
         conn.execute(
             f"UPDATE outbox SET confirmed_utc = ? WHERE record_id IN ({marks}) AND confirmed_utc IS NULL"
-            " AND record_state = 'confirmed' AND COALESCE(blob_state, 'confirmed') = 'confirmed'",
+            " AND +record_state = 'confirmed' AND COALESCE(blob_state, 'confirmed') = 'confirmed'",
             (now, *record_ids),
         )
         conn.execute(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -26,12 +27,12 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from sync import topics
-from sync.durable import sha256_file
 from sync.mqtt import BrokerAddress, ConnackLimits, Credentials, backoff, connect_properties, new_client
-from sync.outbox import BlobRef, OutboxChanges, OutboxStore
+from sync.outbox import BlobRef, OutboxChanges, OutboxItem, OutboxStore
 from sync.ratelimit import TokenBucket
+from sync.receipts import Awaiting, ReceiptBook
 from sync.settings import SyncSettings
-from sync.uploads import LocalMediaError, Upload
+from sync.uploads import Event, LocalMediaError, Upload, local_loss
 from sync.wire import (
     MAX_QUERY_ITEMS,
     MAX_RECORD_BYTES,
@@ -50,6 +51,7 @@ IDLE_POLL_S = 0.25
 
 RESYNC_LIMIT = 200_000  # unconfirmed items loaded after a (re)connect, to ask the central side about
 QUERY_PAGES_PER_ROUND = 4
+RECORD_PAGE = 256
 SETTLE_EVERY_S = 0.1  # outbox writes are gathered this long (see _settle)
 SETTLE_MAX = 5000
 PACKET_TOO_LARGE = 0x95
@@ -111,13 +113,11 @@ class Publisher:
         self._client: mqtt.Client | None = None
         self._bucket = TokenBucket(settings.bandwidth_bps, max(settings.chunk_size, (settings.bandwidth_bps or 0) // 4))
         # Across connections: what we wait a receipt for (id -> when to ask again) and refusals.
-        self._awaiting_records: dict[str, float] = {}
-        self._awaiting_blobs: dict[str, float] = {}
-        self._refs: dict[str, BlobRef] = {}
+        self._awaiting = Awaiting()
         self._hold_until = 0.0
         self._refusals = 0
         self._event_times: dict[str, float] = {}
-        self._events: list[tuple[str, str, dict[str, object]]] = []
+        self._events: list[Event] = []
         self._reset_connection_state()
 
     def _reset_connection_state(self) -> None:
@@ -125,7 +125,9 @@ class Publisher:
         self._inflight: dict[int, tuple[Kind, str, Upload | None]] = {}
         self._sent_at: dict[int, float] = {}  # mid -> when published, oldest first
         self._inflight_records: set[str] = set()
+        self._queue: deque[OutboxItem] = deque()  # a page of pending records, in outbox order
         self._uploads: dict[str, Upload] = {}
+        self._book = ReceiptBook(self._awaiting, self._uploads, self._inflight_records)
         self._receipts: list[Receipt] = []
         self._changes = OutboxChanges()
         self._limits = ConnackLimits()
@@ -195,8 +197,8 @@ class Publisher:
         self.heartbeat = time.monotonic()
         self._reset_connection_state()
         client = new_client(
-            f"fieldcap-{self.device}", self.credentials, max_inflight=65535, tls=self.address.tls
-        )  # our own window limits what is in flight; paho must never hold back a publish
+            f"fieldcap-{self.device}", self.credentials, max_inflight=0, tls=self.address.tls
+        )  # 0 = no limit in paho: our own window limits what is in flight, paho must never hold one back
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -317,10 +319,10 @@ class Publisher:
         now = time.monotonic()
         if kind == "rec":
             self._changes.record(ident, "sent")
-            self._awaiting_records[ident] = now + ask_in
+            self._awaiting.records[ident] = now + ask_in
         elif kind == "fin" and self._uploads.get(ident) is up:
             self._changes.blob(ident, "sent")
-            self._awaiting_blobs[ident] = now + ask_in
+            self._awaiting.blobs[ident] = now + ask_in
             self._end_upload(ident)
 
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, rcs: list[ReasonCode], _p: Any) -> None:
@@ -447,25 +449,36 @@ class Publisher:
         return busy
 
     def _send_records(self, store: Closable) -> bool:
-        window = self._window()
-        if window <= 0 or not self._alive:
+        """Publish records in outbox order (priority, then age) while the window allows.
+
+        Records come from the outbox in pages of a few windows, so one query serves many rounds; a
+        record committed meanwhile with a higher priority waits at most for one page to go out.
+        """
+        if self._window() <= 0 or not self._alive:
             return False
+        if not self._queue:
+            skip = self._inflight_records.union(self._changes.records)  # unwritten changes: the outbox lags
+            self._queue.extend(store.records_to_send(max(4 * self._window_max, RECORD_PAGE), skip=skip))
         sent = False
-        topic_limit = self._limits.payload_limit(topics.record(self.device, "x" * 32))
-        skip = self._inflight_records.union(self._changes.records)  # unwritten changes: the outbox lags
-        for item in store.records_to_send(window, skip=skip):
+        limit = min(
+            MAX_RECORD_BYTES, self._limits.payload_limit(topics.record(self.device, "x" * 32)) or MAX_RECORD_BYTES
+        )
+        while self._queue and self._window() > 0 and self._alive:
+            item = self._queue[0]
             payload = item.body_json.encode()
-            limit = min(MAX_RECORD_BYTES, topic_limit or MAX_RECORD_BYTES)
             if len(payload) > limit:
+                self._queue.popleft()
                 why = f"record of {len(payload)} bytes exceeds the {limit}-byte limit of the broker/ingester"
                 self._changes.record(item.record_id, "rejected", why)
-                msg = f"record {item.record_id} ({item.kind}) cannot be synced: {why}"
-                self._event("rejected", msg, item.record_id)
+                self._event(
+                    "rejected", f"record {item.record_id} ({item.kind}) cannot be synced: {why}", item.record_id
+                )
                 continue
             if not self._bucket.take(len(payload)):
                 break
             if not self._publish(topics.record(self.device, item.kind), payload, ("rec", item.record_id)):
                 break
+            self._queue.popleft()
             self.stats.records_sent += 1
             sent = True
         return sent
@@ -474,12 +487,7 @@ class Publisher:
         started = time.monotonic()
         recs, blobs = store.unconfirmed(1)
         self.stats.idle = not (
-            recs
-            or blobs
-            or self._awaiting_records
-            or self._awaiting_blobs
-            or store.records_to_send(1, ())
-            or store.blobs_to_send(1, ())
+            recs or blobs or self._awaiting or store.records_to_send(1, ()) or store.blobs_to_send(1, ())
         )
         self._idle_checked = started
 
@@ -506,10 +514,10 @@ class Publisher:
         try:
             up = Upload.open(ref, self._chunk_size())
         except LocalMediaError as exc:
-            self._local_loss(ref, str(exc))
+            local_loss(self._changes, self._events, ref, str(exc))
             return True
         self._uploads[ref.sha256] = up
-        self._refs[ref.sha256] = ref
+        self._awaiting.refs[ref.sha256] = ref
         return True
 
     def _pump_upload(self, up: Upload) -> bool:
@@ -527,7 +535,7 @@ class Publisher:
                 chunk = up.next_chunk()
             except LocalMediaError as exc:
                 self._end_upload(sha)
-                self._local_loss(up.ref, str(exc))
+                local_loss(self._changes, self._events, up.ref, str(exc))
                 return True
             if chunk is None:
                 break
@@ -551,100 +559,21 @@ class Publisher:
         if up is not None:
             up.close()
 
-    def _local_loss(self, ref: BlobRef, why: str) -> None:
-        self._changes.blob(ref.sha256, "rejected", why)
-        self._events.append(
-            ("loss", f"media {ref.path} cannot be synced: {why}", {"sha256": ref.sha256, "path": str(ref.path)})
-        )
-
     # ------------------------------------------------------------------ receipts and queries
 
     def _apply_receipts(self) -> None:
         receipts, self._receipts = self._receipts, []
         self.stats.receipts += len(receipts)
         self.stats.last_receipt_mono = time.monotonic()
-        self._changes.receipt_seen = True
-        for r in receipts:
-            if r.type == "record":
-                self._record_receipt(r)
-            else:
-                self._blob_receipt(r)
-
-    def _record_receipt(self, r: Receipt) -> None:
-        rid = r.id
-        if rid not in self._awaiting_records and rid not in self._inflight_records:
-            return  # not something this device asked about (stale, replayed or misrouted)
-        if r.status in ("stored", "duplicate"):
-            self._awaiting_records.pop(rid, None)
-            self._changes.record(rid, "confirmed")
-            self.stats.records_confirmed += 1
-        elif r.status == "missing":
-            # The central side has nothing: send again (unless a copy is on its way right now).
-            if rid not in self._inflight_records and self._awaiting_records.pop(rid, None) is not None:
-                self._changes.record(rid, "pending")
-        elif r.status == "rejected":
-            self._awaiting_records.pop(rid, None)
-            self._changes.record(rid, "rejected", r.reason)
-            self._events.append(("rejected", f"central side rejected record {rid}: {r.reason}", {"record_id": rid}))
-
-    def _blob_receipt(self, r: Receipt) -> None:
-        sha = r.id
-        up = self._uploads.get(sha)
-        ref = up.ref if up is not None else self._refs.get(sha)
-        if ref is None:
-            return  # not a blob this device is sending (a replayed or stale receipt)
-        if r.status in ("stored", "duplicate"):
-            if r.size != ref.size or r.sha256 != ref.sha256:
-                log.error("receipt for blob %s does not match (size %s, sha %s); sending again", sha, r.size, r.sha256)
-                self._restart_blob(sha, "receipt did not match size/sha256")
-                return
-            self._end_upload(sha)
-            self._awaiting_blobs.pop(sha, None)
-            self._refs.pop(sha, None)
-            self._changes.blob(sha, "confirmed")
-            self.stats.blobs_confirmed += 1
-        elif r.status in ("partial", "missing"):
-            if up is not None:
-                if up.phase == "init":
-                    up.want(r.missing if r.status == "partial" and r.missing is not None else [(0, ref.size)])
-                return  # an upload in progress ignores answers to earlier questions
-            if sha in self._awaiting_blobs:
-                self._restart_blob(sha, None)  # fin or query says it is incomplete: upload again
-        elif r.status == "rejected":
-            self._end_upload(sha)
-            self._awaiting_blobs.pop(sha, None)
-            if r.reason and "sha256" in r.reason:
-                self._recheck_local(ref, r.reason)
-            else:
-                self._changes.blob(sha, "rejected", r.reason)
-                self._events.append(("rejected", f"central side rejected blob {sha}: {r.reason}", {"sha256": sha}))
-
-    def _restart_blob(self, sha: str, why: str | None) -> None:
-        self._end_upload(sha)
-        self._awaiting_blobs.pop(sha, None)
-        self._changes.blob(sha, "pending", why)
-
-    def _recheck_local(self, ref: BlobRef, reason: str) -> None:
-        """A hash mismatch centrally: send again if our file is intact, else record the local damage."""
-        try:
-            sha, size = sha256_file(ref.path)
-        except OSError as exc:
-            sha, size = f"unreadable: {exc.strerror}", -1
-        if sha == ref.sha256 and size == ref.size:
-            self._changes.blob(ref.sha256, "pending", reason)
-        else:
-            self._local_loss(ref, f"the file no longer matches its catalog sha256 (now {sha}, {size} bytes)")
+        done = self._book.apply(receipts, self._changes, self._events)
+        self.stats.records_confirmed += done.records_confirmed
+        self.stats.blobs_confirmed += done.blobs_confirmed
 
     def _load_unconfirmed(self, store: Closable) -> None:
         """After a (re)connect, ask about everything sent earlier that has no receipt yet."""
         self._resync = False
-        now = time.monotonic()
         recs, blobs = store.unconfirmed(RESYNC_LIMIT)
-        for rid in recs:
-            self._awaiting_records[rid] = now
-        for ref in blobs:
-            self._refs[ref.sha256] = ref
-            self._awaiting_blobs[ref.sha256] = now
+        self._awaiting.load(recs, blobs, time.monotonic())
 
     def _query(self) -> bool:
         now = time.monotonic()
@@ -656,18 +585,14 @@ class Publisher:
         for _ in range(QUERY_PAGES_PER_ROUND):
             if self._window() <= 0:
                 break
-            rec_ids = [rid for rid, t in self._awaiting_records.items() if t <= now][:MAX_QUERY_ITEMS]
-            blob_ids = [sha for sha, t in self._awaiting_blobs.items() if t <= now][:MAX_QUERY_ITEMS]
+            rec_ids, blob_ids = self._awaiting.due(now, MAX_QUERY_ITEMS)
             if not rec_ids and not blob_ids:
                 break
             if not self._publish(
                 topics.query(self.device), encode(SyncQuery(record_ids=rec_ids, blobs=blob_ids)), ("query", "")
             ):
                 break
-            for rid in rec_ids:
-                self._awaiting_records[rid] = again
-            for sha in blob_ids:
-                self._awaiting_blobs[sha] = again
+            self._awaiting.asked(rec_ids, blob_ids, again)
             self.stats.queries += 1
             sent = True
         return sent

@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sync.outbox import BlobRef
+from sync.durable import sha256_file
+from sync.outbox import BlobRef, OutboxChanges
 
 Phase = Literal["init", "sending", "draining", "fin"]
 
@@ -91,3 +92,24 @@ class Upload:
 
     def init_due(self, timeout: float) -> bool:
         return self.phase == "init" and time.monotonic() - self.init_sent >= timeout
+
+
+Event = tuple[str, str, dict[str, object]]  # an events row to add: kind, message, detail
+
+
+def local_loss(changes: OutboxChanges, events: list[Event], ref: BlobRef, why: str) -> None:
+    """The local file cannot be synced (gone, short, changed): reject it and say so in the loss ledger."""
+    changes.blob(ref.sha256, "rejected", why)
+    events.append(("loss", f"media {ref.path} cannot be synced: {why}", {"sha256": ref.sha256, "path": str(ref.path)}))
+
+
+def recheck_local(changes: OutboxChanges, events: list[Event], ref: BlobRef, reason: str) -> None:
+    """The central side found a hash mismatch: send again if our file is intact, else record the damage."""
+    try:
+        sha, size = sha256_file(ref.path)
+    except OSError as exc:
+        sha, size = f"unreadable: {exc.strerror}", -1
+    if sha == ref.sha256 and size == ref.size:
+        changes.blob(ref.sha256, "pending", reason)
+    else:
+        local_loss(changes, events, ref, f"the file no longer matches its catalog sha256 (now {sha}, {size} bytes)")

@@ -112,12 +112,15 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+
+
 def decode_json(payload: bytes, limit: int = MAX_RECORD_BYTES) -> Any:
     """Strict JSON: UTF-8 only, no NaN/Infinity, bounded size and nesting."""
     if len(payload) > limit:
         raise WireError(f"payload of {len(payload)} bytes exceeds the {limit}-byte limit")
     try:
-        return json.loads(payload.decode("utf-8"), parse_constant=_no_constants)
+        return _DECODER.decode(payload.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise WireError(f"payload is not JSON (not UTF-8: {exc})") from None
     except RecursionError:

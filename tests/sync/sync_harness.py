@@ -260,6 +260,13 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def staged_bytes(central: Central) -> int:
+    """Bytes of blobs still being uploaded that the central side already has on disk."""
+    with central.store._tx() as cur:
+        shas = [r[0] for r in cur.execute("SELECT sha256 FROM staging")]
+    return sum(n for sha in shas for _o, n in central.store.chunk_pieces(sha))
+
+
 def assert_exactly_once(device: Device, central: Central, *, all_confirmed: bool = True) -> None:
     """Every committed capture is centrally stored exactly once with the right sha256, and the device
     has deleted nothing that was not confirmed.

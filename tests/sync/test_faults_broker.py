@@ -10,7 +10,16 @@ from __future__ import annotations
 import signal
 
 import pytest
-from sync_harness import Central, Device, assert_exactly_once, running_ingester, running_publisher, settings, wait_for
+from sync_harness import (
+    Central,
+    Device,
+    assert_exactly_once,
+    running_ingester,
+    running_publisher,
+    settings,
+    staged_bytes,
+    wait_for,
+)
 
 from sync.broker import LocalBroker
 
@@ -27,7 +36,10 @@ def test_broker_restart_mid_record_and_mid_blob(
             wait_for(lambda: device.confirmed() > 0, 30, "the first records to be confirmed")
             assert device.confirmed() < 1000, "too fast to restart mid-record"
             broker.restart(sig)  # mid-record
-            wait_for(lambda: central.store.count("chunks") > 0, 60, "a blob to be half uploaded")
+            staged = staged_bytes(central)
+            wait_for(lambda: pub.stats.connects >= 2, 30, "the device to reconnect")
+            wait_for(lambda: staged_bytes(central) > staged, 60, "the blob upload to go on")
+            assert central.store.count("blobs") < 2, "too fast to restart mid-blob"
             broker.restart(sig)  # mid-blob
             assert pub.wait_idle(90), pub.stats
             assert pub.stats.connects >= 3 and ing.stats.connected
