@@ -302,6 +302,8 @@ def demo_cmd(seconds: float, workdir: Path | None) -> None:
         code = run_demo(seconds, workdir, click.echo)
     except (FieldcapError, SyncError) as exc:
         raise _fail(exc) from None
+    except OSError as exc:  # e.g. a --workdir that cannot be created or written
+        raise UserError(f"demo: {exc.filename or workdir}: {exc.strerror}") from None
     sys.exit(code)
 
 

@@ -30,22 +30,12 @@ from mcap.writer import CompressionType, Writer
 
 from agent.catalog import Catalog, utc_now
 from agent.errors import FieldcapError
+from sync.foxglove import COMPRESSED_IMAGE_SCHEMA, TIME_SCHEMA
 
 AUDIO_CHUNK_S = 0.1
-_TIME = {
-    "type": "object",
-    "properties": {"sec": {"type": "integer", "minimum": 0}, "nsec": {"type": "integer", "minimum": 0}},
-}
+_TIME = TIME_SCHEMA
 SCHEMAS: dict[str, dict[str, Any]] = {
-    "foxglove.CompressedImage": {
-        "type": "object",
-        "properties": {
-            "timestamp": _TIME,
-            "frame_id": {"type": "string"},
-            "data": {"type": "string", "contentEncoding": "base64"},
-            "format": {"type": "string"},
-        },
-    },
+    "foxglove.CompressedImage": COMPRESSED_IMAGE_SCHEMA,
     "foxglove.RawImage": {
         "type": "object",
         "properties": {

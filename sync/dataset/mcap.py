@@ -22,18 +22,11 @@ from sync.dataset.plan import ExportContext, sample_row
 from sync.dataset.samples import Sample
 from sync.dataset.snapshot import FileSpec, fingerprint
 from sync.dataset.versions import canonical_json
+from sync.foxglove import COMPRESSED_IMAGE_SCHEMA, TIME_SCHEMA
 
-_TIME = {"type": "object", "properties": {"sec": {"type": "integer"}, "nsec": {"type": "integer"}}}
+_TIME = TIME_SCHEMA
 SCHEMAS: dict[str, dict[str, Any]] = {
-    "foxglove.CompressedImage": {
-        "type": "object",
-        "properties": {
-            "timestamp": _TIME,
-            "frame_id": {"type": "string"},
-            "data": {"type": "string", "contentEncoding": "base64"},
-            "format": {"type": "string"},
-        },
-    },
+    "foxglove.CompressedImage": COMPRESSED_IMAGE_SCHEMA,
     "fieldcap.AudioSegment": {
         "type": "object",
         "properties": {
