@@ -221,7 +221,7 @@ def run_cmd(config_file: Path) -> None:
     from sync import SyncError
 
     faulthandler.enable(all_threads=True)  # a watchdog SIGABRT prints every thread's stack to the journal
-    _limit_malloc_arenas()
+    _tune_malloc()
     root = logging.getLogger()
     if root.level > logging.INFO:
         root.setLevel(logging.INFO)  # a service logs its lifecycle; -v only adds debug
@@ -234,25 +234,31 @@ def run_cmd(config_file: Path) -> None:
     sys.exit(code)
 
 
-def _limit_malloc_arenas(arenas: int = 2) -> None:
-    """Cap glibc's malloc arenas before the daemon starts its threads.
+def _tune_malloc(arenas: int = 2, mmap_threshold: int = 256 * 1024) -> None:
+    """Tune glibc's malloc before the daemon starts its threads, so RSS follows live memory.
 
     By default glibc gives busy threads arenas of their own (up to 8 per core), and the daemon's
     dozen threads then hold tens of MB of freed-but-kept memory; two arenas keep RSS flat over
-    months. ``MALLOC_ARENA_MAX`` in the environment still wins.
+    months. A fixed mmap threshold sends every block over 256 KiB (frames, audio segments,
+    onnxruntime activations) to its own mapping that goes back to the kernel when freed; glibc's
+    default raises the threshold after the first large free, after which such blocks come from
+    the heap and a DNSMOS run leaves ~60 MB of freed heap resident (measured). ``MALLOC_ARENA_MAX``
+    and ``MALLOC_MMAP_THRESHOLD_`` in the environment still win.
     """
     import ctypes
     import ctypes.util
     import os
 
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return
     name = ctypes.util.find_library("c")
     if name is None:
         return
-    m_arena_max = -8  # from <malloc.h>
+    m_mmap_threshold, m_arena_max = -3, -8  # from <malloc.h>
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(name).mallopt(m_arena_max, arenas)
+        libc = ctypes.CDLL(name)
+        if "MALLOC_ARENA_MAX" not in os.environ:
+            libc.mallopt(m_arena_max, arenas)
+        if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+            libc.mallopt(m_mmap_threshold, mmap_threshold)
 
 
 @cli.command("status")

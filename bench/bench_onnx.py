@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from models import silero_graph  # noqa: E402
 from models.errors import ModelError  # noqa: E402
-from models.runner import ModelSession, OnnxRunner, _free_dims  # noqa: E402
+from models.runner import ModelSession, OnnxRunner, free_dims  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +108,7 @@ def bench_model(name: str, runner: OnnxRunner, model_dir: pathlib.Path, repeat: 
     spec = read_spec(name)
     ours: ModelSession = runner.load(spec, model_dir)
     path = model_dir / spec.file
-    source: bytes | str = _free_dims(path) if spec.free_dims else str(path)
+    source: bytes | str = free_dims(path) if spec.free_dims else str(path)
     bare = ort.InferenceSession(source, runner.session_options(), providers=runner.providers)
     rng = np.random.default_rng(0)
     lines = []

@@ -116,9 +116,11 @@ class Proc:
 
 
 def rss_mb(pid: int) -> float:
+    """Peak RSS of the process so far (VmHWM: the kernel's high-water mark, so a spike between
+    two samples is not missed)."""
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return 0.0
 

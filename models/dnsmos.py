@@ -13,13 +13,21 @@ prompts much shorter than a window, scoring the concatenated takes of a session
 from __future__ import annotations
 
 import dataclasses
+import logging
+import threading
 from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+from models import dnsmos_tiles, graph_build
+from models.errors import ModelLoadError
 from models.resample import to_16k
 from models.runner import ModelSession
+
+log = logging.getLogger(__name__)
+_unavailable: dict[str, str] = {}  # model sha256 → why its graph cannot be tiled
+_tiles_lock = threading.Lock()
 
 WINDOW = 144160  # 9.01 s at 16 kHz
 
@@ -49,13 +57,48 @@ def _calibrate(raw: npt.NDArray[np.float32], coefficients: Sequence[float]) -> f
     return float(np.mean(np.polyval(np.asarray(coefficients, dtype=np.float64), raw)))
 
 
+def tiled_sessions(session: ModelSession) -> tuple[ModelSession, ModelSession, ModelSession] | None:
+    """The features / trunk / head sessions of ``models.dnsmos_tiles`` for this model, or None
+    (with one warning) when its graph cannot be split."""
+    if session.sha256 in _unavailable:
+        return None
+    with _tiles_lock:
+        try:
+            parts = [session.derived(v, graph_build.from_path(v)) for v in dnsmos_tiles.VARIANTS]
+        except ModelLoadError as exc:  # TileGraphError from the child, or onnxruntime refusing
+            if session.sha256 not in _unavailable:
+                log.warning("%s: not run in tiles (%s); the whole graph needs ~110 MB more", session.manifest.name, exc)
+            _unavailable[session.sha256] = str(exc)
+            return None
+    return parts[0], parts[1], parts[2]
+
+
+def _raw_tiled(parts: tuple[ModelSession, ...], batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Raw [k, 3] outputs for k windows, one window at a time through the tiled trunk."""
+    features, trunk, head = parts
+    pooled = []
+    for window in batch:
+        (spectrogram,) = features.run({features.input_names[0]: window[None, :]})
+        pooled.append(dnsmos_tiles.pooled_max(lambda part: trunk.run({trunk.input_names[0]: part})[0], spectrogram))
+    (raw,) = head.run({head.input_names[0]: np.concatenate(pooled, axis=0)})
+    return np.asarray(raw, dtype=np.float32)
+
+
 def score(session: ModelSession, audio16: npt.NDArray[np.float32], batch_size: int = 8) -> list[MosScores]:
-    """Scores per channel of (n, ch) float32 audio at 16 kHz (see ``resample.to_16k``)."""
+    """Scores per channel of (n, ch) float32 audio at 16 kHz (see ``resample.to_16k``).
+
+    Runs the tiled graphs when the model splits (the same scores in ~15 MB of activations
+    instead of ~110 MB per window); otherwise the published graph, ``batch_size`` windows a call.
+    """
     post = session.manifest.postprocessing
+    parts = tiled_sessions(session)
     results = []
     for ch in range(audio16.shape[1]):
         batch = windows(np.clip(audio16[:, ch], -1.0, 1.0))
-        (raw,) = session.run_batched(session.input_names[0], batch, batch_size)
+        if parts is not None:
+            raw = _raw_tiled(parts, batch)
+        else:
+            (raw,) = session.run_batched(session.input_names[0], batch, batch_size)
         results.append(
             MosScores(
                 sig=_calibrate(raw[:, 0], post["sig"]),

@@ -7,26 +7,27 @@ quarter of the audio QC budget). Grouping ``ROW_OUTPUTS`` consecutive outputs pe
 same sums into ``X @ H``: X holds one window of input per row (rows overlap by the filter length),
 H is the banded matrix of the same taps. onnxruntime's GEMM does this ~5x faster, one thread, in
 blocks that bound memory. The results equal ``resample_poly``'s within float32 rounding
-(tests/models/test_qc_speed.py); ratios that are not integer decimations (44.1 kHz) use
-``resample_poly`` itself.
+(tests/models/test_qc_speed.py). The taps are built here with numpy (``firwin``'s windowed sinc)
+and ratios that are not integer decimations (44.1 kHz) go through soxr, so the agent never
+imports ``scipy.signal`` (~80 MB of RSS, see ``models.iir``).
 """
 
 from __future__ import annotations
 
 import functools
 import threading
-from math import gcd
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
-from scipy.signal import firwin, resample_poly
+import soxr
+
+from models import graph_build
 
 TARGET_RATE = 16000
 ROW_OUTPUTS = 32  # outputs per GEMM row: fastest of 16/32/64/128 measured at d = 3
 BLOCK_ROWS = 8192  # rows per call: 262144 outputs (16 s at 16 kHz), a few MB of input copy
-MAX_FACTOR = 12  # 192 kHz → 16 kHz; larger factors use resample_poly
+MAX_FACTOR = 12  # 192 kHz → 16 kHz; larger factors go through soxr
 
 F32 = npt.NDArray[np.float32]
 _lock = threading.Lock()
@@ -34,9 +35,13 @@ _lock = threading.Lock()
 
 @functools.lru_cache(maxsize=8)
 def taps(factor: int) -> npt.NDArray[np.float64]:
-    """resample_poly's default anti-alias filter for down-sampling by ``factor`` (up = 1)."""
+    """resample_poly's default anti-alias filter for down-sampling by ``factor`` (up = 1):
+    ``firwin(20 * factor + 1, 1 / factor, window=("kaiser", 5.0))``, a Kaiser-windowed sinc
+    with unit gain at DC."""
     half = 10 * factor
-    return np.asarray(firwin(2 * half + 1, 1.0 / factor, window=("kaiser", 5.0)), dtype=np.float64)
+    m = np.arange(-half, half + 1, dtype=np.float64)
+    h = np.sinc(m / factor) / factor * np.kaiser(2 * half + 1, 5.0)
+    return np.asarray(h / h.sum(), dtype=np.float64)
 
 
 def _window(factor: int) -> int:
@@ -44,8 +49,10 @@ def _window(factor: int) -> int:
     return factor * (ROW_OUTPUTS - 1) + len(taps(factor))
 
 
-@functools.lru_cache(maxsize=8)
-def _session(factor: int) -> ort.InferenceSession:
+def decimation_model(factor: int) -> bytes:
+    """The banded-matrix graph for ``factor`` (built by ``models.graph_build`` in a child)."""
+    from onnx import TensorProto, helper, numpy_helper  # the graph-building child only
+
     h = taps(factor).astype(np.float32)
     length = _window(factor)
     band = np.zeros((length, ROW_OUTPUTS), dtype=np.float32)
@@ -60,11 +67,17 @@ def _session(factor: int) -> ort.InferenceSession:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+@functools.lru_cache(maxsize=8)
+def _session(factor: int) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # ~1 ms of GEMM: threads would cost more than they save
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    model = graph_build.build("decimate", str(factor))
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def decimate(x: F32, factor: int) -> F32:
@@ -100,5 +113,5 @@ def to_16k(x: F32, sample_rate: int) -> F32:
         return x
     if sample_rate % TARGET_RATE == 0 and sample_rate // TARGET_RATE <= MAX_FACTOR:
         return decimate(x, sample_rate // TARGET_RATE)
-    g = gcd(TARGET_RATE, sample_rate)
-    return np.asarray(resample_poly(x, TARGET_RATE // g, sample_rate // g, axis=0), dtype=np.float32)
+    out = soxr.resample(x, sample_rate, TARGET_RATE, quality="HQ")
+    return np.asarray(out, dtype=np.float32).reshape(-1, x.shape[1])

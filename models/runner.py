@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from models import graph_build
 from models.errors import ModelLoadError
 from models.pinning import verified_path
 
@@ -148,7 +149,7 @@ class ModelSession:
         return [np.concatenate([p[i] for p in parts], axis=0) for i in range(len(parts[0]))]
 
 
-def _free_dims(path: pathlib.Path) -> bytes:
+def free_dims(path: pathlib.Path) -> bytes:
     """The model with every fixed input/output dim made symbolic (needs the ``onnx`` package)."""
     try:
         import onnx  # optional dependency, only for fixed-shape models
@@ -212,7 +213,7 @@ class OnnxRunner:
             cached = self._cache.get(key)
             if cached is not None:
                 return cached
-            source: bytes | str = _free_dims(path) if manifest.free_dims else str(path)
+            source: bytes | str = graph_build.build("free-dims", str(path)) if manifest.free_dims else str(path)
             try:
                 session = ort.InferenceSession(source, sess_options=self.session_options(), providers=list(providers))
             except Exception as exc:  # onnxruntime raises several unrelated exception types

@@ -15,8 +15,9 @@ function, with every convolution written as a matrix product over all frames (la
     → probs [T, B], plus the final (h, c) state
 
 ``build_sequence_model`` raises ``SequenceGraphError`` when the file does not have the structure
-it expects (a different Silero generation); ``check_against_original`` compares the two graphs
-on a probe signal. Either failure makes ``models.vad`` fall back to chunk-by-chunk calls.
+it expects (a different Silero generation); ``models.vad`` compares the two graphs on a probe
+signal. Either failure makes ``models.vad`` fall back to chunk-by-chunk calls. The daemon runs
+this module in a child process (``models.graph_build``), never importing onnx itself.
 """
 
 from __future__ import annotations
@@ -30,15 +31,16 @@ import numpy.typing as npt
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from models.errors import ModelLoadError
+
 VAD_RATE = 16000
 FRAME = 576  # 64 samples of context + 512 new samples
 STFT_RIGHT_PAD = 64  # the model reflect-pads each frame on the right before its STFT
-PROBE_TOLERANCE = 1e-4  # max |p_sequence - p_original| accepted by the self-check
 
 F32 = npt.NDArray[np.float32]
 
 
-class SequenceGraphError(Exception):
+class SequenceGraphError(ModelLoadError):
     """The Silero file cannot be rebuilt as a sequence graph (unknown structure or mismatch)."""
 
 
@@ -247,15 +249,3 @@ def build_sequence_model(path: pathlib.Path) -> bytes:
     except onnx.checker.ValidationError as exc:
         raise SequenceGraphError(f"rebuilt graph is invalid: {exc}") from exc
     return bytes(built.SerializeToString())
-
-
-def probe_signal(seconds: float = 1.5) -> F32:
-    """A deterministic test signal with speech-like and silent parts: (n, 2) at 16 kHz."""
-    n = int(seconds * VAD_RATE)
-    t = np.arange(n) / VAD_RATE
-    rng = np.random.default_rng(5)
-    voiced = 0.3 * np.sin(2 * np.pi * 140 * t * (1 + 0.5 * t)) * (np.sin(2 * np.pi * 3 * t) > 0)
-    noise = 0.02 * rng.standard_normal(n)
-    left = voiced + noise
-    right = 0.5 * voiced[::-1] + 0.05 * rng.standard_normal(n)
-    return np.stack([left, right], axis=1).astype(np.float32)

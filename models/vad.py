@@ -6,7 +6,8 @@ is fed with the previous 64 samples as context plus its 512 new samples, and the
 All channels go through the model together as one batch.
 
 Speed: the published graph takes one chunk per call (313 calls for 10 s). We run a rebuilt graph
-with the same weights that scores all chunks of a take in one call (``models.silero_graph``);
+with the same weights that scores all chunks of a take in one call (``models.silero_graph``, built in
+a child process by ``models.graph_build``);
 it is checked against the published graph on a probe signal the first time, and the per-chunk
 path remains as the reference and the fallback.
 """
@@ -20,7 +21,7 @@ import threading
 import numpy as np
 import numpy.typing as npt
 
-from models import silero_graph
+from models import graph_build
 from models.errors import ModelLoadError
 from models.runner import ModelSession
 
@@ -28,7 +29,8 @@ VAD_RATE = 16000
 CHUNK = 512
 CONTEXT = 64
 SEQUENCE_VARIANT = "sequence"
-SEQUENCE_BLOCK = 1024  # frames (chunks x channels) per sequence call: ~33 s of mono audio, ~20 MB peak
+PROBE_TOLERANCE = 1e-4  # max |p_sequence - p_published| accepted by the self-check
+SEQUENCE_BLOCK = 256  # frames (chunks x channels) per sequence call: ~8 s of mono audio, ~5 MB peak
 
 log = logging.getLogger(__name__)
 # keyed by (model sha256, providers): a graph that runs on CPU may still fail on another provider
@@ -95,9 +97,24 @@ def sequence_probabilities(
 
 
 def probe_difference(session: ModelSession, sequence: ModelSession) -> float:
-    """Largest |p_sequence - p_published| over ``silero_graph.probe_signal`` (2 channels, 1.5 s)."""
-    probe = silero_graph.probe_signal()
+    """Largest |p_sequence - p_published| over ``probe_signal`` (2 channels, 1.5 s)."""
+    probe = probe_signal()
     return float(np.max(np.abs(sequence_probabilities(sequence, probe) - chunkwise_probabilities(session, probe))))
+
+
+def probe_signal(seconds: float = 1.5) -> npt.NDArray[np.float32]:
+    """A deterministic test signal with speech-like and silent parts: (n, 2) at 16 kHz."""
+    n = int(seconds * VAD_RATE)
+    t = np.arange(n) / VAD_RATE
+    rng = np.random.default_rng(5)
+    voiced = 0.3 * np.sin(2 * np.pi * 140 * t * (1 + 0.5 * t)) * (np.sin(2 * np.pi * 3 * t) > 0)
+    noise = 0.02 * rng.standard_normal(n)
+    left = voiced + noise
+    right = 0.5 * voiced[::-1] + 0.05 * rng.standard_normal(n)
+    return np.stack([left, right], axis=1).astype(np.float32)
+
+
+_build_sequence = graph_build.from_path("silero-sequence")
 
 
 def sequence_session(session: ModelSession) -> ModelSession | None:
@@ -105,20 +122,20 @@ def sequence_session(session: ModelSession) -> ModelSession | None:
     when the file cannot be rebuilt or the rebuilt graph disagrees with it on a probe signal."""
     key = (session.sha256, tuple(session.providers))
     if key in _verified:
-        return session.derived(SEQUENCE_VARIANT, silero_graph.build_sequence_model)
+        return session.derived(SEQUENCE_VARIANT, _build_sequence)
     if key in _unavailable:
         return None
     with _check_lock:
         if key in _verified:
-            return session.derived(SEQUENCE_VARIANT, silero_graph.build_sequence_model)
+            return session.derived(SEQUENCE_VARIANT, _build_sequence)
         if key in _unavailable:
             return None
         try:
-            sequence = session.derived(SEQUENCE_VARIANT, silero_graph.build_sequence_model)
+            sequence = session.derived(SEQUENCE_VARIANT, _build_sequence)
             diff = probe_difference(session, sequence)
-            if not diff <= silero_graph.PROBE_TOLERANCE:
-                raise silero_graph.SequenceGraphError(f"differs from the original graph by {diff:.2g} on the probe")
-        except (silero_graph.SequenceGraphError, ModelLoadError) as exc:
+            if not diff <= PROBE_TOLERANCE:
+                raise ModelLoadError(f"differs from the original graph by {diff:.2g} on the probe")
+        except ModelLoadError as exc:
             _unavailable[key] = str(exc)
             log.warning("%s: sequence graph not used (%s); scoring chunk by chunk, slower", session.manifest.name, exc)
             return None

@@ -19,9 +19,10 @@ import pyloudnorm
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from scipy.signal import resample_poly
+from scipy.signal import sosfilt as scipy_sosfilt
 
-from models import Screener, resample, silero_graph, vad
-from models.audio_metrics import loudness_lufs
+from models import Screener, iir, resample, silero_graph, vad
+from models.audio_metrics import _k_weighting, loudness_lufs
 from models.registry import ModelManifest
 from models.runner import ModelSession
 
@@ -44,7 +45,7 @@ def test_sequence_graph_matches_published_graph_on_speech(
     audio16 = _two_mics(speech, material)
     reference = vad.chunkwise_probabilities(session, audio16)
     assert reference.max() > 0.9 and reference.min() < 0.1  # speech and pauses both present
-    for block in (vad.SEQUENCE_BLOCK, 37):  # one call; many calls carrying the LSTM state
+    for block in (100_000, vad.SEQUENCE_BLOCK, 37):  # one call; the default; many calls carrying the LSTM state
         fast = vad.sequence_probabilities(sequence, audio16, block=block)
         assert fast.shape == reference.shape
         assert float(np.max(np.abs(fast - reference))) <= 1e-4
@@ -68,8 +69,8 @@ def test_probe_check_tells_a_wrong_graph_from_the_right_one(screener: Screener) 
     assert session.path is not None
     built = silero_graph.build_sequence_model(session.path)
     right = session.derived(vad.SEQUENCE_VARIANT, silero_graph.build_sequence_model)
-    assert vad.probe_difference(session, right) <= silero_graph.PROBE_TOLERANCE
-    assert vad.probe_difference(session, _perturbed(session, built)) > 100 * silero_graph.PROBE_TOLERANCE
+    assert vad.probe_difference(session, right) <= vad.PROBE_TOLERANCE
+    assert vad.probe_difference(session, _perturbed(session, built)) > 100 * vad.PROBE_TOLERANCE
 
 
 def _not_silero(path: pathlib.Path) -> None:
@@ -136,7 +137,7 @@ def test_decimation_equals_resample_poly(factor: int, n: int) -> None:
 def test_to_16k_for_other_rates_and_anti_aliasing() -> None:
     t = np.arange(44100) / 44100
     tone = np.sin(2 * np.pi * 1000 * t).astype(np.float32)[:, None]
-    out = resample.to_16k(tone, 44100)  # not an integer ratio: resample_poly
+    out = resample.to_16k(tone, 44100)  # not an integer ratio: soxr
     assert out.shape == (16000, 1)
     alias = np.sin(2 * np.pi * 11000 * np.arange(48000) / 48000).astype(np.float32)[:, None]
     folded = resample.to_16k(alias, 48000)  # 11 kHz > 8 kHz Nyquist: must be filtered out
@@ -153,3 +154,22 @@ def test_float32_loudness_matches_pyloudnorm(material: types.SimpleNamespace, ra
     for x in (bursts, pink, bursts + pink):
         reference = pyloudnorm.Meter(rate).integrated_loudness(x.astype(np.float64))
         assert loudness_lufs(x[:, None], rate)[0] == pytest.approx(reference, abs=0.01)
+
+
+@pytest.mark.parametrize("rate", [16000, 44100, 48000, 192000])
+def test_k_weighting_and_iir_match_pyloudnorm_and_scipy(rate: int) -> None:
+    stages = [
+        pyloudnorm.IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, rate, "high_shelf"),
+        pyloudnorm.IIRfilter(0.0, 0.5, 38.0, rate, "high_pass"),
+    ]
+    expected = np.array([np.concatenate([st.b, st.a]) for st in stages])
+    sos = _k_weighting(rate)
+    assert np.allclose(sos, expected, rtol=1e-12, atol=1e-14)
+    rng = np.random.default_rng(rate)
+    for n in (1, 127, 128, 129, 3 * rate + 17):
+        x = rng.standard_normal(n)
+        reference = scipy_sosfilt(sos, x)
+        assert np.allclose(iir.sosfilt(sos, x), reference, rtol=0, atol=1e-9 * max(1.0, np.abs(reference).max()))
+        ours32 = iir.sosfilt(sos, x.astype(np.float32))
+        assert ours32.dtype == np.float32
+        assert float(np.max(np.abs(ours32 - reference))) <= 1e-5 * max(1.0, float(np.abs(reference).max()))
