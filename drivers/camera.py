@@ -23,6 +23,7 @@ from drivers.opencv_capture import (
     fourcc_str,
     open_ffmpeg_stream,
     redact,
+    stream_transport,
 )
 from drivers.pacing import Pacer
 from drivers.settings.camera import (
@@ -104,10 +105,12 @@ class V4l2Camera(CaptureDriver[V4l2CameraSettings]):
     """A local V4L2 camera (``CAP_V4L2``), MJPG by default, drained by a thread.
 
     ``capture_factory`` opens the device; the tests swap in ``drivers.sim.v4l2.SimV4l2Capture``
-    because no V4L2 device exists on CI machines.
+    because no V4L2 device exists on CI machines. OpenCV's V4L2 backend has no open timeout, so
+    opening and configuring run in a worker bounded by ``open_timeout_s``.
     """
 
     modality = "visible"
+    open_in_worker = True
     capture_factory: ClassVar[Callable[[str], VideoCaptureLike]] = staticmethod(open_v4l2)
 
     def __init__(self, settings: V4l2CameraSettings) -> None:
@@ -138,7 +141,9 @@ class RtspCamera(CaptureDriver[RtspCameraSettings]):
     """An RTSP/HTTP camera through FFmpeg; ``device_time`` is the stream PTS.
 
     A stream silent for ``stall_timeout_s`` makes FFmpeg's read fail, which releases the capture
-    and reopens it (``isOpened()`` would keep saying True after the camera died).
+    and reopens it (``isOpened()`` would keep saying True after the camera died). HTTP MJPEG
+    (multipart/x-mixed-replace) streams carry no timestamps: their ``device_time`` is None and
+    the ``fps`` FFmpeg reports for them is its 25 fps guess, not the camera's rate.
     """
 
     modality = "visible"
@@ -159,7 +164,7 @@ class RtspCamera(CaptureDriver[RtspCameraSettings]):
         return {
             **self._capture_readback(),
             "url": redact(s.url),
-            "transport": s.transport,
+            "transport": stream_transport(s),
             "timeouts_by_name": {
                 n: cap_prop(n) is not None for n in ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC")
             },

@@ -4,9 +4,25 @@ The PortAudio callback only copies the block, notes its arrival time on the mono
 queues it; everything else happens in ``read()``. Each block's ``device_time`` is the index of
 its first frame; ``t_mono_ns`` comes from the fitted index->monotonic relation
 (``drivers.audio_clock.IndexClock``) minus the input latency PortAudio reports, because the
-backends' own ``inputBufferAdcTime`` values live on different clocks. An input overflow (audio
-lost before it reached us) is counted in ``stats.overflows`` and restarts the fit, since the
-index no longer maps linearly to time across it (``meta["clock_segment"]`` tells segments apart).
+backends' own ``inputBufferAdcTime`` values live on different clocks.
+
+Input overflows (audio lost before it reached us) are counted in ``stats.overflows`` and as
+``stats.drops`` (in blocks), and restart the fit, since the index no longer maps linearly to time
+across them (``meta["clock_segment"]`` tells segments apart). PortAudio flags only the overflows
+its host API sees. Through PulseAudio (ALSA ``pulse`` PCM) a stalled callback is never flagged:
+the server buffers up to 4 MiB per record stream (about 22 s of 48 kHz stereo int16), delivers it
+in a burst once the callback runs again, and silently discards whatever did not fit - measured
+against a private PulseAudio server (``tests/drivers/test_microphone.py``).
+
+So the driver also finds losses from arrival times. Blocks arriving more than
+``LOSS_TOLERANCE_S`` later than the fitted clock predicts are held back (a late episode). If the
+lateness goes away (the catch-up burst brought everything), they are delivered as they are. If
+blocks arrive paced again (one per block period, for ``SETTLE_S``) yet steadily late, audio is
+missing and that lateness is how much: the blocks after the hole get ``device_time`` advanced by
+the lost frames (the recorder sees the discontinuity) and a new clock segment; the first of them
+carries ``meta["overflow"]``, ``meta["lost_frames"]`` and ``meta["loss_detected_by"]``. Losses
+shorter than the tolerance stay invisible, and a lasting rise of the server's latency beyond it
+would be taken for a loss.
 """
 
 from __future__ import annotations
@@ -25,7 +41,12 @@ from drivers.base import Driver, RawSample
 from drivers.errors import DriverIOError, DriverOpenError
 from drivers.settings.audio import MicrophoneSettings
 
-__all__ = ["Microphone", "list_input_devices", "resolve_input_device"]
+__all__ = ["LOSS_TOLERANCE_S", "SETTLE_S", "Microphone", "list_input_devices", "resolve_input_device"]
+
+LOSS_TOLERANCE_S = 0.1  # lateness that jitter and scheduling never sustain over SETTLE_S of paced blocks
+SETTLE_S = 0.2  # paced, steadily late audio needed before a loss is declared (held back that long)
+
+_Block = tuple[int, np.ndarray[Any, Any], int, bool]  # (first frame, data, arrival ns, overflow flag)
 
 
 def list_input_devices() -> list[dict[str, Any]]:
@@ -80,6 +101,15 @@ class Microphone(Driver[MicrophoneSettings]):
         self._last_block: int | None = None
         self._finished = False
         self._device_name = ""
+        period_s = settings.blocksize / settings.sample_rate
+        self._period_ns = period_s * 1e9
+        self._tolerance_ns = max(LOSS_TOLERANCE_S, 3 * period_s) * 1e9
+        self._settle_blocks = max(4, math.ceil(SETTLE_S / period_s))
+        self._lost = 0  # frames found missing so far: added to the callback's index
+        self._held: list[_Block] = []  # blocks of a late episode awaiting a decision
+        self._held_late: list[int] = []  # their lateness against the fit (ns)
+        self._ready: deque[RawSample] = deque()
+        self._note: dict[str, Any] = {}  # meta for the next delivered block (where a hole ends)
 
     def describe(self) -> str:
         dev = self.settings.device
@@ -130,6 +160,11 @@ class Microphone(Driver[MicrophoneSettings]):
         self._index = 0
         self._last_block = None
         self._clock.reset()
+        self._lost = 0
+        self._held.clear()
+        self._held_late.clear()
+        self._ready.clear()
+        self._note = {}
         self._latency_ns = round(float(stream.latency) * 1e9) if s.latency_compensation == "reported" else 0
         info = sd.query_devices(stream.device)
         self._device_name = str(info["name"])
@@ -146,21 +181,97 @@ class Microphone(Driver[MicrophoneSettings]):
 
     def _read_raw(self, timeout: float) -> RawSample | None:
         deadline = time.monotonic() + timeout
-        with self._cond:
-            while not self._queue:
-                if self._finished or (self._stream is not None and not self._stream.active):
-                    raise DriverIOError("audio stream stopped (device removed or server gone)")
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._cond.wait(min(remaining, 0.5))
-            first, block, arrival, overflow = self._queue.popleft()
-        if overflow:
-            self._clock.reset()
+        while not self._ready:
+            with self._cond:
+                while not self._queue:
+                    if self._finished or (self._stream is not None and not self._stream.active):
+                        raise DriverIOError("audio stream stopped (device removed or server gone)")
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    self._cond.wait(min(remaining, 0.5))
+                entry = self._queue.popleft()
+            self._classify(entry)
+        return self._ready.popleft()
+
+    def _classify(self, entry: _Block) -> None:
+        """Deliver a block, or hold it while a late episode is undecided (see the module doc)."""
+        first, block, arrival, flagged = entry
+        if flagged or self._clock.points == 0:
+            self._release_held()
+            self._emit(entry, fit=True)
+            return
+        late = arrival - self._clock.mono_ns(first + self._lost + len(block))
+        if late <= self._tolerance_ns:
+            self._release_held()  # caught up: the episode was a stall, nothing lost
+            self._emit(entry, fit=True)
+            return
+        self._held.append(entry)
+        self._held_late.append(late)
+        if len(self._held) > self._capacity:  # never settles: give up deciding, deliver as is
+            self._release_held()
+            return
+        k = self._settle_blocks
+        if len(self._held) <= k:
+            return
+        tail = self._held[-k:]
+        tail_late = self._held_late[-k:]
+        span = tail[-1][2] - tail[0][2]
+        paced = span >= 0.75 * (k - 1) * self._period_ns  # a catch-up burst arrives much faster
+        steady = abs(tail_late[-1] - tail_late[0]) <= self._tolerance_ns / 2  # a burst catches up
+        if paced and steady:
+            self._declare_loss(min(tail_late))
+
+    def _release_held(self) -> None:
+        held, self._held, self._held_late = self._held, [], []
+        for entry in held:
+            self._emit(entry, fit=False)  # late: stamped by the fit, not used to fit
+
+    def _declare_loss(self, lost_ns: int) -> None:
+        """The held tail arrives paced yet late: audio between it and the fit never reached us.
+
+        Where the hole lies inside the catch-up burst cannot be seen in arrival times. PulseAudio
+        keeps the oldest audio and discards what no longer fits, so the hole starts where its
+        buffer ran full: the first held block arrived ``late0`` after its fitted time, of which
+        ``lost_ns`` were lost; the rest was buffered. The hole is placed at the nearest block
+        boundary.
+        """
+        fpt = self._clock.nominal_ns_per_frame
+        lost = round(lost_ns / fpt)
+        first0, block0 = self._held[0][0], self._held[0][1]
+        hole = first0 + len(block0) + round((self._held_late[0] - lost_ns) / fpt)
+        held, self._held, self._held_late = self._held, [], []
+        split = next((n for n, e in enumerate(held) if e[0] + len(e[1]) / 2 >= hole), len(held))
+        for entry in held[:split]:
+            self._emit(entry, fit=False)
+        self._lost += lost
+        seconds = lost / self.settings.sample_rate
+        self._count(
+            "overflows",
+            why=f"{self.name}: about {seconds:.3f} s of audio ({lost} frames) lost before capture: "
+            "the audio callback or the sound server stalled longer than its buffer (PortAudio did not "
+            "flag it; found from arrival times)",
+        )
+        self._clock.reset()
+        for first, block, arrival, _ in held[max(split, len(held) - self._settle_blocks) :]:
+            self._clock.add(first + self._lost + len(block), arrival)  # paced: they anchor the new fit
+        self._note = {"overflow": True, "lost_frames": lost, "loss_detected_by": "arrival-timing"}
+        for entry in held[split:]:
+            self._emit(entry, fit=False)
+
+    def _emit(self, entry: _Block, *, fit: bool) -> None:
+        """Stamp a block from the fit (adding its arrival when it is on time) and queue it."""
+        first, block, arrival, flagged = entry
+        index = first + self._lost
         frames = len(block)
-        self._clock.add(first + frames, arrival)
-        block_no = first // self.settings.blocksize
+        if flagged:
+            self._clock.reset()
+        if fit or self._clock.points == 0:
+            self._clock.add(index + frames, arrival)
+        block_no = index // self.settings.blocksize
         skipped = 0 if self._last_block is None else max(0, block_no - self._last_block - 1)
+        if flagged and skipped == 0:
+            skipped = 1  # PortAudio says audio was lost but not how much: at least a block
         self._last_block = block_no
         meta: dict[str, Any] = {
             "sample_rate": self.settings.sample_rate,
@@ -168,15 +279,20 @@ class Microphone(Driver[MicrophoneSettings]):
             "fit_points": self._clock.points,
             "drift_ppm_fit": self._clock.drift_ppm(),
         }
-        if overflow:
+        if flagged:
             meta["overflow"] = True
-        return RawSample(
-            payload=block,
-            t_mono_ns=self._clock.mono_ns(first) - self._latency_ns,
-            device_time=first,
-            device_seq=block_no,
-            skipped=skipped,
-            meta=meta,
+            meta["lost_frames"] = None  # unknown: the host API does not say
+        meta.update(self._note)
+        self._note = {}
+        self._ready.append(
+            RawSample(
+                payload=block,
+                t_mono_ns=self._clock.mono_ns(index) - self._latency_ns,
+                device_time=index,
+                device_seq=block_no,
+                skipped=skipped,
+                meta=meta,
+            )
         )
 
     def _settings_in_force(self) -> dict[str, Any]:

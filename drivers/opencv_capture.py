@@ -9,6 +9,8 @@
   frames overwritten before anyone took them are counted (they become ``stats.drops``).
 - ``CaptureDriver`` ties them to the ``Driver`` base: a failed read (``isOpened()`` stays true
   after a stream died, so only reads tell) releases the capture and lets the base reopen it.
+- ``open_with_deadline`` enforces ``open_timeout_s`` where the backend has no timeout of its own
+  (V4L2: ``open()`` and the format ioctls of a wedged USB camera can block for a long time).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import cv2
@@ -37,6 +40,8 @@ __all__ = [
     "cap_prop",
     "fourcc_str",
     "open_ffmpeg_stream",
+    "open_with_deadline",
+    "stream_transport",
     "stream_url",
 ]
 
@@ -89,6 +94,12 @@ def stream_url(settings: NetworkStreamFields) -> str:
     return urlunsplit(parts._replace(netloc=f"{auth}@{host}"))
 
 
+def stream_transport(settings: NetworkStreamFields) -> str:
+    """How the stream travels: the RTSP transport in force, else the URL scheme (http, https)."""
+    scheme = urlsplit(settings.url).scheme
+    return settings.transport if scheme.startswith("rtsp") else scheme
+
+
 def redact(url: str) -> str:
     """The URL without credentials, for messages and metadata."""
     parts = urlsplit(url)
@@ -127,6 +138,69 @@ def open_ffmpeg_stream(settings: NetworkStreamFields, extra: list[int] | None = 
             f"{settings.open_timeout_s:g} s (is the camera reachable, the path and the "
             f"credentials right? try transport='{'udp' if settings.transport == 'tcp' else 'tcp'}')"
         )
+    return cap
+
+
+_pending_lock = threading.Lock()
+_pending_opens: dict[str, float] = {}  # device -> monotonic start of an open that outlived its deadline
+
+
+def open_with_deadline(
+    make: Callable[[], VideoCaptureLike], timeout: float, *, device: str, name: str, what: str
+) -> VideoCaptureLike:
+    """Run ``make()`` in a worker thread and wait at most ``timeout`` seconds for it.
+
+    A blocked ``open()``/``ioctl`` cannot be cancelled from Python, so an open that misses its
+    deadline is abandoned, not killed: the worker releases the capture itself if it ever
+    returns. Until it does, further opens of the same ``device`` fail at once instead of piling
+    up more blocked threads.
+    """
+    with _pending_lock:
+        since = _pending_opens.get(device)
+    if since is not None:
+        raise DriverOpenError(
+            f"{name}: an earlier open of {what} has been blocked for {time.monotonic() - since:.0f} s "
+            "and has not returned; the device or its kernel driver is wedged (unplug and replug "
+            "the camera, or reload its driver module)"
+        )
+    lock = threading.Lock()
+    done = threading.Event()
+    outcome: list[Any] = []  # [capture] or [exception]; appended under ``lock``
+    abandoned = False
+    started = time.monotonic()
+
+    def work() -> None:
+        try:
+            result: Any = make()
+        except BaseException as exc:  # handed to the waiting thread
+            result = exc
+        with lock:
+            late = abandoned
+            if not late:
+                outcome.append(result)
+                done.set()
+        if late:
+            if not isinstance(result, BaseException):
+                result.release()
+            with _pending_lock:
+                _pending_opens.pop(device, None)
+
+    threading.Thread(target=work, name=f"open-{name}", daemon=True).start()
+    done.wait(timeout)
+    with lock:
+        if not outcome:
+            abandoned = True
+            with _pending_lock:
+                _pending_opens[device] = started
+            raise DriverOpenError(
+                f"{name}: {what} did not open within {timeout:g} s (open_timeout_s); the device "
+                "does not answer (a wedged USB camera or hub: unplug and replug it). The blocked "
+                "open is released if it ever returns."
+            )
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    cap: VideoCaptureLike = result
     return cap
 
 
@@ -228,7 +302,13 @@ class FrameGrabber:
 
 
 class CaptureDriver(Driver[S]):
-    """A live OpenCV source read through a ``FrameGrabber``; subclasses open the capture."""
+    """A live OpenCV source read through a ``FrameGrabber``; subclasses open the capture.
+
+    With ``open_in_worker`` the whole of ``_make_capture`` (open, set, read back) runs under
+    ``open_with_deadline``, keyed by ``_device_key()``.
+    """
+
+    open_in_worker: ClassVar[bool] = False
 
     def __init__(self, settings: S) -> None:
         super().__init__(settings)
@@ -245,8 +325,21 @@ class CaptureDriver(Driver[S]):
         """Turn a retrieved frame into the payload (and per-frame meta); default: as is."""
         return frame, {}
 
+    def _device_key(self) -> str:
+        """What ``open_with_deadline`` keys a blocked open by (the device path)."""
+        return str(getattr(self.settings, "device", self.name))
+
     def _open(self) -> None:
-        cap = self._make_capture()
+        if self.open_in_worker:
+            cap = open_with_deadline(
+                self._make_capture,
+                self.settings.open_timeout_s,
+                device=self._device_key(),
+                name=self.name,
+                what=self.describe(),
+            )
+        else:
+            cap = self._make_capture()
         self._cap = cap
         self._stale_counted = 0
         self._grabber = FrameGrabber(cap, self.name)

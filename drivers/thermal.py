@@ -8,7 +8,9 @@
 - ``thermal-png``: replay of 16-bit PNG sequences (OpenCV's image-sequence backend).
 
 The metadata every thermal stream records: units, radiometric or not, emissivity, reflected and
-ambient temperature, distance (from settings, where the camera does not report them).
+ambient temperature, distance (from settings, where the camera does not report them). UVC and PNG
+frames with FLIR Lepton telemetry rows have them stripped and parsed into each frame's metadata:
+FFC state, time since the last FFC, FPA and housing temperature (``drivers.lepton``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import numpy as np
 
 from drivers.camera import ReplayDriver, apply_v4l2_settings, open_v4l2
 from drivers.errors import DriverOpenError
-from drivers.opencv_capture import CaptureDriver, VideoCaptureLike, open_ffmpeg_stream, redact
+from drivers.lepton import TelemetryLocation, parse_line_a, split_telemetry, telemetry_location, telemetry_rows
+from drivers.opencv_capture import CaptureDriver, VideoCaptureLike, open_ffmpeg_stream, redact, stream_transport
 from drivers.settings.thermal import (
     ThermalPngSettings,
     ThermalRtspSettings,
@@ -60,15 +63,38 @@ def thermal_meta(settings: Any, radiometric: bool) -> dict[str, Any]:
     }
 
 
+def lepton_location(name: str, setting: str, width: int, height: int) -> TelemetryLocation | None:
+    """``telemetry_location`` with its error turned into a ``DriverOpenError`` naming the stream."""
+    try:
+        return telemetry_location(setting, width, height)
+    except ValueError as exc:
+        raise DriverOpenError(f"{name}: {exc}; set lepton_telemetry='off' or fix width/height") from exc
+
+
+def strip_lepton(
+    frame: np.ndarray[Any, np.dtype[np.uint16]], location: TelemetryLocation | None
+) -> tuple[np.ndarray[Any, np.dtype[np.uint16]], dict[str, Any]]:
+    """The image without telemetry rows, and the telemetry as frame metadata."""
+    if location is None:
+        return frame, {}
+    image, line_a = split_telemetry(frame, location)
+    return image, parse_line_a(line_a)
+
+
 class UvcThermalCamera(CaptureDriver[ThermalUvcSettings]):
-    """A Y16 UVC thermal camera; frames are HxW uint16 in ``settings.units``."""
+    """A Y16 UVC thermal camera; frames are HxW uint16 in ``settings.units``.
+
+    Opening runs in a worker bounded by ``open_timeout_s`` (V4L2 has no open timeout).
+    """
 
     modality = "thermal"
+    open_in_worker = True
     capture_factory: ClassVar[Any] = staticmethod(open_v4l2)
 
     def __init__(self, settings: ThermalUvcSettings) -> None:
         super().__init__(settings)
         self._readback: dict[str, Any] = {}
+        self._telemetry: TelemetryLocation | None = None
 
     def describe(self) -> str:
         return f"UVC thermal camera {self.settings.device}"
@@ -91,18 +117,47 @@ class UvcThermalCamera(CaptureDriver[ThermalUvcSettings]):
                 f"{s.name}: {s.device} refused Y16 (got {self._readback['fourcc']!r}); it is not "
                 "a radiometric UVC camera or needs its vendor's mode switch"
             )
+        try:
+            self._telemetry = lepton_location(s.name, s.lepton_telemetry, s.width, s.height)
+        except DriverOpenError:
+            cap.release()
+            raise
         return cap
 
     def _convert(self, frame: Any) -> tuple[np.ndarray[Any, Any], dict[str, Any]]:
         s = self.settings
-        return as_y16(frame, s.width, s.height), {"units": s.units}
+        image, meta = strip_lepton(as_y16(frame, s.width, s.height), self._telemetry)
+        return image, {"units": s.units, **meta}
 
     def _settings_in_force(self) -> dict[str, Any]:
-        return {**self._readback, **thermal_meta(self.settings, True)}
+        s = self.settings
+        rows = telemetry_rows(s.width) if self._telemetry else 0
+        return {
+            **self._readback,
+            **thermal_meta(s, True),
+            "lepton_telemetry": self._telemetry or "off",
+            "image_height": int(self._readback.get("height", s.height)) - rows,
+        }
 
 
 class RtspThermalCamera(CaptureDriver[ThermalRtspSettings]):
-    """A network thermal camera through FFmpeg with ``CONVERT_RGB`` off."""
+    """A network thermal camera through FFmpeg with ``CONVERT_RGB`` off.
+
+    OpenCV's FFmpeg backend hands out a decoded frame in its own format when ``CONVERT_RGB`` is
+    off: GRAY16LE arrives as HxW uint16, so a stream whose codec decodes to 16-bit grey stays
+    radiometric. Many IP thermal cameras stream only 8-bit H.264/MJPEG pictures (temperatures
+    come through their SDKs). Open reads one frame to tell which: an 8-bit stream is refused
+    unless ``units = "raw"`` says that the 8-bit picture is wanted (it is then recorded widened to
+    uint16 and flagged ``radiometric: False``), so nobody records pictures believing they are
+    temperatures.
+
+    Tested against gst-rtsp-server: JPEG 2000 (16-bit lossless) in MPEG-TS over RTP arrives
+    bit-exact as uint16, but FFmpeg (OpenCV 5.0's bundled build) cannot frame GStreamer's JPEG
+    2000 transport stream: each frame only comes out when the read timeout interrupts the read,
+    so that stream delivers one frame per ``stall_timeout_s`` (and opening takes the whole
+    ``open_timeout_s``). GStreamer's RTP raw-video payloader (RFC 4175) has no 16-bit grey format,
+    and FFmpeg decodes H.265 to 12 bits at most.
+    """
 
     modality = "thermal"
 
@@ -123,6 +178,16 @@ class RtspThermalCamera(CaptureDriver[ThermalRtspSettings]):
             cap.release()
             raise DriverOpenError(f"{self.name}: {self.describe()} opened but sent no frame")
         self._convert(frame)
+        if not self._radiometric and self.settings.units != "raw":
+            arr = np.asarray(frame)
+            cap.release()
+            raise DriverOpenError(
+                f"{self.name}: {self.describe()} delivers 8-bit video ({arr.dtype} {'x'.join(map(str, arr.shape))}),"
+                " not 16-bit radiometric data, so it holds no temperatures. OpenCV passes 16 bits "
+                "only for streams whose codec decodes to 16-bit grey; select the camera's "
+                "radiometric stream, or set units = 'raw' to record the 8-bit picture as "
+                "non-radiometric"
+            )
         return cap
 
     def _convert(self, frame: Any) -> tuple[np.ndarray[Any, Any], dict[str, Any]]:
@@ -141,7 +206,7 @@ class RtspThermalCamera(CaptureDriver[ThermalRtspSettings]):
         return {
             **self._capture_readback(),
             "url": redact(self.settings.url),
-            "transport": self.settings.transport,
+            "transport": stream_transport(self.settings),
             **thermal_meta(self.settings, radiometric),
         }
 
@@ -152,8 +217,18 @@ class PngThermalSequence(ReplayDriver[ThermalPngSettings]):
     modality = "thermal"
     default_image_fps = 9.0
 
+    def __init__(self, settings: ThermalPngSettings) -> None:
+        super().__init__(settings)
+        self._telemetry: TelemetryLocation | None = None
+
     def describe(self) -> str:
         return f"16-bit PNG sequence {self.settings.path}"
+
+    def _open(self) -> None:
+        super()._open()
+        cap = self._cap
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self._telemetry = lepton_location(self.name, self.settings.lepton_telemetry, width, height)
 
     def _convert(self, frame: Any) -> tuple[np.ndarray[Any, Any], dict[str, Any]]:
         arr = np.asarray(frame)
@@ -164,7 +239,12 @@ class PngThermalSequence(ReplayDriver[ThermalPngSettings]):
             )
         if arr.ndim == 3:
             arr = arr[..., 0]
-        return arr, {"units": self.settings.units}
+        image, meta = strip_lepton(arr, self._telemetry)
+        return image, {"units": self.settings.units, **meta}
 
     def _settings_in_force(self) -> dict[str, Any]:
-        return {**super()._settings_in_force(), **thermal_meta(self.settings, True)}
+        force = {**super()._settings_in_force(), **thermal_meta(self.settings, True)}
+        force["lepton_telemetry"] = self._telemetry or "off"
+        if "height" in force:
+            force["image_height"] = force["height"] - (telemetry_rows(force["width"]) if self._telemetry else 0)
+        return force

@@ -10,6 +10,7 @@ from drivers.settings.camera import NetworkStreamFields, ReplayFields
 from drivers.settings.common import CommonSettings, SerialPortSettings
 
 __all__ = [
+    "LeptonTelemetryFields",
     "ThermalPngSettings",
     "ThermalRtspSettings",
     "ThermalUartSettings",
@@ -38,23 +39,36 @@ class ThermalMetaFields(CommonSettings):
     distance_m: float | None = Field(default=None, gt=0, le=10000, description="Distance to the target, if known.")
 
 
-class ThermalUvcSettings(ThermalMetaFields):
+class LeptonTelemetryFields(CommonSettings):
+    """Whether Y16 frames carry FLIR Lepton telemetry rows (see ``drivers.lepton``)."""
+
+    lepton_telemetry: Literal["auto", "footer", "header", "off"] = Field(
+        default="auto",
+        description="Lepton telemetry rows in the frames: 'auto' strips and parses them when frames "
+        "are 160x122 (Lepton 3.x) or 80x63 (Lepton 2.x) as PureThermal boards send them; "
+        "'footer'/'header' where the camera puts them; 'off' keeps every row as image.",
+    )
+
+
+class ThermalUvcSettings(ThermalMetaFields, LeptonTelemetryFields):
     """A UVC thermal camera with Y16 output (e.g. FLIR Lepton on a PureThermal board)."""
 
     type: Literal["thermal-uvc"] = Field(description="Driver name.")
     device: str = Field(default="/dev/video0", description="V4L2 device path.")
     width: int = Field(default=160, ge=8, le=1280, description="Frame width.")
-    height: int = Field(default=120, ge=8, le=1024, description="Frame height.")
+    height: int = Field(
+        default=120, ge=8, le=1024, description="Frame height as sent (122 for a Lepton 3.x with telemetry rows)."
+    )
     fps: float = Field(default=9.0, gt=0, le=120, description="Frame rate.")
 
 
 class ThermalRtspSettings(ThermalMetaFields, NetworkStreamFields):
-    """An RTSP thermal camera; 16-bit streams stay 16-bit, 8-bit ones are flagged non-radiometric."""
+    """An RTSP thermal camera; 16-bit streams stay 16-bit, 8-bit ones are refused unless units = 'raw'."""
 
     type: Literal["thermal-rtsp"] = Field(description="Driver name.")
 
 
-class ThermalPngSettings(ThermalMetaFields, ReplayFields):
+class ThermalPngSettings(ThermalMetaFields, LeptonTelemetryFields, ReplayFields):
     """Replay of 16-bit PNG frames (printf pattern such as ir/%06d.png)."""
 
     type: Literal["thermal-png"] = Field(description="Driver name.")

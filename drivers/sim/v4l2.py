@@ -4,7 +4,8 @@ No V4L2 camera exists on CI machines, so the V4L2 and UVC-thermal drivers' setti
 logic is exercised against this model of what OpenCV's V4L2 backend does with a real UVC camera:
 size and rate are negotiated against the *current* pixel format (hence FOURCC first), unsupported
 requests snap to the nearest mode, controls clamp to their range, ``CONVERT_RGB`` off returns a
-Y16 buffer as raw bytes, and ``unplug()`` makes reads fail while ``isOpened()`` stays true.
+Y16 buffer as raw bytes, ``unplug()`` makes reads fail while ``isOpened()`` stays true, and
+``hang()`` makes opening block like a wedged USB device.
 """
 
 from __future__ import annotations
@@ -37,8 +38,15 @@ class SimV4l2Capture:
     """Implements the ``VideoCaptureLike`` protocol like a UVC camera on ``CAP_V4L2`` would."""
 
     unplugged: ClassVar[set[str]] = set()  # device paths whose "camera" is gone
+    hanging: ClassVar[dict[str, float]] = {}  # device path -> seconds an open blocks
+    last_opened: ClassVar[dict[str, SimV4l2Capture]] = {}  # device path -> newest capture
 
     def __init__(self, device: str, modes: dict[str, list[Mode]] | None = None) -> None:
+        delay = self.hanging.get(device, 0.0)
+        if delay:
+            time.sleep(delay)  # blocks the caller, as open(2) on a wedged device does
+        self.last_opened[device] = self
+        self.released = False
         self.device = device
         self.modes = modes or DEFAULT_MODES
         self.fourcc = next(iter(self.modes))
@@ -65,6 +73,14 @@ class SimV4l2Capture:
     def replug(cls, device: str) -> None:
         """Undo ``unplug``."""
         cls.unplugged.discard(device)
+
+    @classmethod
+    def hang(cls, device: str, seconds: float) -> None:
+        """Make every open of ``device`` block for ``seconds`` (0: open at once again)."""
+        if seconds:
+            cls.hanging[device] = seconds
+        else:
+            cls.hanging.pop(device, None)
 
     def _snap(self, width: float, height: float) -> None:
         modes = self.modes[self.fourcc]
@@ -170,3 +186,4 @@ class SimV4l2Capture:
     def release(self) -> None:
         """Close the device."""
         self._opened = False
+        self.released = True

@@ -1,4 +1,5 @@
-"""Real peers for the driver tests: pty pairs, socat, an RTSP server, PulseAudio, Modbus slave.
+"""Real peers for the driver tests: pty pairs, socat, RTSP and HTTP MJPEG servers, PulseAudio,
+Modbus slave.
 
 Every peer is private to the test run (temporary directories, free ports, its own
 ``XDG_RUNTIME_DIR``) and is stopped by its fixture, so tests never touch the machine's setup.
@@ -25,6 +26,8 @@ from pathlib import Path
 import pytest
 
 PEERS = Path(__file__).parent / "peers"
+# ALSA's 8-channel order: with the same map on sink, player and recorder nothing is remixed.
+MAP8 = "front-left,front-right,rear-left,rear-right,front-center,lfe,side-left,side-right"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
@@ -124,6 +127,8 @@ class RtspServer:
     args: list[str]
     proc: subprocess.Popen[str] | None = None
     stopped: bool = field(default=False)
+    python: str = SYSTEM_PYTHON
+    script: str = "rtsp_server.py"
 
     @property
     def url(self) -> str:
@@ -131,7 +136,7 @@ class RtspServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [SYSTEM_PYTHON, str(PEERS / "rtsp_server.py"), str(self.port), *self.args],
+            [self.python, str(PEERS / self.script), str(self.port), *self.args],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -161,6 +166,34 @@ class RtspServer:
         self.stopped = False
 
 
+@dataclass
+class MjpegServer(RtspServer):
+    """An HTTP MJPEG camera (``peers/mjpeg_server.py``, run by this venv's Python for cv2)."""
+
+    python: str = sys.executable
+    script: str = "mjpeg_server.py"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/video.mjpg"
+
+
+@pytest.fixture
+def mjpeg_server() -> Iterator[Callable[..., MjpegServer]]:
+    """Factory: ``mjpeg_server(width, height, fps)`` starts an HTTP MJPEG camera on a free port."""
+    servers: list[MjpegServer] = []
+
+    def start(width: int = 320, height: int = 240, fps: int = 10) -> MjpegServer:
+        server = MjpegServer(free_port(), [str(width), str(height), str(fps)])
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.kill()
+
+
 def _has_rtsp_server() -> str | None:
     if not Path(SYSTEM_PYTHON).exists():
         return "no system python3"
@@ -172,14 +205,14 @@ def _has_rtsp_server() -> str | None:
 
 @pytest.fixture
 def rtsp_server() -> Iterator[Callable[..., RtspServer]]:
-    """Factory: ``rtsp_server(width, height, fps)`` starts a server on a free port."""
+    """Factory: ``rtsp_server(width, height, fps, kind)`` starts a server on a free port."""
     reason = _has_rtsp_server()
     if reason:
         pytest.skip(reason)
     servers: list[RtspServer] = []
 
-    def start(width: int = 320, height: int = 240, fps: int = 10) -> RtspServer:
-        server = RtspServer(free_port(), [str(width), str(height), str(fps)])
+    def start(width: int = 320, height: int = 240, fps: int = 10, kind: str = "jpeg") -> RtspServer:
+        server = RtspServer(free_port(), [str(width), str(height), str(fps), kind])
         server.start()
         servers.append(server)
         return server
@@ -199,8 +232,15 @@ class PulseAudio:
     device: str = "fieldcap_pulse"
     players: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def play(self, raw_s16le: bytes, rate: int = 48000, channels: int = 2) -> None:
-        """Play interleaved s16le audio into the null sink (paced by the sink's clock)."""
+    def play(
+        self, raw_s16le: bytes, rate: int = 48000, channels: int = 2, sink: str = "fcnull", latency_ms: int = 20
+    ) -> None:
+        """Play interleaved s16le audio into a null sink (paced by the sink's clock).
+
+        ``fcnull`` (stereo) is recorded by the ALSA PCM ``fieldcap_pulse``, ``fcnull8`` (8 channels)
+        by ``fieldcap_pulse8``; at the sink's own rate and channel count the capture is bit-exact.
+        A player that underruns (a busy machine, short ``latency_ms``) leaves stretches of zeros.
+        """
         path = self.root / f"play{len(self.players)}.raw"
         path.write_bytes(raw_s16le)
         self.players.append(
@@ -212,8 +252,9 @@ class PulseAudio:
                     "--format=s16le",
                     f"--rate={rate}",
                     f"--channels={channels}",
-                    "--device=fcnull",
-                    "--latency-msec=20",
+                    f"--device={sink}",
+                    *([f"--channel-map={MAP8}"] if channels == 8 else []),
+                    f"--latency-msec={latency_ms}",
                     str(path),
                 ],
                 env=self.env,
@@ -255,10 +296,12 @@ def private_pulseaudio() -> Iterator[PulseAudio]:
     (root / "pa.pa").write_text(
         f"load-module module-native-protocol-unix socket={socket_path} auth-anonymous=1\n"
         "load-module module-null-sink sink_name=fcnull rate=48000 channels=2\n"
+        f"load-module module-null-sink sink_name=fcnull8 format=s16le rate=48000 channels=8 channel_map={MAP8}\n"
         "set-default-sink fcnull\nset-default-source fcnull.monitor\n"
     )
     (root / "asoundrc").write_text(
         "pcm.fieldcap_pulse { type pulse }\nctl.fieldcap_pulse { type pulse }\n"
+        "pcm.fieldcap_pulse8 { type pulse device fcnull8.monitor }\n"
         'pcm.fieldcap_file { type file slave.pcm "null" file "/dev/null" '
         f'infile "{root / "infile.raw"}" format "raw" }}\n'
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -11,7 +12,7 @@ import pytest
 
 from drivers import DriverOpenError, DriverTimeout, open_driver, parse_device_settings
 
-from .conftest import RtspServer, free_port
+from .conftest import SYSTEM_PYTHON, RtspServer, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -129,14 +130,50 @@ def test_credentials_come_from_a_file_and_never_show(tmp_path: object) -> None:
     assert redact(stream_url(s)) == "rtsp://cam:554/s"
 
 
-def test_thermal_rtsp_8bit_stream_is_flagged_non_radiometric(
+def test_thermal_rtsp_8bit_stream_is_refused_unless_units_raw(
     rtsp_server: Callable[..., RtspServer],
 ) -> None:
     server = rtsp_server(160, 120, 9)
-    with camera(server.url, type_="thermal-rtsp") as cam:
+    with pytest.raises(DriverOpenError, match=r"delivers 8-bit video \(uint8 120x160\).*units = 'raw'"):
+        camera(server.url, type_="thermal-rtsp")  # default units: centikelvin
+    with camera(server.url, type_="thermal-rtsp", units="raw") as cam:
         frame = cam.read(3)
         force = cam.settings_in_force()
     assert frame.payload.dtype == np.uint16 and frame.payload.shape == (120, 160)  # type: ignore[union-attr]
     assert frame.payload.max() <= 255  # type: ignore[union-attr]
     assert frame.meta["radiometric"] is False
     assert force["radiometric"] is False and force["units"] == "raw"
+
+
+def _gst_has(*elements: str) -> bool:
+    check = "import gi; gi.require_version('Gst', '1.0'); from gi.repository import Gst; Gst.init(None); " + "; ".join(
+        f"assert Gst.ElementFactory.find({e!r})" for e in elements
+    )
+    return subprocess.run([SYSTEM_PYTHON, "-c", check], capture_output=True, check=False).returncode == 0
+
+
+def test_thermal_rtsp_16bit_stream_arrives_bit_exact(rtsp_server: Callable[..., RtspServer]) -> None:
+    """16-bit grey over RTSP (JPEG 2000 lossless in MPEG-TS over RTP) stays uint16, bit-exact.
+
+    This documents a limit, too: FFmpeg cannot frame GStreamer's JPEG 2000 transport stream, so
+    the open waits out ``open_timeout_s`` probing and each frame only comes out when the read
+    timeout (``stall_timeout_s``) interrupts the read. The pixels are right; the rate is not.
+    """
+    if not _gst_has("openjpegenc", "mpegtsmux", "rtpmp2tpay"):
+        pytest.skip("GStreamer JPEG 2000 / MPEG-TS elements missing (apt install gstreamer1.0-plugins-bad)")
+    server = rtsp_server(160, 120, 9, "j2k16")
+    y, x = np.mgrid[0:120, 0:160]
+    expected = ((x * 257 + y * 509 + 1000) % 65536).astype(np.uint16)
+    with camera(server.url, type_="thermal-rtsp", open_timeout_s=3, stall_timeout_s=1) as cam:
+        frames = [cam.read(5) for _ in range(2)]
+        force = cam.settings_in_force()
+    for frame in frames:
+        img = frame.payload
+        assert isinstance(img, np.ndarray) and img.dtype == np.uint16 and img.shape == (120, 160)
+        assert img[0, 1] == 0xA5A5
+        got = img.copy()
+        got[0, :2] = expected[0, :2]
+        assert np.array_equal(got, expected)  # every 16-bit value exact, high byte included
+        assert frame.meta["units"] == "centikelvin"
+    assert frames[1].payload[0, 0] > frames[0].payload[0, 0]  # type: ignore[index]  # a newer frame
+    assert force["radiometric"] is True and force["pixel_format"] == "Y16"

@@ -3,12 +3,16 @@ device) and ALSA's ``file`` PCM (exact, unpaced content)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from typing import Any
 
 import numpy as np
 import pytest
 
-from drivers import DriverOpenError, open_driver, parse_device_settings
+from drivers import DriverOpenError, DriverTimeout, open_driver, parse_device_settings
+from drivers.microphone import Microphone
+from drivers.settings import MicrophoneSettings
 
 from .conftest import PulseAudio
 
@@ -88,3 +92,64 @@ def test_unsupported_channel_count_is_a_clear_error(pulse: PulseAudio) -> None:
         open_driver(
             parse_device_settings({"name": "m", "type": "microphone", "device": "fieldcap_pulse", "channels": 64})
         )
+
+
+class StallingMicrophone(Microphone):
+    """A microphone whose audio callback blocks once, like a starved or GC-paused thread."""
+
+    stall_after_blocks = 40
+    stall_s = 8.0
+
+    def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
+        super()._callback(indata, frames, time_info, status)
+        if self._index == self.stall_after_blocks * frames:
+            time.sleep(self.stall_s)
+
+
+def test_stall_longer_than_the_server_buffer_is_a_counted_drop(pulse: PulseAudio) -> None:
+    """A real overflow: PulseAudio keeps 4 MiB of a record stream (5.5 s of 8 x 48 kHz int16),
+    so an 8 s callback stall loses ~2.5 s inside the server, which PortAudio never flags. The
+    ramp played in (a frame counter in channels 0 and 1) tells exactly how much was lost."""
+    channels, seconds = 8, 18
+    counter = np.arange(RATE * seconds)
+    ramp = np.zeros((len(counter), channels), "<i2")
+    ramp[:, 0] = counter & 0x7FFF
+    ramp[:, 1] = counter >> 15
+    pulse.play(ramp.tobytes(), channels=channels, sink="fcnull8", latency_ms=1000)
+    settings = parse_device_settings(
+        {"name": "booth", "type": "microphone", "device": "fieldcap_pulse8", "channels": channels, "queue_s": 30}
+    )
+    assert isinstance(settings, MicrophoneSettings)
+    with StallingMicrophone(settings) as drv:
+        blocks = []
+        deadline = time.monotonic() + 14
+        while time.monotonic() < deadline:
+            with contextlib.suppress(DriverTimeout):
+                blocks.append(drv.read(1))
+        stats = drv.stats
+    content = np.concatenate([b.payload for b in blocks]).astype(np.int64)  # type: ignore[misc]
+    played = content[:, 0] | content[:, 1] << 15
+    frame_no = np.flatnonzero(played)  # zeros: silence before the player started, or its underruns
+    played = played[frame_no]
+    jumps = np.flatnonzero(np.diff(played) != 1)
+    assert len(jumps) == 1  # one hole, everything else contiguous and exact
+    true_lost = int(played[jumps[0] + 1] - played[jumps[0]] - 1)
+    hole_at = int(frame_no[jumps[0] + 1])  # first captured frame after the hole
+    assert 1.5 * RATE < true_lost < 3.5 * RATE
+    marked = [b for b in blocks if b.meta.get("overflow")]
+    assert len(marked) == 1
+    hole = marked[0]
+    assert abs(hole.meta["lost_frames"] - true_lost) < 0.05 * RATE  # measured from arrival times
+    assert hole.meta["loss_detected_by"] == "arrival-timing"
+    # the hole is placed at the block boundary nearest to where it really is, and device_time
+    # keeps the device's timeline: the block after the hole is numbered past it
+    frames_before = sum(len(b.payload) for b in blocks[: blocks.index(hole)])  # type: ignore[arg-type]
+    assert abs(frames_before - hole_at) <= 1024
+    assert hole.device_time == frames_before + hole.meta["lost_frames"]
+    assert hole.meta["clock_segment"] > blocks[0].meta["clock_segment"]
+    assert stats.overflows == 1
+    assert stats.drops == pytest.approx(true_lost / 1024, abs=3)  # counted in blocks
+    assert "lost before capture" in (stats.last_error or "")
+    # time stamps stay on the host clock across the hole (within the detection tolerance)
+    span = (blocks[-1].t_mono_ns - blocks[0].t_mono_ns) / 1e9
+    assert span == pytest.approx((blocks[-1].device_time - blocks[0].device_time) / RATE, abs=0.1)  # type: ignore[operator]
