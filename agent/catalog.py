@@ -25,7 +25,16 @@ from sync.outbox import BlobRef
 __all__ = ["PRIORITY", "CaptureRow", "Catalog", "new_record_id", "utc_now"]
 
 # Lower numbers go first: the small records that say what happened before the media itself.
-PRIORITY = {"event": 0, "verdict": 1, "session": 1, "stream": 1, "capture": 2, "annotation": 3, "readings": 3}
+PRIORITY = {
+    "event": 0,
+    "verdict": 1,
+    "channel_verdict": 1,
+    "session": 1,
+    "stream": 1,
+    "capture": 2,
+    "annotation": 3,
+    "readings": 3,
+}
 
 
 def new_record_id() -> str:
@@ -204,6 +213,20 @@ class Catalog(OutboxRows):
         detail: Mapping[str, Any] | None = None,
     ) -> str:
         """Record a drop, overflow, eviction, salvage or operator action; it is synced like data."""
+        with self.transaction() as conn:
+            return self._insert_event(conn, kind, message, stream=stream, count=count, detail=detail)
+
+    def _insert_event(
+        self,
+        conn: sqlite3.Connection,
+        kind: str,
+        message: str,
+        *,
+        stream: str | None = None,
+        count: int = 1,
+        detail: Mapping[str, Any] | None = None,
+    ) -> str:
+        """The ``events`` row and its outbox row, inside the caller's transaction."""
         record_id = new_record_id()
         row = {
             "record_id": record_id,
@@ -217,12 +240,8 @@ class Catalog(OutboxRows):
         }
         body = {k: v for k, v in row.items() if k != "detail_json"}
         body["detail"] = dict(detail or {})
-        with self.transaction() as conn:
-            conn.execute(
-                f"INSERT INTO events ({','.join(row)}) VALUES ({','.join('?' * len(row))})",
-                tuple(row.values()),
-            )
-            self._outbox(conn, record_id, "event", body)
+        conn.execute(f"INSERT INTO events ({','.join(row)}) VALUES ({','.join('?' * len(row))})", tuple(row.values()))
+        self._outbox(conn, record_id, "event", body)
         return record_id
 
     def add_verdict(
@@ -290,6 +309,58 @@ class Catalog(OutboxRows):
                 abody["geometry"] = ann.get("geometry")
                 self._outbox(conn, ann_id, "annotation", abody)
         return record_id
+
+    def add_channel_verdicts(self, capture_id: str, channels: Sequence[Mapping[str, Any]]) -> str:
+        """Commit the per-channel (per-microphone) verdicts of a capture as one ``channel_verdict`` record.
+
+        Each item has ``channel``, ``mic``, ``profile``, ``profile_version``, ``verdict``, ``reasons``
+        and ``metrics``. The capture's own verdict (``add_verdict``) is not touched.
+        """
+        record_id = new_record_id()
+        now = utc_now()
+        rows = [
+            {
+                "capture_id": capture_id,
+                "channel": int(ch["channel"]),
+                "mic": str(ch["mic"]),
+                "record_id": record_id,
+                "profile": ch["profile"],
+                "profile_version": ch["profile_version"],
+                "verdict": ch["verdict"],
+                "reasons_json": json.dumps(list(ch["reasons"])),
+                "metrics_json": json.dumps(dict(ch["metrics"]), default=str, sort_keys=True),
+                "created_utc": now,
+            }
+            for ch in channels
+        ]
+        body = {
+            "capture_id": capture_id,
+            "channels": [
+                {k: ch[k] for k in ("channel", "mic", "profile", "profile_version", "verdict", "reasons", "metrics")}
+                for ch in channels
+            ],
+        }
+        with self.transaction() as conn:
+            for row in rows:
+                conn.execute(
+                    f"INSERT INTO channel_verdicts ({','.join(row)}) VALUES ({','.join('?' * len(row))})",
+                    tuple(row.values()),
+                )
+            self._outbox(conn, record_id, "channel_verdict", body)
+        return record_id
+
+    def channel_unscreened(self, limit: int) -> list[sqlite3.Row]:
+        """Multi-channel audio takes with media and no per-channel verdicts yet, oldest first."""
+        return list(
+            self.conn.execute(
+                "SELECT c.record_id, c.stream, c.stream_id, c.session_id, c.path, c.meta_json FROM captures c"
+                " WHERE c.kind = 'take' AND c.modality = 'audio' AND c.path IS NOT NULL"
+                " AND c.media_deleted_utc IS NULL AND COALESCE(json_extract(c.meta_json, '$.channels'), 1) > 1"
+                " AND NOT EXISTS (SELECT 1 FROM channel_verdicts cv WHERE cv.capture_id = c.record_id)"
+                " ORDER BY c.t_start_mono_ns LIMIT ?",
+                (limit,),
+            )
+        )
 
     def upsert_device(self, name: str, driver: str, modality: str, settings: Mapping[str, Any]) -> None:
         with self.transaction() as conn:
@@ -400,6 +471,23 @@ class Catalog(OutboxRows):
             if cur.rowcount != 1:
                 raise CatalogError(f"no session {session_id!r} in {self.path}")
             self._outbox(conn, record_id, "session", self._session_body(conn, session_id, "end"))
+        return record_id
+
+    def reopen_session_row(
+        self, session_id: str, changes: Mapping[str, Any], *, event: str, message: str, detail: Mapping[str, Any]
+    ) -> str:
+        """Reopen an ended session: its fields, its ``reopen`` record and an audit event, in one transaction."""
+        record_id = new_record_id()
+        sets = ", ".join(f"{k} = ?" for k in changes)
+        with self.transaction() as conn:
+            cur = conn.execute(
+                f"UPDATE sessions SET {sets} WHERE session_id = ? AND ended_utc IS NOT NULL",
+                (*changes.values(), session_id),
+            )
+            if cur.rowcount != 1:
+                raise CatalogError(f"no ended session {session_id!r} in {self.path}")
+            self._outbox(conn, record_id, "session", self._session_body(conn, session_id, "reopen"))
+            self._insert_event(conn, event, message, detail=detail)
         return record_id
 
     @staticmethod

@@ -266,3 +266,34 @@ def m0003_operations_indexes(db: Database) -> None:
         CREATE INDEX IF NOT EXISTS outbox_blob_state ON outbox(blob_state) WHERE blob_state IN ('pending', 'sent');
         """
     )
+
+
+@catalog_migrations(name="0004_channel_verdicts")
+def m0004_channel_verdicts(db: Database) -> None:
+    """Per-microphone QC verdicts of multi-channel audio takes, beside the per-capture verdict.
+
+    ``verdicts`` keeps one verdict per capture (the worst channel's), which sync and the rest of the
+    agent use. A booth records near and mid microphones as two channels of one take, and the
+    operator needs to know which of them failed, so each channel's own screening is kept here: one
+    row per (capture, channel), all channels of a capture synced as one ``channel_verdict`` record.
+    The partial index lets the booth find takes still to be screened per channel without scanning
+    the frames and segments of a long-running daemon.
+    """
+    db.executescript(
+        """
+        CREATE TABLE channel_verdicts (
+            capture_id TEXT NOT NULL REFERENCES captures(record_id),
+            channel INTEGER NOT NULL,
+            mic TEXT NOT NULL,
+            record_id TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            profile_version TEXT NOT NULL,
+            verdict TEXT NOT NULL CHECK (verdict IN ('pass', 'fail', 'review')),
+            reasons_json TEXT NOT NULL,
+            metrics_json TEXT NOT NULL,
+            created_utc TEXT NOT NULL,
+            PRIMARY KEY (capture_id, channel)
+        );
+        CREATE INDEX IF NOT EXISTS captures_takes ON captures(t_start_mono_ns) WHERE kind = 'take';
+        """
+    )

@@ -16,7 +16,13 @@ This is the API the booth UI calls::
     take = sessions.retake(info.session_id, "item-007")   # supersedes the previous take
     sessions.end_session(info.session_id)
 
-State lives in the catalog, so a booth that crashed resumes with ``resume_session``.
+State lives in the catalog, so a booth that crashed resumes with ``resume_session``. An ended
+session can be reopened (``reopen_session``, what ``fieldcap rerecord`` does when a reviewer asks
+for items again later): the takes go into the same session, superseding its older takes, so its
+coverage and history stay in one place. Nothing of the first ending is lost: it moves into the
+session's metadata (``reopened``, then ``reopenings`` once it ends again), a ``session_reopened``
+event is recorded, and the central side receives ``start``, ``end``, ``reopen`` and ``end``
+session records in turn.
 """
 
 from __future__ import annotations
@@ -234,11 +240,66 @@ class Sessions:
         with self.open_catalog() as cat:
             row = self._row(cat, session_id)
         if row["ended_utc"] is not None:
-            raise SessionError(f"session {session_id} ended at {row['ended_utc']}; start a new session instead")
+            raise SessionError(
+                f"session {session_id} ended at {row['ended_utc']}; start a new session, or reopen it to add takes"
+                " (`fieldcap rerecord`)"
+            )
         with self._lock:
             if session_id not in self._active:
                 self._active.append(session_id)
         return SessionInfo.from_row(row)
+
+    def reopen_session(self, session_id: str, *, by: str, reason: str = "") -> SessionInfo:
+        """Open an ended session again so that takes can be added to it (an open one is just resumed).
+
+        The previous end (time, reason, environment, clock health) is kept in ``meta["reopened"]``
+        and in a ``session_reopened`` event; ``end_session`` later moves it to ``meta["reopenings"]``.
+        """
+        t_mono = time.monotonic_ns()
+        with self.open_catalog() as cat:
+            row = self._row(cat, session_id)
+            if row["ended_utc"] is not None:
+                row = self._reopen(cat, row, t_mono, by=by, reason=reason)
+        with self._lock:
+            if session_id not in self._active:
+                self._active.append(session_id)
+        return SessionInfo.from_row(row)
+
+    def _reopen(self, cat: Catalog, row: Any, t_mono: int, *, by: str, reason: str) -> Any:
+        """Clear the end fields, keeping them in the metadata and an event; return the new row."""
+        session_id = row["session_id"]
+        meta = json.loads(row["meta_json"] or "{}")
+        previous_end = {
+            "ended_utc": row["ended_utc"],
+            "ended_mono_ns": row["ended_mono_ns"],
+            "end_reason": meta.pop("end_reason", None),
+            "environment_end": json.loads(row["environment_end_json"] or "null"),
+            "clock_end": json.loads(row["clock_end_json"] or "null"),
+        }
+        now = utc_now()
+        meta["reopened"] = {
+            "reopened_utc": now,
+            "reopened_mono_ns": t_mono,
+            "by": by,
+            "reason": reason,
+            "clock": self.clock.entry_at(t_mono).health.as_dict(),
+            "previous_end": previous_end,
+        }
+        cat.reopen_session_row(
+            session_id,
+            {
+                "ended_utc": None,
+                "ended_mono_ns": None,
+                "environment_end_json": None,
+                "clock_end_json": None,
+                "meta_json": json.dumps(meta, sort_keys=True, default=str),
+            },
+            event="session_reopened",
+            message=f"session {session_id} (ended {row['ended_utc']}) reopened by {by}"
+            + (f": {reason}" if reason else ""),
+            detail={"session_id": session_id, "by": by, "reason": reason, "previous_end": previous_end},
+        )
+        return cat.session(session_id)
 
     def end_session(self, session_id: str, *, reason: str = "ended") -> SessionInfo:
         """Close a session, recording the environment and clock health at its end."""
@@ -252,10 +313,13 @@ class Sessions:
             if row["ended_utc"] is None:
                 meta = json.loads(row["meta_json"] or "{}")
                 meta["end_reason"] = reason
+                now = utc_now()
+                if "reopened" in meta:  # ending a reopened session: its earlier life goes to the history
+                    meta.setdefault("reopenings", []).append({**meta.pop("reopened"), "ended_again_utc": now})
                 cat.end_session_row(
                     session_id,
                     {
-                        "ended_utc": utc_now(),
+                        "ended_utc": now,
                         "ended_mono_ns": t_mono,
                         "environment_end_json": json.dumps(self.environment(cat), sort_keys=True, default=str),
                         "clock_end_json": json.dumps(self.clock.entry_at(t_mono).health.as_dict(), sort_keys=True),

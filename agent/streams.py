@@ -87,6 +87,7 @@ def _unprefixed(name: str, message: str) -> str:
     return message.removeprefix(f"{name}: ")
 
 
+# ``Agent.make_recorder`` (the documented extension point that subclasses such as the booth override).
 MakeRecorder = Callable[[str, str, CaptureSettings, dict[str, Any]], StreamRecorder]
 
 

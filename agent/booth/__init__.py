@@ -3,8 +3,9 @@
 ``fieldcap booth`` runs a full-screen terminal UI (``ui``) over a state machine (``session``) that
 drives the sessions API of the booth's own agent (``station``: the daemon's pipeline, so takes are
 screened, kept and synced exactly like any capture). Prompt scripts come from ``scripts``, the
-live meter from ``levels``; ``records``, ``coverage`` and ``review`` read what the catalog knows,
-which is all the state there is. The click commands are in ``commands``.
+live meter from ``levels``, the per-microphone QC of each take from ``channel_qc``; ``records``,
+``coverage`` and ``review`` read what the catalog knows, which is all the state there is. The click
+commands are in ``commands``.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ in one line saying what and where, and exit status 1.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
@@ -25,6 +26,7 @@ __all__ = ["booth_command", "coverage_command", "rerecord_command", "review_comm
 
 DEFAULT_CONFIG = "/etc/fieldcap/agent.toml"
 EXIT_INCOMPLETE = 2
+REREC_END = "re-recorded"  # the end reason of a session ended again after `fieldcap rerecord` reopened it
 
 
 class _UserError(click.ClickException):
@@ -101,14 +103,25 @@ def _need_tty() -> None:
         )
 
 
-def _sitting(station: Any, booth: Any, sync_wait: float) -> int:
-    """Run the UI, then stop the agent (QC finished, sync given ``sync_wait``) and say where things stand."""
+def _sitting(station: Any, booth: Any, sync_wait: float, *, end_reason: str | None = None) -> int:
+    """Run the UI, then stop the agent (QC finished, sync given ``sync_wait``) and say where things stand.
+
+    ``end_reason``: end the session when the UI is done (a session ``rerecord`` reopened).
+    """
     from agent.booth.ui import run_ui
 
     try:
-        run_ui(booth)
-    finally:
-        booth.close()
+        try:
+            run_ui(booth)
+        finally:
+            try:
+                booth.close()
+            finally:
+                if end_reason is not None:
+                    _end_again(station, booth.session.session_id, end_reason)
+    except BaseException:
+        station.close(sync_wait_s=0.0)
+        raise
     result = station.close(sync_wait_s=sync_wait, progress=click.echo)
     from agent.catalog import Catalog
 
@@ -130,6 +143,12 @@ def _sitting(station: Any, booth: Any, sync_wait: float) -> int:
     else:
         click.echo("everything recorded is confirmed by the central store")
     return 0
+
+
+def _end_again(station: Any, session_id: str, reason: str) -> None:
+    """End a session that was reopened for re-recording (it was ended before; it stays so)."""
+    info = station.sessions.end_session(session_id, reason=reason)
+    click.echo(f"session {session_id} ended again at {info.ended_utc[:19]}")
 
 
 def _open_station(config: Any, config_file: str, notes: list[str]) -> Any:
@@ -270,12 +289,14 @@ def rerecord_command(
     """Record ITEMS of booth SESSION again (an id, a unique prefix, or 'latest').
 
     The prompts are shown again as the script had them; each new take supersedes the item's
-    newest take, which stays in the catalog (and centrally) as a superseded version.
+    newest take, which stays in the catalog (and centrally) as a superseded version. A session
+    that was ended is reopened for this (recorded as an event, its first end kept) and ended
+    again when you quit.
     """
 
     def run() -> int:
         from agent.booth.coverage import session_coverage
-        from agent.booth.records import resolve_booth_session
+        from agent.booth.records import BoothSessionRow, resolve_booth_session
         from agent.booth.session import Booth
         from agent.booth.station import booth_config
 
@@ -284,11 +305,6 @@ def rerecord_command(
         with _catalog(config_file or _default_config(), None) as cat:
             row = resolve_booth_session(cat, session)
             cov = session_coverage(cat, row)
-        if row.ended_utc is not None:
-            raise _UserError(
-                f"session {row.session_id} was ended at {row.ended_utc[:19]}; re-recording adds takes to an open"
-                " session, so record these items in a new one (`fieldcap booth ... --new`)"
-            )
         known = {i.item_id: i for i in row.items}
         unknown = [i for i in items if i not in known]
         if unknown:
@@ -305,19 +321,34 @@ def rerecord_command(
                 return 1
         _need_tty()
         chosen = [known[i] for i in dict.fromkeys(items)]
+        # An ended session is reopened and ended again at the end; so is one that an earlier rerecord
+        # reopened and then could not end (it was killed).
+        end_again = row.ended_utc is not None or "reopened" in row.meta
         station = _open_station(config, file, notes)
         booth = None
         try:
-            station.sessions.resume_session(row.session_id)
+            if row.ended_utc is not None:
+                click.echo(
+                    f"session {row.session_id} was ended at {row.ended_utc[:19]}; reopening it for these takes"
+                    " (it is ended again when you quit)"
+                )
+            station.sessions.reopen_session(row.session_id, by="fieldcap rerecord", reason=f"items {', '.join(items)}")
+            with station.catalog() as cat:
+                row = BoothSessionRow.from_row(cat.session(row.session_id))
             booth = Booth(station, row, chosen, countdown_s=countdown, mic_test=not no_mic_test, rerecord=True)
             click.echo("loading the QC models ...")
             booth.qc.warm(station.streams[0].profile, station.streams[0].sample_rate)
         except BaseException:
-            if booth is not None:
-                booth.close()
-            station.close(sync_wait_s=0.0)
+            try:
+                if booth is not None:
+                    booth.close()
+                if end_again and station.agent is not None:
+                    with contextlib.suppress(FieldcapError):
+                        station.sessions.end_session(row.session_id, reason=REREC_END)
+            finally:
+                station.close(sync_wait_s=0.0)
             raise
-        return _sitting(station, booth, sync_wait)
+        return _sitting(station, booth, sync_wait, end_reason=REREC_END if end_again else None)
 
     _guarded(run)
 
@@ -340,11 +371,11 @@ def _sessions(cat: Any, session: str | None) -> list[Any]:
 @click.option("--failed", is_flag=True, help="Only takes that failed QC (or failed to record).")
 @config_option
 @data_dir_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per take and stream per line.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per take and microphone per line.")
 def review_command(
     session: str | None, failed: bool, config_file: Path | None, data_dir: Path | None, as_json: bool
 ) -> None:
-    """Booth takes with their QC verdicts, metrics and reasons (superseded takes included, marked)."""
+    """Booth takes with their QC verdicts, metrics and reasons, per microphone (superseded takes marked)."""
 
     def run() -> int:
         from agent.booth.review import review_rows, review_tables
@@ -401,7 +432,8 @@ def coverage_command(session: str | None, config_file: Path | None, data_dir: Pa
                 f" cells covered - {state}"
             )
             for cell in cov.missing:
-                extra = f" ({'; '.join(cell.reasons)})" if cell.reasons else ""
+                whole = "whole take: " if cell.scope == "take" else ""
+                extra = f" ({whole}{'; '.join(cell.reasons)})" if cell.reasons else ""
                 take = f" take {cell.take_no}" if cell.take_no else ""
                 click.echo(f"  {cell.item_id}  round {cell.round}  {cell.mic}:{take} {cell.status}{extra}")
         return 0 if complete else EXIT_INCOMPLETE

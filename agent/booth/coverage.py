@@ -1,12 +1,14 @@
 """Coverage: which script item x round x microphone still lacks an accepted take.
 
 A cell (item, round, microphone) is covered when the item's newest take (retakes supersede older
-ones) finished, has a capture from the microphone's stream, and the operator accepted it — and the
-agent's QC verdict of that capture is in and did not fail, unless the operator accepted it knowing
-it had failed (an override, recorded as such). Near and mid microphones that are two channels of one
-stream share that stream's capture and verdict (the QC verdict of a multi-channel take is its worst
-channel's), so a failed mid channel makes the near channel's cell uncovered too: the take is
-retaken with both microphones, as they were recorded together.
+ones) finished, has a capture from the microphone's stream, and the operator accepted it — and QC
+did not fail that microphone, unless the operator accepted the take knowing it had failed (an
+override, recorded as such). Near and mid microphones are two channels of one take capture: each
+cell is judged by its own channel's verdict (``channel_qc``), so a noisy mid microphone leaves the
+mid cell uncovered and says so while the near cell counts. Until a take has been screened per
+microphone, and for a take failure no single channel explains, every microphone of the take
+carries the whole take's verdict (``records.mic_verdict``). Retaking an item records both
+microphones again, as they are recorded together.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from agent.booth.records import BoothSessionRow, Mic, TakeFacts, session_takes, skipped_items
+from agent.booth.records import BoothSessionRow, Mic, TakeFacts, mic_verdict, session_takes, skipped_items
 from agent.catalog import Catalog
 
 __all__ = ["ACCEPTED_QC_PENDING", "Cell", "SessionCoverage", "cell_status", "latest_takes", "session_coverage"]
@@ -34,6 +36,7 @@ class Cell:
     take_id: str | None = None
     verdict: str | None = None
     reasons: tuple[str, ...] = ()
+    scope: str | None = None  # "microphone": the cell's own channel was judged; "take": the whole take's verdict
 
 
 @dataclass
@@ -95,7 +98,7 @@ def cell_status(take: TakeFacts | None, mic: Mic, *, skipped: bool = False) -> t
         return False, f"take {take.take_no} {take.status}"
     if mic.stream not in take.captures:
         return False, f"take {take.take_no} has no capture from {mic.stream}"
-    verdict = take.verdicts.get(mic.stream)
+    verdict, _ = mic_verdict(take, mic)
     if not take.accepted:
         if verdict is None:
             return False, "QC pending, not accepted yet"
@@ -127,7 +130,7 @@ def session_coverage(
         take = newest.get((item, session.round_no))
         for mic in mics:
             ok, status = cell_status(take, mic, skipped=item in skipped)
-            verdict = take.verdicts.get(mic.stream) if take else None
+            verdict, scope = mic_verdict(take, mic) if take else (None, None)
             cells.append(
                 Cell(
                     session_id=session.session_id,
@@ -140,6 +143,7 @@ def session_coverage(
                     take_id=take.take_id if take else None,
                     verdict=verdict.verdict if verdict else None,
                     reasons=verdict.reasons if verdict else (),
+                    scope=scope if verdict else None,
                 )
             )
     return SessionCoverage(session, cells)

@@ -2,10 +2,11 @@
 
 The booth keeps no state of its own. A session's script items and microphones are in the session's
 metadata, every take is a ``takes`` row (a retake supersedes, nothing is overwritten), the QC
-verdicts are ``verdicts`` rows of the take captures, and the operator's decisions (accept, skip)
-are ``events`` rows of kind ``booth_decision`` — the audit log, synced like everything else. So a
-booth that crashed or quit resumes exactly where it was, and ``review`` and ``coverage`` read the
-same facts.
+verdicts are ``verdicts`` rows of the take captures (one per capture, its worst channel's) and
+``channel_verdicts`` rows (one per microphone, see ``channel_qc``), and the operator's decisions
+(accept, skip) are ``events`` rows of kind ``booth_decision`` — the audit log, synced like
+everything else. So a booth that crashed or quit resumes exactly where it was, and ``review`` and
+``coverage`` read the same facts.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "TakeFacts",
     "VerdictFacts",
     "booth_sessions",
+    "mic_verdict",
     "record_decision",
     "resolve_booth_session",
     "session_takes",
@@ -84,6 +86,7 @@ class VerdictFacts:
     metrics: dict[str, Any]
     profile: str
     profile_version: str
+    mic: str | None = None  # the microphone of a channel verdict; None for a capture's (whole take's)
 
 
 @dataclass
@@ -103,12 +106,64 @@ class TakeFacts:
     paths: dict[str, str | None] = field(default_factory=dict)  # stream -> media path (data-dir relative)
     states: dict[str, str] = field(default_factory=dict)  # stream -> committed / synced / confirmed
     verdicts: dict[str, VerdictFacts] = field(default_factory=dict)  # stream -> verdict of its capture
+    channels: dict[str, int] = field(default_factory=dict)  # stream -> channels in its capture
+    channel_verdicts: dict[str, dict[int, VerdictFacts]] = field(default_factory=dict)  # stream -> channel -> verdict
     superseded_by: str | None = None
     decision: dict[str, Any] | None = None  # the newest accept decision for this take
 
     @property
     def accepted(self) -> bool:
         return self.decision is not None and self.decision.get("decision") == "accept"
+
+    @property
+    def judged(self) -> bool:
+        """Every capture of the take has the agent's verdict."""
+        return bool(self.verdicts) and set(self.verdicts) == set(self.captures)
+
+    @property
+    def judged_per_mic(self) -> bool:
+        """Every multi-channel capture of the take has been screened per microphone too."""
+        return all(self.channel_verdicts.get(s) for s in self.captures if self.channels.get(s, 1) > 1)
+
+    def verdicts_by_mic(self) -> dict[str, VerdictFacts]:
+        """What QC says, by microphone where that is known, else by stream (the whole take's verdict)."""
+        out: dict[str, VerdictFacts] = {}
+        for stream, capture in sorted(self.verdicts.items()):
+            own = self.channel_verdicts.get(stream)
+            if self.channels.get(stream, 1) > 1 and own and not _unattributed(capture, own):
+                out.update({v.mic or f"{stream}:ch{c}": v for c, v in sorted(own.items())})
+            else:
+                out[stream] = capture
+        return out
+
+    def labelled_reasons(self) -> list[str]:
+        """Every QC reason prefixed with the microphone (or stream) it is about."""
+        return [f"{label}: {r}" for label, v in self.verdicts_by_mic().items() for r in v.reasons]
+
+
+def _unattributed(capture: VerdictFacts, own: dict[int, VerdictFacts]) -> bool:
+    """The take failed, but no channel screened on its own did: the failure is the whole take's."""
+    return capture.verdict == "fail" and all(v.verdict != "fail" for v in own.values())
+
+
+def mic_verdict(take: TakeFacts, mic: Mic) -> tuple[VerdictFacts | None, str]:
+    """The QC verdict that applies to one microphone of a take, and its scope.
+
+    Scope ``microphone``: the channel screened on its own (or the capture of a one-channel stream).
+    Scope ``take``: the whole take's verdict (its worst channel's), used until per-microphone QC
+    has run (older takes, a booth that quit first) and for a failure no single channel explains,
+    so a cell is never judged more leniently than the take. Nothing is known before the capture's
+    own verdict is in: that one is authoritative (it is the one that syncs).
+    """
+    capture = take.verdicts.get(mic.stream)
+    if capture is None:
+        return None, "take"
+    if take.channels.get(mic.stream, 1) <= 1:
+        return capture, "microphone"
+    own = take.channel_verdicts.get(mic.stream, {})
+    if mic.channel not in own or _unattributed(capture, own):
+        return capture, "take"
+    return own[mic.channel], "microphone"
 
 
 def booth_sessions(cat: Catalog, *, open_only: bool = False) -> list[BoothSessionRow]:
@@ -211,9 +266,9 @@ def session_takes(cat: Catalog, session_id: str) -> list[TakeFacts]:
     by_capture = {cid: (t, s) for t in takes.values() for s, cid in t.captures.items()}
     if by_capture:
         rows = cat.conn.execute(
-            "SELECT c.record_id, c.path, c.state, v.verdict, v.reasons_json, v.metrics_json, v.profile,"
-            " v.profile_version FROM captures c LEFT JOIN verdicts v ON v.capture_id = c.record_id"
-            " WHERE c.session_id = ? AND c.kind = 'take'",
+            "SELECT c.record_id, c.path, c.state, json_extract(c.meta_json, '$.channels') AS channels, v.verdict,"
+            " v.reasons_json, v.metrics_json, v.profile, v.profile_version FROM captures c"
+            " LEFT JOIN verdicts v ON v.capture_id = c.record_id WHERE c.session_id = ? AND c.kind = 'take'",
             (session_id,),
         )
         for r in rows:
@@ -223,19 +278,35 @@ def session_takes(cat: Catalog, session_id: str) -> list[TakeFacts]:
             take, stream = found
             take.paths[stream] = r["path"]
             take.states[stream] = r["state"]
+            take.channels[stream] = int(r["channels"] or 1)
             if r["verdict"] is not None:
-                take.verdicts[stream] = VerdictFacts(
-                    r["verdict"],
-                    tuple(json.loads(r["reasons_json"])),
-                    json.loads(r["metrics_json"]),
-                    r["profile"],
-                    r["profile_version"],
-                )
+                take.verdicts[stream] = _verdict(r)
+        rows = cat.conn.execute(
+            "SELECT cv.* FROM channel_verdicts cv JOIN captures c ON c.record_id = cv.capture_id"
+            " WHERE c.session_id = ? AND c.kind = 'take' ORDER BY cv.capture_id, cv.channel",
+            (session_id,),
+        )
+        for r in rows:
+            found = by_capture.get(r["capture_id"])
+            if found is not None:
+                take, stream = found
+                take.channel_verdicts.setdefault(stream, {})[int(r["channel"])] = _verdict(r, mic=r["mic"])
     for d in decisions(cat, session_id):
         decided = takes.get(str(d.get("take_id")))
         if decided is not None and d.get("decision") == "accept":
             decided.decision = d
     return list(takes.values())
+
+
+def _verdict(r: Any, *, mic: str | None = None) -> VerdictFacts:
+    return VerdictFacts(
+        r["verdict"],
+        tuple(json.loads(r["reasons_json"])),
+        json.loads(r["metrics_json"]),
+        r["profile"],
+        r["profile_version"],
+        mic,
+    )
 
 
 def skipped_items(cat: Catalog, session_id: str) -> set[str]:

@@ -86,16 +86,16 @@ class CheckedTake:
 
     @property
     def full_verdict(self) -> str | None:
-        if self.full is None or not self.full.verdicts or set(self.full.verdicts) != set(self.full.captures):
+        """The agent's verdict, per microphone once each channel is screened (the worst of them)."""
+        if self.full is None or not self.full.judged:
             return None
-        return worst([v.verdict for v in self.full.verdicts.values()])
+        return worst([v.verdict for v in self.full.verdicts_by_mic().values()])
 
     def shown(self) -> tuple[str | None, str, list[str]]:
         """(verdict, source, reasons) as the operator should see them: the full verdict when known."""
         full = self.full_verdict
         if full is not None and self.full is not None:
-            reasons = [f"{s}: {r}" for s, v in sorted(self.full.verdicts.items()) for r in v.reasons]
-            return full, "full", reasons
+            return full, "full", self.full.labelled_reasons()
         reasons = [f"{c.mic}: {r}" for c in self.checks for r in c.reasons]
         return self.instant_verdict, "instant", reasons
 
@@ -195,6 +195,7 @@ class Booth:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="booth-take")
         self._watch: dict[str, str] = {}  # accepted take id -> item, until its full verdict is in
         self._awaiting: set[str] = set()  # take captures whose full verdict has not been seen yet
+        self._awaiting_mics: set[str] = set()  # multi-channel take captures not yet screened per microphone
         self._next_poll = 0.0
         self._cat = station.catalog()
         self.station.meter.reset()
@@ -371,8 +372,11 @@ class Booth:
                 try:
                     with open_catalog() as cat:
                         for stream, ids in sorted(result.captures.items()):
-                            sql = "SELECT path FROM captures WHERE record_id = ?"
-                            path = data_dir / cat.conn.execute(sql, (ids[0],)).fetchone()["path"]
+                            sql = "SELECT path, modality FROM captures WHERE record_id = ?"
+                            row = cat.conn.execute(sql, (ids[0],)).fetchone()
+                            if row is None or row["modality"] != "audio" or not row["path"]:
+                                continue  # a camera's take is frames plus a summary: nothing to listen to
+                            path = data_dir / row["path"]
                             checked.checks += qc.check(path, profile(stream), mics.get(stream, []))
                 except Exception as exc:  # shown on screen; the agent's QC still judges the take
                     checked.check_error = f"instant QC could not run: {exc}"
@@ -405,7 +409,8 @@ class Booth:
             override=override,
             qc={"verdict": verdict, "source": source, "reasons": reasons},
         )
-        if source == "instant" and not override:
+        settled = source == "full" and cur.full is not None and cur.full.judged_per_mic
+        if not override and not settled:  # a later verdict (full, or per microphone) may still fail it
             self._watch[cur.take.take_id] = cur.take.item_id
         self.handled.add(cur.take.item_id)
         how = " (QC override)" if override else ""
@@ -476,18 +481,22 @@ class Booth:
         if job is not None and job.done():
             self._job = None
             self._collect(job)
-        if self._awaiting and now >= self._next_poll:
+        if (self._awaiting or self._awaiting_mics) and now >= self._next_poll:
             self._poll_verdicts()
 
     def _poll_verdicts(self) -> None:
-        """Look for the agent's full verdicts of recent takes (a cheap query); refresh when one came."""
+        """Look for the full and per-microphone verdicts of recent takes (cheap); refresh when one came."""
         self._next_poll = self.clock() + POLL_S
-        ids = sorted(self._awaiting)
-        marks = ",".join("?" * len(ids))
-        sql = f"SELECT capture_id FROM verdicts WHERE capture_id IN ({marks})"
-        found = {row[0] for row in self._cat.conn.execute(sql, ids)}
+        found = False
+        for waiting, table in ((self._awaiting, "verdicts"), (self._awaiting_mics, "channel_verdicts")):
+            if not waiting:
+                continue
+            ids = sorted(waiting)
+            sql = f"SELECT DISTINCT capture_id FROM {table} WHERE capture_id IN ({','.join('?' * len(ids))})"
+            seen = {row[0] for row in self._cat.conn.execute(sql, ids)}
+            waiting.difference_update(seen)
+            found = found or bool(seen)
         if found:
-            self._awaiting -= found
             self.refresh()
 
     def _collect(self, job: Future[CheckedTake]) -> None:
@@ -499,6 +508,8 @@ class Booth:
             return
         self.current = checked
         self._awaiting |= {ids[0] for ids in checked.result.captures.values() if ids}
+        multi = {s.name for s in self.station.streams if len(s.mics) > 1}
+        self._awaiting_mics |= {ids[0] for s, ids in checked.result.captures.items() if ids and s in multi}
         if checked.auto_stopped:
             self.message = f"stopped at the item's longest take ({self.item.max_duration_s:g} s)"
         if checked.check_error:
@@ -516,10 +527,11 @@ class Booth:
             self.current.full = by_id.get(self.current.take.take_id)
         for take_id, item in list(self._watch.items()):
             facts = next((t for t in takes if t.take_id == take_id), None)
-            if facts is None or set(facts.verdicts) != set(facts.captures):
+            if facts is None or not facts.judged or not facts.judged_per_mic:
                 continue
             del self._watch[take_id]
-            failed = [f"{s}: {r}" for s, v in facts.verdicts.items() if v.verdict == "fail" for r in v.reasons]
+            by_mic = facts.verdicts_by_mic().items()
+            failed = [f"{label}: {r}" for label, v in by_mic if v.verdict == "fail" for r in v.reasons]
             if failed:
                 self.handled.discard(item)
                 self.notices.append(

@@ -3,9 +3,11 @@
 The booth records through exactly what ``fieldcap run`` runs — drivers, the recorder's take policy,
 the writer and catalog, the QC thread, the outbox and the publisher — by running the daemon's
 ``Agent`` in-process (one process per data directory, so a running daemon must be stopped first).
-Two things are added: every audio block also feeds the live level meter, and every audio device
-records takes: a device whose configured policy is not ``take`` (a booth config written for the
-daemon's continuous segments) is switched to it, and the booth says so.
+What is added: every audio block also feeds the live level meter (through ``Agent.make_recorder``,
+the agent's extension point), every multi-channel take is also screened per microphone
+(``channel_qc``), and every audio device records takes: a device whose configured policy is not
+``take`` (a booth config written for the daemon's continuous segments) is switched to it, and the
+booth says so.
 
 Before a subject is asked to speak, ``Station.open`` checks what can fail: the data directory is
 not used by a running agent or another booth, the subject key file can be read, and every
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import time
@@ -25,6 +28,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from agent.booth.channel_qc import ChannelQc
 from agent.booth.levels import LevelMeter, LevelThresholds
 from agent.booth.records import Mic
 from agent.catalog import Catalog
@@ -77,16 +81,44 @@ def booth_config(config: Config, config_file: str) -> tuple[Config, list[str]]:
 
 
 class BoothAgent(Agent):
-    """The daemon's ``Agent``; every audio stream's blocks also go to the level meter."""
+    """The daemon's ``Agent`` with a level-meter tap, per-microphone QC, and no session of its own.
+
+    The daemon opens a continuous session at start for captures made outside any other session.
+    In a booth whose every device records takes nothing is captured outside a take, and takes
+    belong to the booth session, so that session would stay empty: it is not opened, and one booth
+    run is one session (the booth session it starts, resumes or reopens). A booth config that also
+    has streams recording on their own (a sensor, a camera) keeps it, because those streams capture
+    before the booth session opens (while the operator answers the resume question) and after it
+    ends, and every capture belongs to a session.
+    """
 
     def __init__(self, config: Config, *, config_file: str, meter: LevelMeter) -> None:
         super().__init__(config, config_file=config_file)
         self.meter = meter
+        if all(config.capture_for(d.name).policy == "take" for d in config.devices):
+            # Agent.start calls recording.start() without arguments; the daemon has no switch for it.
+            start = functools.partial(self.recording.start, background_session=False)
+            self.recording.start = start  # type: ignore[method-assign]
+        self.channel_qc = ChannelQc(self.catalog, self.data_dir, lambda: self.screener, self._profile_of)
 
-    def _make_recorder(
+    def _profile_of(self, stream: str) -> str | None:
+        """The QC profile of a stream, as the agent's QC thread chooses it."""
+        known = {d.name for d in self.config.devices}
+        return self.config.capture_for(stream).qc_profile if stream in known else None
+
+    def start(self) -> None:
+        super().start()
+        self.channel_qc.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.channel_qc.stop(min(10.0, timeout / 3))
+        super().stop(timeout)
+
+    def make_recorder(
         self, name: str, modality: str, policy: CaptureSettings, settings: dict[str, Any]
     ) -> StreamRecorder:
-        recorder = super()._make_recorder(name, modality, policy, settings)
+        """The agent's recorder; an audio stream's blocks also feed the level meter (after the recorder)."""
+        recorder = super().make_recorder(name, modality, policy, settings)
         if modality != "audio":
             return recorder
         channels = int(settings.get("channels") or 1)
@@ -241,7 +273,8 @@ class Station:
         if agent is not None:
             try:
                 agent.stop_capture()
-                out["screened"] = agent.wait_screened(120.0)
+                screened = agent.wait_screened(120.0)
+                out["screened"] = agent.channel_qc.wait_idle(120.0) and screened
                 if agent.publisher is not None and sync_wait_s > 0:
                     if progress is not None:
                         progress(f"sending the session to the central store (up to {sync_wait_s:g} s) ...")

@@ -33,6 +33,7 @@ from rich.panel import Panel
 from rich.text import Text
 
 from agent.booth.bigtext import big_lines
+from agent.booth.instant_qc import worst
 from agent.booth.levels import ChannelLevel
 from agent.booth.session import Booth, Phase
 from agent.booth.station import BoothError
@@ -212,11 +213,11 @@ def _qc(booth: Booth) -> RenderableType:
     elif booth.phase is Phase.READY:
         take = booth.item_take()
         if take is not None and take.verdicts:
-            v = next(iter(take.verdicts.values()))
+            verdict = worst([v.verdict for v in take.verdicts_by_mic().values()])
             state = "accepted" if take.accepted else "not accepted"
-            verdict_text = (v.verdict.upper(), VERDICT_STYLE.get(v.verdict, ""))
+            verdict_text = (verdict.upper(), VERDICT_STYLE.get(verdict, ""))
             lines.append(Text.assemble(f"take {take.take_no}: QC ", verdict_text, f", {state}"))
-            lines += [Text(f"  {r}", style="dim") for r in v.reasons]
+            lines += [Text(f"  {r}", style="dim") for r in take.labelled_reasons()]
     return Panel(Group(*lines) if lines else Text(""), title="QC", padding=(0, 1))
 
 

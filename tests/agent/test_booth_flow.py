@@ -22,6 +22,7 @@ from agent.booth.records import Mic, TakeFacts, VerdictFacts, resolve_booth_sess
 from agent.booth.scripts import parse_script
 from agent.booth.session import Booth, Phase, open_booth_session
 from agent.booth.station import BoothError, Station, booth_config
+from agent.catalog import Catalog
 from agent.config import parse_config
 
 pytestmark = pytest.mark.timeout(300)
@@ -152,14 +153,24 @@ def test_a_sitting_then_resume_skip_back_override_and_coverage(station: Station,
         booth.close()
 
     deadline = time.monotonic() + 120
+    assert station.agent is not None
     with station.catalog() as cat:
         while cat.unscreened(1) and time.monotonic() < deadline:  # the agent's QC judges every take
             time.sleep(0.2)
+        assert station.agent.channel_qc.wait_idle(120)  # and the booth screens each microphone
         session = resolve_booth_session(cat, row.session_id[:14])
         cov = session_coverage(cat, session)
         decisions = [
             json.loads(r[0]) for r in cat.conn.execute("SELECT detail_json FROM events WHERE kind = 'booth_decision'")
         ]
+        kinds = [r[0] for r in cat.conn.execute("SELECT kind FROM sessions")]
+        channel_rows = cat.conn.execute("SELECT capture_id, channel, mic, verdict FROM channel_verdicts").fetchall()
+        take_captures = cat.conn.execute("SELECT COUNT(*) FROM captures WHERE kind = 'take'").fetchone()[0]
+        records = cat.conn.execute("SELECT COUNT(*) FROM outbox WHERE kind = 'channel_verdict'").fetchone()[0]
+    assert kinds == ["booth"]  # one booth run, one session: no continuous session beside it
+    assert len(channel_rows) == 2 * take_captures and records == take_captures
+    assert {(r["channel"], r["mic"]) for r in channel_rows} == {(0, "mics:near"), (1, "mics:mid")}
+    assert {c.scope for c in cov.cells if c.verdict} == {"microphone"}  # each cell judged by its own channel
     status = {(c.item_id, c.mic): c.status for c in cov.cells}
     assert status[("a", "mics:near")] == "accepted (QC override)"
     assert status[("b", "mics:mid")] == "QC failed"  # take 2 of b failed QC and was not accepted
@@ -207,15 +218,21 @@ def test_review_coverage_and_rerecord_commands(station: Station, tmp_path: Path,
     review = runner.invoke(review_command, ["--data-dir", data, "--session", session.session_id[:16], "--json"])
     assert review.exit_code == 0, review.output
     rows = [json.loads(line) for line in review.output.splitlines()]
-    assert [(r["item_id"], r["take"], r["current"]) for r in rows] == [
-        ("a", 1, True),
-        ("b", 1, False),
-        ("b", 2, True),
+    assert [(r["item_id"], r["take"], r["mic"], r["current"]) for r in rows] == [  # one row per take and mic
+        ("a", 1, "mics:near", True),
+        ("a", 1, "mics:mid", True),
+        ("b", 1, "mics:near", False),
+        ("b", 1, "mics:mid", False),
+        ("b", 2, "mics:near", True),
+        ("b", 2, "mics:mid", True),
     ]
     assert rows[0]["accepted"] and rows[0]["override"] and rows[0]["verdict"] == "fail"
-    assert any("no speech detected" in r for r in rows[1]["reasons"]) and "snr_db" in rows[1]["metrics"]
+    assert all(r["scope"] == "microphone" and r["take_verdict"] == "fail" for r in rows)
+    assert any("no speech detected" in r for r in rows[2]["reasons"]) and "snr_db" in rows[2]["metrics"]
+    assert rows[3]["metrics"]["channels"] == 1 and rows[3]["channel"] == 1  # the mid channel on its own
     table = runner.invoke(review_command, ["--data-dir", data, "--failed"], env={"COLUMNS": "200"})
     assert table.exit_code == 0 and "superseded" in table.output and "accepted (override)" in table.output
+    assert "mics:near" in table.output and "mics:mid" in table.output
 
     cov = runner.invoke(coverage_command, ["--data-dir", data, "--session", session.session_id])
     assert cov.exit_code == 2, cov.output  # incomplete
@@ -233,8 +250,13 @@ def test_review_coverage_and_rerecord_commands(station: Station, tmp_path: Path,
     accepted = runner.invoke(rerecord_command, [session.session_id, "a", "--config", str(config)], input="n\n")
     assert "a already has an accepted take" in accepted.output and accepted.exit_code == 1
     station.sessions.end_session(session.session_id, reason="test")
+    # An ended session is reopened for re-recording (test_rerecord.py), but only once the UI can run:
+    # a refused command leaves it ended.
     ended = runner.invoke(rerecord_command, [session.session_id, "b", "--config", str(config)])
-    assert ended.exit_code == 1 and "was ended at" in ended.output and "--new" in ended.output
+    assert ended.exit_code == 1 and "needs an interactive terminal" in ended.output, ended.output
+    with station.catalog() as cat:
+        assert resolve_booth_session(cat, session.session_id).ended_utc is not None
+        assert cat.conn.execute("SELECT COUNT(*) FROM events WHERE kind = 'session_reopened'").fetchone()[0] == 0
 
 
 def test_booth_command_errors_are_one_line(tmp_path: Path, model_dir: Path) -> None:
@@ -286,6 +308,23 @@ def test_instant_verdict_of_a_ten_second_take(station: Station) -> None:
         booth.key("q")
     finally:
         booth.close()
+
+
+def test_a_booth_with_a_free_running_sensor_keeps_a_continuous_session(tmp_path: Path, model_dir: Path) -> None:
+    """The sensor records before the booth session opens and after it ends: those captures need a session."""
+    cfg = _config(tmp_path, model_dir)
+    cfg["devices"] = [*cfg["devices"], {"name": "env", "type": "sim-serial", "rate_hz": 5}]
+    config, _ = booth_config(parse_config(cfg), "booth.toml")
+    station = Station(config, "booth.toml")
+    station.open()
+    try:
+        time.sleep(1.0)
+    finally:
+        station.close(sync_wait_s=0)
+    with Catalog(config.agent.data_dir / "catalog.sqlite", "booth-sim") as cat:
+        kinds = [r[0] for r in cat.conn.execute("SELECT kind FROM sessions")]
+        unowned = cat.conn.execute("SELECT COUNT(*) FROM captures WHERE session_id IS NULL").fetchone()[0]
+    assert kinds == ["continuous"] and unowned == 0
 
 
 def test_station_refuses_a_data_dir_the_agent_runs_on(tmp_path: Path, model_dir: Path) -> None:

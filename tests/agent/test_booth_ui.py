@@ -354,10 +354,14 @@ def test_booth_session_with_noise_retake_crash_resume_rerecord_and_sync(booth_en
     review = _run(["review", "--data-dir", str(data), "--failed", "--json"])
     failed = [json.loads(line) for line in review.stdout.splitlines()]
     noisy = [r for r in failed if r["item_id"] == "p1" and r["take"] == 1]
-    assert len(noisy) == 1 and noisy[0]["verdict"] == "fail" and not noisy[0]["current"], failed
-    assert any(r.startswith("snr ") and "background noise" in r for r in noisy[0]["reasons"]), noisy
+    assert {r["mic"] for r in noisy} == {"mics:near", "mics:mid"}, failed  # the noise reached both microphones
+    for row in noisy:  # each microphone judged on its own, with its own reason
+        assert row["verdict"] == "fail" and row["scope"] == "microphone" and not row["current"], row
+        assert any(r.startswith("snr ") and "background noise" in r for r in row["reasons"]), row
 
     with Catalog(data / "catalog.sqlite", DEVICE) as cat:
+        # three booth runs (sitting, resume after the crash, rerecord): one session, nothing beside it
+        assert [r[0] for r in cat.conn.execute("SELECT kind FROM sessions")] == ["booth"]
         takes = {(r["item_id"], r["take_no"]): dict(r) for r in cat.conn.execute("SELECT * FROM takes")}
         assert sorted(takes) == [("p1", 1), ("p1", 2), ("s1", 1), ("s1", 2), ("w1", 1), ("w1", 2)]
         assert takes[("s1", 1)]["status"] == "failed"  # interrupted by the crash
@@ -381,6 +385,11 @@ def test_booth_session_with_noise_retake_crash_resume_rerecord_and_sync(booth_en
         unconfirmed = cat.conn.execute(
             "SELECT COUNT(*) FROM captures WHERE kind = 'take' AND state != 'confirmed'"
         ).fetchone()[0]
+        per_mic, per_mic_confirmed = cat.conn.execute(
+            "SELECT COUNT(*), SUM(record_state = 'confirmed') FROM outbox WHERE kind = 'channel_verdict'"
+        ).fetchone()
+    # every take with media was screened per microphone (the crashed sitting's by the next one), and synced
+    assert per_mic == sum(1 for c in captures.values() if c["path"]) and per_mic_confirmed == per_mic
     for path in data.glob("catalog.sqlite*"):
         assert SUBJECT.encode() not in path.read_bytes()
 
@@ -395,6 +404,7 @@ def test_booth_session_with_noise_retake_crash_resume_rerecord_and_sync(booth_en
         row = central[cap["record_id"]]
         assert row["sha256"] == cap["sha256"] and row["blob_stored"]
     assert sum(1 for r in central.values() if r["kind"] == "take") >= len(takes)
+    assert sum(1 for r in central.values() if r["kind"] == "channel_verdict") == per_mic
     print(f"instant QC shown after stop (s): {latencies}")
     assert all(t < 15 for t in latencies)  # generous: 2 shared cores; see the report for typical values
 

@@ -130,3 +130,45 @@ def test_take_errors_are_clear(booth: Capture, tmp_path: Path) -> None:
         sessions.start_take(info.session_id, "x")
     with pytest.raises(SessionError, match="ended"):
         sessions.resume_session(info.session_id)
+
+
+def test_an_ended_session_is_reopened_for_retakes_and_its_first_end_is_kept(booth: Capture) -> None:
+    sessions = booth.sessions
+    info = sessions.start_session(kind="booth", subject_id=RAW_SUBJECT, script="digits.tsv", round_no=1)
+    first = sessions.stop_take(sessions.start_take(info.session_id, "item-1", prompt="one"))
+    assert first.status == "done", first.errors
+    ended = sessions.end_session(info.session_id, reason="complete")
+    assert sessions.current() is None
+
+    again = sessions.reopen_session(info.session_id, by="test", reason="items item-1")
+    assert again.ended_utc is None and sessions.current() == info.session_id
+    second = sessions.stop_take(sessions.retake(info.session_id, "item-1", prompt="one"))
+    assert second.status == "done" and second.take_no == 2 and second.supersedes == first.take_id
+    assert sessions.reopen_session(info.session_id, by="test").ended_utc is None  # open: just resumed
+    final = sessions.end_session(info.session_id, reason="re-recorded")
+    assert final.ended_utc is not None and final.ended_utc >= ended.ended_utc
+
+    with Catalog(booth.data_dir / "catalog.sqlite", "booth-01") as cat:
+        row = cat.session(info.session_id)
+        meta = json.loads(row["meta_json"])
+        assert meta["end_reason"] == "re-recorded" and "reopened" not in meta
+        (reopening,) = meta["reopenings"]
+        assert reopening["by"] == "test" and reopening["ended_again_utc"] == final.ended_utc
+        previous = reopening["previous_end"]
+        assert previous["ended_utc"] == ended.ended_utc and previous["end_reason"] == "complete"
+        assert previous["environment_end"]["env"]["temperature_c"]["value"] is not None
+        (event,) = [
+            json.loads(r[0]) for r in cat.conn.execute("SELECT detail_json FROM events WHERE kind = 'session_reopened'")
+        ]
+        assert event["session_id"] == info.session_id and event["previous_end"]["ended_utc"] == ended.ended_utc
+        records = [
+            json.loads(r[0])["body"]["event"]
+            for r in cat.conn.execute("SELECT body_json FROM outbox WHERE kind = 'session' ORDER BY seq")
+            if json.loads(r[0])["body"]["session_id"] == info.session_id
+        ]
+        assert records == ["start", "end", "reopen", "end"]  # the central side sees every step
+        takes = cat.takes(info.session_id)
+        assert [(t["take_no"], t["status"]) for t in takes] == [(1, "done"), (2, "done")]  # nothing overwritten
+
+    with pytest.raises(SessionError, match="no session"):
+        sessions.reopen_session("nope", by="test")
