@@ -157,7 +157,8 @@ class Aligner:
         out: dict[str, list[Frame]] = defaultdict(list)
         rows = self.cat.conn.execute(
             "SELECT record_id, stream, t_start_mono_ns, meta_json FROM captures WHERE session_id = ?"
-            " AND modality IN ('visible', 'thermal') AND t_start_mono_ns >= ? AND t_start_mono_ns < ?"
+            " AND modality IN ('visible', 'thermal') AND kind = 'frame'"  # not a window's summary row
+            " AND t_start_mono_ns >= ? AND t_start_mono_ns < ?"
             " ORDER BY t_start_mono_ns",
             (self.session_id, lo, hi),
         )

@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 STA_UNSYNC = 0x0040
@@ -77,7 +77,16 @@ class ClockHealth:
     ptp: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """What every record carries (built by hand: ``dataclasses.asdict`` costs ~0.1 ms a capture)."""
+        return {
+            "synced": self.synced,
+            "maxerror_us": self.maxerror_us,
+            "esterror_us": self.esterror_us,
+            "state": self.state,
+            "source": self.source,
+            "chrony": dict(self.chrony) if self.chrony is not None else None,
+            "ptp": dict(self.ptp) if self.ptp is not None else None,
+        }
 
 
 def kernel_clock_health() -> ClockHealth:
@@ -247,8 +256,15 @@ class Clock:
             return self._latest
 
     def entry_at(self, t_mono_ns: int) -> ClockSample:
-        """The map entry in force at a monotonic instant (the oldest kept one before it)."""
+        """The map entry in force at a monotonic instant (the oldest kept one before it).
+
+        Called for every capture and sensor reading: the newest entry answers almost all of them
+        without copying the history.
+        """
         with self._lock:
+            newest = self._history[-1]
+            if t_mono_ns >= newest.t_mono_ns:
+                return newest
             history = list(self._history)
         i = bisect.bisect_right([s.t_mono_ns for s in history], t_mono_ns) - 1
         return history[max(0, i)]

@@ -35,7 +35,7 @@ from agent.recovery import recover
 from agent.retention import DiskGuard
 from agent.status import age_seconds, catalog_numbers, pass_rate, qc_totals
 from agent.streams import StreamRunner, StreamState
-from agent.triggers import Trigger, TriggerBus
+from agent.triggers import Trigger, TriggerBus, analyzer_event_ns
 from agent.writer import Writer
 from drivers import DeviceSettings
 from models import ModelError, Screener, Screening
@@ -285,7 +285,7 @@ class Agent:
             open_catalog=self.catalog,
             heartbeats=self.heartbeats,
             daemon=lambda: self.config.daemon,
-            make_recorder=self._make_recorder,
+            make_recorder=self.make_recorder,
             release_recorder=self._release_recorder,
             previous=self.streams.get(device.name),
         )
@@ -296,9 +296,17 @@ class Agent:
     def _stop_stream(self, name: str, timeout: float = 10.0) -> None:
         self._runs.pop(name).stop(timeout)
 
-    def _make_recorder(
+    def make_recorder(
         self, name: str, modality: str, policy: CaptureSettings, settings: dict[str, Any]
     ) -> StreamRecorder:
+        """Build the recorder of stream ``name`` each time its device opens (an extension point).
+
+        Called on the stream's capture thread with the settings actually in force. A subclass may
+        override it to add to what every sample goes through (the booth taps audio blocks for its
+        level meter): call ``super().make_recorder`` and return that recorder, wrapped or as is, so
+        that writing, sessions, takes and triggers keep working. It must not block: the device is
+        open and delivering while it runs.
+        """
         recorder = StreamRecorder(
             name,
             modality,
@@ -335,12 +343,8 @@ class Agent:
         return self.session_of()
 
     def _record_trigger(self, trig: Trigger) -> None:
-        with self.catalog() as cat:
-            cat.add_event(
-                "trigger",
-                f"{trig.source}: {trig.reason}",
-                detail={"trigger_id": trig.trigger_id, "streams": list(trig.streams or ()), **dict(trig.detail)},
-            )
+        """The ``trigger`` event, with its time (the same row as a booth or capture process writes)."""
+        self.recording.record_trigger(trig)
 
     def _media_allowed(self, stream: str, kind: str, t_mono_ns: int, seq: int) -> bool:
         guard = self.guard
@@ -450,7 +454,17 @@ class Agent:
             annotations=[a.to_dict() for a in result.annotations],
         )
         self._count_verdict(result.profile, result.verdict)
-        self.triggers.check_metrics(stream, result.metrics, time.monotonic_ns())  # analyzer trigger rules
+        self._analyzer_triggers(cat, row["record_id"], stream, result)
+
+    def _analyzer_triggers(self, cat: Catalog, record_id: str, stream: str, result: Screening) -> None:
+        """Analyzer trigger rules, dated at the moment the screened capture's finding happened."""
+        if not self.triggers.watches("analyzer", stream):
+            return
+        found = cat.conn.execute("SELECT t_start_mono_ns FROM captures WHERE record_id = ?", (record_id,)).fetchone()
+        if found is None:
+            return
+        t_event = analyzer_event_ns(int(found[0]), [a.to_dict() for a in result.annotations])
+        self.recording.on_verdict(stream, result.metrics, t_event, detail={"capture_id": record_id})
 
     def _screen(
         self, path: Path, stream: str, modality: str, profile: str | None, meta: dict[str, Any], prev: Any

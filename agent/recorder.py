@@ -7,10 +7,17 @@ A ``StreamRecorder`` runs on its device's capture thread and applies the stream'
   discontinuity, where the device's sample counter jumps, so a file's samples are contiguous);
 - ``readings``: sensor values into the catalog in batches, the live environment table and the
   sensor trigger rules;
-- ``triggered``: a ring buffer of ``pre_s`` seconds; a trigger opens a window
+- ``triggered``: a ring buffer of ``pre_s`` seconds (plus the longest analyzer rule's ``delay_s``,
+  since an analyzer result arrives after the moment it is about); a trigger opens a window
   ``[t - pre_s, t + post_s]`` (a trigger inside an open window extends it);
 - ``take``: a window opened and closed through the session API (booth takes), padded by
   ``pre_s`` / ``post_s``.
+
+A window is one capture per stream: an audio window one WAV (kind ``clip`` or ``take``); a camera
+window its frames, each committed as its own ``frame`` capture (QC, alignment and export work per
+frame), plus one media-less capture of kind ``clip`` / ``take`` written once the last frame is
+committed, which sums the set up (count, frame-counter range, frames missing) and is what the take
+lists for the stream and what a retake supersedes — as the WAV is for a microphone.
 
 Audio is streamed into a ``WavPart`` (see ``agent.wav_part``) as blocks arrive, so a long segment
 never sits in memory and a crash loses at most the blocks not yet written. Frames are encoded by
@@ -34,6 +41,7 @@ from agent.catalog import new_record_id
 from agent.clock import Clock
 from agent.config import CaptureSettings
 from agent.media import media_path
+from agent.triggers import hold_s
 from agent.wav_part import WavPart
 from agent.writer import (
     ARRIVAL_WINDOW_NS,
@@ -52,6 +60,9 @@ if TYPE_CHECKING:
     from agent.triggers import Trigger, TriggerBus
 
 log = logging.getLogger("fieldcap.recorder")
+
+RING_MARGIN_MAX_NS = 500_000_000  # the ring keeps up to two sample gaps (at most this) beyond pre_s
+RING_WARN_BYTES = 512 << 20  # a ring holding more raw frames than this is worth a warning
 
 
 class _AudioFile:
@@ -76,13 +87,81 @@ class _AudioFile:
         self._last_point = -(1 << 62)
 
 
+class _FrameSet(CaptureContext):
+    """The frames of one camera window, committed under this private context (see the module doc).
+
+    The writer reports each frame here instead of to the take (or trigger) context, so the take
+    lists one capture per stream. Once the window is closed and every frame is committed or failed,
+    ``finish`` (the recorder's) submits the summary capture under the take's context and only then
+    closes the stream there, so ``stop_take`` waits for the summary as for a WAV.
+    """
+
+    def __init__(self, parent: CaptureContext, finish: Callable[[_FrameSet], None]) -> None:
+        super().__init__(
+            parent.kind,
+            parent.context_id,
+            session_id=parent.session_id,
+            item_id=parent.item_id,
+            take_no=parent.take_no,
+            supersedes=parent.supersedes,
+            meta=parent.meta,
+        )
+        self.parent = parent
+        self.notes: dict[str, Any] = {}
+        self.first: Sample | None = None
+        self.last: Sample | None = None
+        self.submitted = 0
+        self.committed = 0
+        self.failures: list[str] = []
+        self._finish = finish
+        self._flock = threading.Lock()
+        self._settled = 0
+        self._closed = False
+        self._finished = False
+
+    def add(self, sample: Sample) -> None:
+        """A frame of the window, about to be submitted (capture thread)."""
+        if self.first is None:
+            self.first = sample
+        self.last = sample
+
+    def job_submitted(self) -> None:
+        with self._flock:
+            self.submitted += 1
+
+    def job_done(self, stream: str, record_id: str | None, error: str | None = None) -> None:  # noqa: ARG002
+        with self._flock:  # one stream per frame set: ``stream`` is the writer's signature only
+            self._settled += 1
+            self.committed += record_id is not None
+            if error:
+                self.failures.append(error)
+            ready = self._ready()
+        if ready:
+            self._finish(self)
+
+    def close(self) -> None:
+        """No more frames will join (capture thread)."""
+        with self._flock:
+            self._closed = True
+            ready = self._ready()
+        if ready:
+            self._finish(self)
+
+    def _ready(self) -> bool:
+        if self._closed and self._settled >= self.submitted and not self._finished:
+            self._finished = True
+            return True
+        return False
+
+
 @dataclass
 class _Window:
     start_ns: int
     end_ns: int | None
     context: CaptureContext
     audio: _AudioFile | None = None
-    frames: int = 0
+    frames: _FrameSet | None = None
+    notes: dict[str, Any] | None = None
 
 
 class StreamRecorder:
@@ -120,6 +199,11 @@ class StreamRecorder:
         self._batch_start: Sample | None = None
         self._batch_last: Sample | None = None
         self._ring: deque[Sample] = deque()
+        # The ring keeps pre_s, and longer where an analyzer result may come late (see triggers).
+        extra = hold_s(policy.triggers) if policy.policy == "triggered" else 0.0
+        self._keep_ns = round((policy.pre_s + extra) * 1e9)
+        self._evicted_end_ns: int | None = None  # end of the newest sample the ring let go
+        self._gap_ns = 0  # between the last two samples: a window opened "now" starts before the newest
         self._windows: list[_Window] = []
         self._newest_ns = 0
         self._arrival_ns = 0
@@ -217,6 +301,7 @@ class StreamRecorder:
         part = WavPart(path, rate, channels, expected, sidecar)
         audio = _AudioFile(part, sample, index, t_start, ctx)
         audio.points.append((index if index is not None else 0, t_start))
+        audio._last_point = t_start  # the first block's own point would repeat this one
         return audio
 
     def _append_audio(self, audio: _AudioFile, sample: Sample, lo: int, hi: int) -> None:
@@ -247,7 +332,7 @@ class StreamRecorder:
         if audio._best is None or lateness < audio._best[0]:
             audio._best = (lateness, end_index, arrival)
 
-    def _finish_audio(self, audio: _AudioFile, kind: str) -> None:
+    def _finish_audio(self, audio: _AudioFile, kind: str, notes: dict[str, Any] | None = None) -> None:
         """Hand a filled audio file to the writer (never dropped), or discard an empty one."""
         ctx = audio.context
         if audio.part.frames == 0:
@@ -271,6 +356,7 @@ class StreamRecorder:
         if ctx is not None:
             meta[ctx.kind] = ctx.context_id
             meta.update(ctx.meta)
+        meta.update(notes or {})
         job = CaptureJob(
             stream=self.stream,
             modality="audio",
@@ -328,12 +414,29 @@ class StreamRecorder:
     # ------------------------------------------------------------------ windows (triggered, take)
 
     def _feed_windows(self, sample: Sample) -> None:
+        if self._ring:
+            self._gap_ns = min(RING_MARGIN_MAX_NS, max(0, sample.t_mono_ns - self._ring[-1].t_mono_ns))
         self._ring.append(sample)
-        horizon = sample.t_mono_ns - round(self.policy.pre_s * 1e9) - self._span_ns(sample)
+        horizon = sample.t_mono_ns - self._keep_ns - 2 * self._gap_ns - self._span_ns(sample)
         while self._ring and self._ring[0].t_mono_ns < horizon:
-            self._ring.popleft()
+            old = self._ring.popleft()
+            if self._evicted_end_ns is None:
+                self._check_ring_size()
+            self._evicted_end_ns = old.t_mono_ns + self._span_ns(old)
         for win in list(self._windows):
             self._window_sample(win, sample)
+
+    def _check_ring_size(self) -> None:
+        """Once the ring is full: warn if pre_s + delay_s of raw frames takes a lot of memory."""
+        size = sum(s.payload.nbytes for s in self._ring if isinstance(s.payload, np.ndarray))
+        if size > RING_WARN_BYTES:
+            log.warning(
+                "%s: the ring buffer holds %.0f MB of raw samples (%.1f s); lower pre_s or the analyzer"
+                " rules' delay_s, or the stream's resolution or rate, if memory is short",
+                self.stream,
+                size / 1e6,
+                self._keep_ns / 1e9,
+            )
 
     def _span_ns(self, sample: Sample) -> int:
         """How long a sample lasts (an audio block covers many frames)."""
@@ -357,9 +460,9 @@ class StreamRecorder:
                     expected = 0 if win.end_ns is None else round((win.end_ns - win.start_ns) * rate / 1e9)
                     win.audio = self._open_audio(sample, lo, kind, expected, win.context)
                 self._append_audio(win.audio, sample, lo, hi)
-        elif win.end_ns is None or sample.t_mono_ns <= win.end_ns:
-            win.frames += 1
-            self._submit(self._frame_job(sample, win.context))
+        elif (win.end_ns is None or sample.t_mono_ns <= win.end_ns) and win.frames is not None:
+            win.frames.add(sample)
+            self._submit(self._frame_job(sample, win.frames))
         if win.end_ns is not None and sample.t_mono_ns + span >= win.end_ns:
             self._close_window(win)
 
@@ -369,12 +472,76 @@ class StreamRecorder:
             if win.audio is None:
                 win.context.stream_closed(self.stream, "no audio reached the window")
             else:
-                self._finish_audio(win.audio, "take" if win.context.kind == "take" else "clip")
-        else:
-            win.context.stream_closed(self.stream, None if win.frames else "no frame reached the window")
+                self._finish_audio(win.audio, "take" if win.context.kind == "take" else "clip", win.notes)
+        elif win.frames is not None:
+            win.frames.notes.update(
+                win.notes or {}, window_start_mono_ns=win.start_ns, window_end_mono_ns=win.end_ns or self._newest_ns
+            )
+            win.frames.close()
+
+    def _finish_frames(self, frames: _FrameSet) -> None:
+        """The window's frames are all settled: submit its summary capture, then close the stream.
+
+        Runs on the capture thread or on the writer thread that settled the last frame; it touches
+        only the frame set, so it takes no recorder lock.
+        """
+        ctx, first, last = frames.parent, frames.first, frames.last
+        failed = frames.submitted - frames.committed
+        error = None
+        if failed:
+            error = f"{failed} of {frames.submitted} frames not committed ({frames.failures[0]})"
+        if first is None or last is None or not frames.committed:
+            ctx.stream_closed(self.stream, error or "no frame reached the window")
+            return
+        meta: dict[str, Any] = {
+            ctx.kind: ctx.context_id,
+            **ctx.meta,
+            **frames.notes,
+            "frames": frames.committed,
+            "frames_failed": failed,
+            "fps": self.settings.get("fps"),
+        }
+        if isinstance(first.device_time, int) and isinstance(last.device_time, int):
+            # The frame counter says what the device produced in between; anything else was lost.
+            meta["device_time_first"], meta["device_time_last"] = first.device_time, last.device_time
+            meta["frames_missing"] = last.device_time - first.device_time + 1 - frames.submitted
+        kind = "take" if ctx.kind == "take" else "clip"
+        self._submit(
+            CaptureJob(
+                stream=self.stream,
+                modality=self.modality,
+                kind=kind,
+                t_start_mono_ns=first.t_mono_ns,
+                t_end_mono_ns=last.t_mono_ns,
+                seq_first=first.seq,
+                seq_last=last.seq,
+                meta=meta,
+                session_id=ctx.session_id or self.session_of(),
+                item_id=ctx.item_id,
+                take=ctx.take_no,
+                supersedes=ctx.supersedes.get(self.stream),
+                context=ctx,
+                t_captured_ns=last.t_mono_ns,
+            )
+        )
+        ctx.stream_closed(self.stream, error)  # after the submit: the take waits for the summary
 
     def _open_window(self, start_ns: int, end_ns: int | None, ctx: CaptureContext) -> None:
         win = _Window(start_ns, end_ns, ctx)
+        if self.modality != "audio":
+            win.frames = _FrameSet(ctx, self._finish_frames)
+        evicted = self._evicted_end_ns
+        if evicted is not None and evicted >= start_ns:
+            # What the window wants from before this instant is no longer in memory (the trigger
+            # came later than delay_s allows for): say so rather than pass a short pre-roll off.
+            win.notes = {"preroll_missing_s": round((evicted - start_ns) / 1e9, 3)}
+            log.warning(
+                "%s: %s %s starts %.3f s before the oldest sample still held; that part is lost",
+                self.stream,
+                ctx.kind,
+                ctx.context_id,
+                (evicted - start_ns) / 1e9,
+            )
         ctx.stream_opened(self.stream)
         self._windows.append(win)
         for sample in list(self._ring):  # the pre-roll
@@ -382,11 +549,16 @@ class StreamRecorder:
                 self._window_sample(win, sample)
 
     def trigger(self, trig: Trigger) -> None:
-        """Open a window around a trigger, or extend the open one it falls into."""
+        """Open a window around a trigger, or extend the open one it falls into.
+
+        Only a window that started no later than this one would is extended: a late analyzer
+        trigger about an earlier moment gets its own window (audio cannot be prepended).
+        """
         pre, post = round(self.policy.pre_s * 1e9), round(self.policy.post_s * 1e9)
+        start = trig.t_mono_ns - pre
         with self._lock:
             for win in self._windows:
-                if win.context.kind == "trigger" and win.end_ns is not None and trig.t_mono_ns - pre <= win.end_ns:
+                if win.context.kind == "trigger" and win.end_ns is not None and win.start_ns <= start <= win.end_ns:
                     win.end_ns = max(win.end_ns, trig.t_mono_ns + post)
                     win.context.meta.setdefault("extended_by", []).append(trig.trigger_id)
                     return

@@ -6,6 +6,12 @@ the *crossing* of a threshold, not on every value above it, and re-arm only once
 moved back past the threshold by ``hysteresis``, so a noisy reading hovering at the limit does not
 fire a storm of windows. Every trigger is an ``events`` row (kind ``trigger``), so the central
 side knows why each clip exists.
+
+An analyzer result comes late: the capture it describes is screened only once it is committed (an
+audio segment only once it ends). Its trigger is therefore dated at the moment the result is about
+(``analyzer_event_ns``), not when QC finished, and the target stream's ring buffer keeps
+``pre_s + delay_s`` so that the window around that moment is still in memory when the result
+arrives. Where it came later than that, the window says how much of its pre-roll is missing.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -46,6 +52,13 @@ class TriggerRule(BaseModel):
     above: float | None = Field(default=None, description="Fire when the value rises above this.")
     below: float | None = Field(default=None, description="Fire when the value falls below this.")
     hysteresis: float = Field(default=0.0, ge=0, description="Re-arm only after moving back this far past it.")
+    delay_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=600,
+        description="analyzer: how long after the moment it describes a result may arrive (for an audio "
+        "segment: segment_s plus screening time). The triggered stream keeps pre_s + delay_s in memory.",
+    )
 
     @model_validator(mode="after")
     def _one_limit(self) -> TriggerRule:
@@ -78,6 +91,29 @@ class _Armed:
 
 
 TriggerListener = Callable[[Trigger], None]
+
+# Annotations that place an analyzer's finding inside a capture (seconds from its start).
+EVENT_ANNOTATIONS = ("speech_segment",)
+
+
+def analyzer_event_ns(t_start_mono_ns: int, annotations: Iterable[Mapping[str, Any]] = ()) -> int:
+    """When a screened capture's finding happened: the start of its first speech segment where the
+    VAD found one, else the capture's own start (a frame's capture time, a segment's first sample).
+
+    Dating the trigger here rather than at the end of screening is what puts the window around
+    the event and not seconds after it.
+    """
+    starts = [
+        float(a["t_start_s"])
+        for a in annotations
+        if a.get("kind") in EVENT_ANNOTATIONS and isinstance(a.get("t_start_s"), int | float)
+    ]
+    return t_start_mono_ns + (round(min(starts) * 1e9) if starts else 0)
+
+
+def hold_s(rules: Iterable[TriggerRule]) -> float:
+    """Extra seconds a triggered stream must keep in its ring buffer for late analyzer results."""
+    return max((r.delay_s for r in rules if r.source == "analyzer"), default=0.0)
 
 
 class TriggerBus:
@@ -139,7 +175,19 @@ class TriggerBus:
             listener(trig)
         return trig
 
-    def _check(self, source: str, stream: str, values: Mapping[str, Any], t_mono_ns: int) -> list[Trigger]:
+    def watches(self, source: str, stream: str) -> bool:
+        """Whether any rule looks at ``stream``'s readings (sensor) or screened captures (analyzer)."""
+        with self._lock:
+            return any(a.rule.source == source and a.rule.stream == stream for a in self._rules)
+
+    def _check(
+        self,
+        source: str,
+        stream: str,
+        values: Mapping[str, Any],
+        t_mono_ns: int,
+        extra: Mapping[str, Any] | None = None,
+    ) -> list[Trigger]:
         due: list[tuple[_Armed, float]] = []
         with self._lock:
             for armed in self._rules:
@@ -165,7 +213,7 @@ class TriggerBus:
                 f"{armed.rule.describe()} (value {value:g})",
                 streams=tuple(armed.targets),
                 t_mono_ns=t_mono_ns,
-                detail={"rule": armed.rule.model_dump(), "value": value},
+                detail={"rule": armed.rule.model_dump(), "value": value, **dict(extra or {})},
             )
             for armed, value in due
         ]
@@ -174,9 +222,14 @@ class TriggerBus:
         """Evaluate sensor rules against one reading (called on the sensor's capture thread)."""
         return self._check("sensor", stream, values, t_mono_ns)
 
-    def check_metrics(self, stream: str, metrics: Mapping[str, Any], t_mono_ns: int) -> list[Trigger]:
-        """Evaluate analyzer rules against a screened capture's metrics (called by the QC loop)."""
-        return self._check("analyzer", stream, metrics, t_mono_ns)
+    def check_metrics(
+        self, stream: str, metrics: Mapping[str, Any], t_mono_ns: int, detail: Mapping[str, Any] | None = None
+    ) -> list[Trigger]:
+        """Evaluate analyzer rules against a screened capture's metrics (called by the QC loop).
+
+        ``t_mono_ns`` is when the finding happened (``analyzer_event_ns``), not when QC ran.
+        """
+        return self._check("analyzer", stream, metrics, t_mono_ns, detail)
 
 
 def check_capture_policies(config: Config) -> None:
@@ -206,3 +259,23 @@ def check_capture_policies(config: Config) -> None:
                     f"capture.{name}.triggers[{i}]: source 'sensor' needs a sensor stream,"
                     f" {rule.stream!r} is {modality[rule.stream]}"
                 )
+            if rule.source == "analyzer":
+                _check_analyzer_rule(config, f"capture.{name}.triggers[{i}]", rule, modality[rule.stream])
+
+
+def _check_analyzer_rule(config: Config, where: str, rule: TriggerRule, modality: str) -> None:
+    """An analyzer rule must watch a screened stream, and wait at least as long as its results take."""
+    if modality == "sensor":
+        raise ValueError(
+            f"{where}: source 'analyzer' needs a screened stream (audio, visible, thermal);"
+            f" {rule.stream!r} is a sensor: use source = 'sensor'"
+        )
+    watched = config.capture_for(rule.stream)
+    unit_s = {"segment": watched.segment_s, "triggered": watched.pre_s + watched.post_s}.get(watched.policy, 0.0)
+    if modality == "audio" and rule.delay_s < unit_s:
+        raise ValueError(
+            f"{where}.delay_s: {rule.stream!r} is screened only after each {watched.policy} of"
+            f" {unit_s:g} s ends, so a result can come {unit_s:g} s after what it describes, but delay_s is"
+            f" {rule.delay_s:g}; set delay_s to at least {unit_s + 2:g} (the window must still be in memory)"
+            f" or shorten {rule.stream}'s {'segment_s' if watched.policy == 'segment' else 'pre_s/post_s'}"
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -15,6 +16,8 @@ from agent.catalog import Catalog
 from agent.clock import Clock
 from agent.config import parse_config
 from agent.local_capture import LocalCapture as Capture
+from agent.recording import Recording
+from agent.writer import Writer
 from drivers.sim.serial import waveform_value
 
 DRIFT_PPM = 50.0
@@ -174,3 +177,123 @@ def test_unmatched_items_are_rows_with_a_reason(tmp_path: Path) -> None:
         assert (summary["matched"], summary["unmatched_a"]) == (4, 1)
         stored = cat.conn.execute("SELECT COUNT(*) FROM alignments WHERE matched = 0").fetchone()[0]
         assert stored == 1
+
+
+def test_a_long_session_is_indexed_while_it_runs_in_windows_that_tile_it(tmp_path: Path) -> None:
+    """Periodic alignment (a 2 s period here instead of 300 s): runs appear while recording, their
+    windows tile the session without overlap, and each reference frame is indexed exactly once."""
+    data_dir = tmp_path / "d"
+    config = parse_config(
+        {
+            "agent": {"device_id": "t-02", "data_dir": str(data_dir)},
+            "devices": [
+                {"name": "vis", "type": "sim-camera", "width": 64, "height": 48, "fps": 10},
+                {"name": "ir", "type": "sim-thermal", "width": 40, "height": 30, "fps": 5},
+                {"name": "mic", "type": "sim-microphone", "channels": 1},
+                {"name": "env", "type": "sim-serial", "rate_hz": 10, "fields": ["temperature_c"]},
+            ],
+            "capture": {
+                "vis": {"policy": "every", "image_format": "png"},
+                "ir": {"policy": "every"},
+                "mic": {"policy": "segment", "segment_s": 1.0},
+                "env": {"policy": "readings", "batch_s": 0.5},
+            },
+        }
+    )
+    cap = Capture(config, clock=Clock(probe_daemons=False), align_every_s=2.0, align_lag_s=1.5)
+    cap.start()
+    assert cap.wait_open(30)
+    session = cap.recording.background
+    assert session is not None
+
+    def runs_so_far() -> int:
+        with Catalog(data_dir / "catalog.sqlite", "t-02") as cat:
+            return int(cat.conn.execute("SELECT COUNT(*) FROM alignment_runs").fetchone()[0])
+
+    deadline = time.monotonic() + 60
+    while runs_so_far() < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    during = runs_so_far()
+    cap.stop()
+    assert during >= 3  # indexed while recording, not only at the end
+    with Catalog(data_dir / "catalog.sqlite", "t-02") as cat:
+        runs = [dict(r) for r in cat.conn.execute("SELECT * FROM alignment_runs ORDER BY created_utc, rowid")]
+        rows = [dict(r) for r in cat.conn.execute("SELECT * FROM alignments")]
+        ir = {
+            r[0]: json.loads(r[1])
+            for r in cat.conn.execute("SELECT record_id, meta_json FROM captures WHERE stream = 'ir'")
+        }
+        vis = {
+            r[0]: json.loads(r[1])
+            for r in cat.conn.execute("SELECT record_id, meta_json FROM captures WHERE stream = 'vis'")
+        }
+    assert {r["session_id"] for r in runs} == {session}
+    bounds = [(r["t_from_mono_ns"], r["t_to_mono_ns"]) for r in runs]
+    assert bounds[0][0] is None and bounds[-1][1] is None  # from the beginning to the end
+    assert all(a[1] == b[0] and a[1] is not None for a, b in itertools.pairwise(bounds))  # no gap, no overlap
+    pairs = [r for r in rows if r["kind"] == "frame_frame"]
+    assert sorted(r["record_a"] for r in pairs) == sorted(ir)  # every IR frame once, in exactly one window
+    for r in pairs:
+        run = next(
+            b for b in bounds if (b[0] is None or b[0] <= r["t_mono_ns"]) and (b[1] is None or r["t_mono_ns"] < b[1])
+        )
+        assert runs[bounds.index(run)]["run_id"] == r["run_id"]
+    matched = [r for r in pairs if r["matched"]]
+    assert len(matched) >= 0.9 * len(pairs)
+    errors = [
+        abs(r["offset_ns"] - (vis[r["record_b"]]["t_truth_ns"] - ir[r["record_a"]]["t_truth_ns"])) / 1e6
+        for r in matched
+    ]
+    assert np.percentile(errors, 99) <= 2.0
+    # Audio and sensor partners are found across window edges too (the lag waits for them).
+    assert (
+        sum(1 for r in rows if r["kind"] == "frame_audio" and r["matched"])
+        >= 0.9 * sum(1 for r in rows if r["kind"] == "frame_audio")
+        > 0
+    )
+    assert any(r["kind"] == "frame_sensor" and r["matched"] for r in rows)
+
+
+def test_a_resumed_session_is_indexed_on_from_where_the_last_process_stopped(tmp_path: Path) -> None:
+    """A booth that quits with its session open and comes back: the second process's windows go on
+    from the first one's last window, so no frame is indexed twice or left out."""
+    config = parse_config({"agent": {"device_id": "dev", "data_dir": str(tmp_path)}})
+    clock = Clock(probe_daemons=False)
+
+    def process() -> Recording:
+        writer = Writer(tmp_path / "catalog.sqlite", "dev", tmp_path, clock, queue_size=10)
+        recording = Recording(
+            config, open_catalog=lambda: Catalog(tmp_path / "catalog.sqlite", "dev"), clock=clock, writer=writer
+        )
+        recording.start(background_session=False)
+        return recording
+
+    def frames(cat: Catalog, session: str, t0: int, first: int, n: int) -> list[str]:
+        ms = 1_000_000  # visible at 10 fps, IR at 5 fps
+        for i in range(first, first + n):
+            _frame(cat, "vis", "visible", t0 + (i - first) * 100 * ms, session, i)
+        return [
+            _frame(cat, "ir", "thermal", t0 + (i - first) * 100 * ms + ms, session, i)
+            for i in range(first, first + n, 2)
+        ]
+
+    first = process()
+    session = first.sessions.start_session(kind="booth").session_id
+    with Catalog(tmp_path / "catalog.sqlite", "dev") as cat:
+        ir = frames(cat, session, time.monotonic_ns() - 2_000_000_000, 0, 10)  # captured in the last 2 s
+        first.housekeeping(cat)  # starts watching it
+    first.stop()  # quits with the session open: a closed window up to now
+    time.sleep(0.01)
+    second = process()
+    second.sessions.resume_session(session)
+    with Catalog(tmp_path / "catalog.sqlite", "dev") as cat:
+        ir += frames(cat, session, time.monotonic_ns(), 10, 10)  # captured by the second process
+        second.housekeeping(cat)
+    second.sessions.end_session(session)
+    second.stop()
+    with Catalog(tmp_path / "catalog.sqlite", "dev") as cat:
+        runs = [dict(r) for r in cat.conn.execute("SELECT * FROM alignment_runs ORDER BY created_utc, rowid")]
+        indexed = [r[0] for r in cat.conn.execute("SELECT record_a FROM alignments WHERE kind = 'frame_frame'")]
+    assert [(r["t_from_mono_ns"] is None, r["t_to_mono_ns"] is None) for r in runs] == [(True, False), (False, True)]
+    assert runs[0]["t_to_mono_ns"] == runs[1]["t_from_mono_ns"]
+    assert sorted(indexed) == sorted(ir)  # each IR frame once

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import subprocess
 import time
 from pathlib import Path
+
+import pytest
 
 from agent.catalog import Catalog
 from agent.clock import (
@@ -12,9 +16,11 @@ from agent.clock import (
     ClockHealth,
     ClockSample,
     chrony_status,
+    clock_health,
     kernel_clock_health,
     parse_chrony_tracking,
     parse_pmc_time_status,
+    ptp_status,
 )
 
 # `chronyc -c tracking` as chrony 4.3 prints it (synchronised to a server, and not synchronised).
@@ -71,6 +77,11 @@ def test_missing_chrony_is_reported_as_absent_not_as_an_error() -> None:
         assert chrony_status("/nonexistent/chronyd.sock") is None
 
 
+def test_health_as_dict_has_every_field() -> None:
+    health = ClockHealth(True, 10, 1, 0, "ntp_adjtime", {"stratum": 3}, {"master_offset_ns": -5})
+    assert health.as_dict() == dataclasses.asdict(health)  # hand-built for speed: no field forgotten
+
+
 def test_utc_uses_the_map_entry_in_force_at_capture_time() -> None:
     clock = Clock(probe_daemons=False)
     first = clock.latest
@@ -99,3 +110,39 @@ def test_tick_samples_when_due_and_the_entry_is_synced(tmp_path: Path) -> None:
         assert row["maxerror_us"] == sample.health.maxerror_us
         assert '"source": "ntp_adjtime"' in row["health_json"]
         assert cat.conn.execute("SELECT COUNT(*) FROM outbox WHERE kind = 'clock'").fetchone()[0] == 1
+
+
+# The parsers above are checked against recorded output; these two run the real tools where a
+# machine has them (a field device with chrony or linuxptp), so a format change in a new release
+# shows up as a failure there instead of as silently missing clock health.
+
+
+@pytest.mark.skipif(
+    shutil.which("chronyc") is None, reason="chronyc is not installed here; parsing is tested on chrony 4.3 output"
+)
+def test_real_chronyc_is_parsed_or_reported_absent() -> None:
+    done = subprocess.run(["chronyc", "-c", "-n", "tracking"], capture_output=True, text=True, timeout=10, check=False)
+    status = chrony_status()
+    if done.returncode != 0 or not done.stdout.strip():
+        assert status is None  # chronyc without a chronyd to answer: absent, not an error
+        return
+    assert parse_chrony_tracking(done.stdout) is not None, done.stdout  # this chrony's format is understood
+    assert status is not None and isinstance(status["synced"], bool)
+    assert 0 <= status["stratum"] <= 16 and isinstance(status["system_offset_s"], float)
+    assert clock_health().chrony is not None
+
+
+@pytest.mark.skipif(
+    shutil.which("pmc") is None, reason="linuxptp's pmc is not installed here; parsing is tested on sample output"
+)
+def test_real_pmc_is_parsed_or_reported_absent() -> None:
+    done = subprocess.run(
+        ["pmc", "-u", "-b", "0", "GET TIME_STATUS_NP"], capture_output=True, text=True, timeout=10, check=False
+    )
+    status = ptp_status()
+    if "master_offset" not in done.stdout:
+        assert status is None  # no ptp4l answering on its local socket
+        return
+    assert parse_pmc_time_status(done.stdout) is not None, done.stdout
+    assert status is not None and isinstance(status["master_offset_ns"], int)
+    assert isinstance(status["gm_present"], bool)

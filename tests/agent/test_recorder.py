@@ -106,8 +106,13 @@ def test_triggered_frames_keep_the_pre_and_post_window(rig: dict[str, Any]) -> N
     rec.flush()
     rig["writer"].stop()
     caps = captures(rig["dir"], "cam")
-    assert [c["seq_first"] for c in caps] == [6, 7, 8, 9, 10, 11]  # 0.3 s before, 0.2 s after
+    frames = [c for c in caps if c["kind"] == "frame"]
+    assert [c["seq_first"] for c in frames] == [6, 7, 8, 9, 10, 11]  # 0.3 s before, 0.2 s after
     assert all(c["meta"]["trigger"] == trig.trigger_id for c in caps)
+    (clip,) = [c for c in caps if c["kind"] == "clip"]  # the window as one unit, like an audio clip
+    assert clip["path"] is None and (clip["seq_first"], clip["seq_last"]) == (6, 11)
+    assert clip["meta"]["frames"] == 6 and clip["meta"]["frames_missing"] == 0
+    assert clip["meta"]["window_start_mono_ns"] == t0 + 6 * period
 
 
 def test_a_sensor_threshold_opens_an_audio_clip_once(rig: dict[str, Any]) -> None:
