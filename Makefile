@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 export FIELDCAP_MODEL_DIR ?= $(CURDIR)/.cache/models
 SECONDS ?= 10
 
-.PHONY: help setup setup-test demo test test-fast lint check bench soak clean
+.PHONY: help setup setup-test demo test test-fast lint check bench soak soak-short clean
 
 help:
-	@echo "targets: setup demo test lint typecheck bench soak clean"
+	@echo "targets: setup demo test lint check bench soak soak-short clean"
 
 setup:
 	sh scripts/setup.sh runtime
@@ -36,7 +36,11 @@ bench: setup-test
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 soak: setup-test
-	$(BIN)/python bench/soak.py --minutes 30
+	$(BIN)/python bench/soak.py --minutes 30 --faults 60
+
+# CI's soak: every fault kind once in three minutes, every promise checked (about 4 minutes).
+soak-short: setup-test
+	$(BIN)/python bench/soak.py --minutes 3 --faults 10 --seed 3
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
