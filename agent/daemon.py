@@ -114,7 +114,7 @@ class Agent:
             synchronous=self.config.storage.synchronous,
         )
         self.writer.start()
-        self.recording.start()  # the continuous session that captures belong to
+        self.recording.start(background_session=self.needs_background_session())
         self.heartbeats.watch("writer", self._writer_progress)
         for device in self.config.devices:
             self._start_stream(device)
@@ -292,6 +292,11 @@ class Agent:
         self.streams[device.name] = run.state
         self._runs[device.name] = run
         run.start()
+
+    def needs_background_session(self) -> bool:
+        """Whether ``start`` opens the continuous session that captures made outside any other
+        session belong to (an extension point: a booth whose devices only record takes has none)."""
+        return True
 
     def _stop_stream(self, name: str, timeout: float = 10.0) -> None:
         self._runs.pop(name).stop(timeout)

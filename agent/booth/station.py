@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import logging
 import os
 import time
@@ -95,11 +94,10 @@ class BoothAgent(Agent):
     def __init__(self, config: Config, *, config_file: str, meter: LevelMeter) -> None:
         super().__init__(config, config_file=config_file)
         self.meter = meter
-        if all(config.capture_for(d.name).policy == "take" for d in config.devices):
-            # Agent.start calls recording.start() without arguments; the daemon has no switch for it.
-            start = functools.partial(self.recording.start, background_session=False)
-            self.recording.start = start  # type: ignore[method-assign]
         self.channel_qc = ChannelQc(self.catalog, self.data_dir, lambda: self.screener, self._profile_of)
+
+    def needs_background_session(self) -> bool:
+        return not all(self.config.capture_for(d.name).policy == "take" for d in self.config.devices)
 
     def _profile_of(self, stream: str) -> str | None:
         """The QC profile of a stream, as the agent's QC thread chooses it."""
