@@ -10,6 +10,8 @@ on the record_state index.
 from __future__ import annotations
 
 import sqlite3
+import time
+import uuid
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
@@ -17,6 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sync.outbox import PRIORITY_FLAGGED, BlobRef, ItemState, OutboxChanges, OutboxItem
+
+
+def new_record_id() -> str:
+    """A random id whose first 12 hex digits are the creation time in ms, so ids sort by age."""
+    return f"{time.time_ns() // 1_000_000:012x}-{uuid.uuid4().hex[:20]}"
 
 
 def utc_now() -> str:

@@ -40,6 +40,7 @@ import numpy as np
 from agent.catalog import new_record_id
 from agent.clock import Clock
 from agent.config import CaptureSettings
+from agent.frame_set import FrameSet
 from agent.media import media_path
 from agent.triggers import hold_s
 from agent.wav_part import WavPart
@@ -87,80 +88,13 @@ class _AudioFile:
         self._last_point = -(1 << 62)
 
 
-class _FrameSet(CaptureContext):
-    """The frames of one camera window, committed under this private context (see the module doc).
-
-    The writer reports each frame here instead of to the take (or trigger) context, so the take
-    lists one capture per stream. Once the window is closed and every frame is committed or failed,
-    ``finish`` (the recorder's) submits the summary capture under the take's context and only then
-    closes the stream there, so ``stop_take`` waits for the summary as for a WAV.
-    """
-
-    def __init__(self, parent: CaptureContext, finish: Callable[[_FrameSet], None]) -> None:
-        super().__init__(
-            parent.kind,
-            parent.context_id,
-            session_id=parent.session_id,
-            item_id=parent.item_id,
-            take_no=parent.take_no,
-            supersedes=parent.supersedes,
-            meta=parent.meta,
-        )
-        self.parent = parent
-        self.notes: dict[str, Any] = {}
-        self.first: Sample | None = None
-        self.last: Sample | None = None
-        self.submitted = 0
-        self.committed = 0
-        self.failures: list[str] = []
-        self._finish = finish
-        self._flock = threading.Lock()
-        self._settled = 0
-        self._closed = False
-        self._finished = False
-
-    def add(self, sample: Sample) -> None:
-        """A frame of the window, about to be submitted (capture thread)."""
-        if self.first is None:
-            self.first = sample
-        self.last = sample
-
-    def job_submitted(self) -> None:
-        with self._flock:
-            self.submitted += 1
-
-    def job_done(self, stream: str, record_id: str | None, error: str | None = None) -> None:  # noqa: ARG002
-        with self._flock:  # one stream per frame set: ``stream`` is the writer's signature only
-            self._settled += 1
-            self.committed += record_id is not None
-            if error:
-                self.failures.append(error)
-            ready = self._ready()
-        if ready:
-            self._finish(self)
-
-    def close(self) -> None:
-        """No more frames will join (capture thread)."""
-        with self._flock:
-            self._closed = True
-            ready = self._ready()
-        if ready:
-            self._finish(self)
-
-    def _ready(self) -> bool:
-        if self._closed and self._settled >= self.submitted and not self._finished:
-            self._finished = True
-            return True
-        return False
-
-
 @dataclass
 class _Window:
     start_ns: int
     end_ns: int | None
     context: CaptureContext
     audio: _AudioFile | None = None
-    frames: _FrameSet | None = None
+    frames: FrameSet | None = None
     notes: dict[str, Any] | None = None
 
 
@@ -479,7 +413,7 @@ class StreamRecorder:
             )
             win.frames.close()
 
-    def _finish_frames(self, frames: _FrameSet) -> None:
+    def _finish_frames(self, frames: FrameSet) -> None:
         """The window's frames are all settled: submit its summary capture, then close the stream.
 
         Runs on the capture thread or on the writer thread that settled the last frame; it touches
@@ -529,7 +463,7 @@ class StreamRecorder:
     def _open_window(self, start_ns: int, end_ns: int | None, ctx: CaptureContext) -> None:
         win = _Window(start_ns, end_ns, ctx)
         if self.modality != "audio":
-            win.frames = _FrameSet(ctx, self._finish_frames)
+            win.frames = FrameSet(ctx, self._finish_frames)
         evicted = self._evicted_end_ns
         if evicted is not None and evicted >= start_ns:
             # What the window wants from before this instant is no longer in memory (the trigger
