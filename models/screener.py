@@ -166,6 +166,7 @@ class Screener:
         if metrics["snr_db"] is None and metrics["speech_s"]:
             # speech fills the take: no pause to measure noise in, so WADA stands in
             metrics["snr_db"] = metrics["wada_snr_db"]
+        del x, speech16  # DNSMOS needs only audio16: free the full-rate copy before its activations
         if prof.use_dnsmos and audible:
             session = self._optional("dnsmos", prof, findings, used)
             if session is not None:

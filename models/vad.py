@@ -30,7 +30,7 @@ CHUNK = 512
 CONTEXT = 64
 SEQUENCE_VARIANT = "sequence"
 PROBE_TOLERANCE = 1e-4  # max |p_sequence - p_published| accepted by the self-check
-SEQUENCE_BLOCK = 256  # frames (chunks x channels) per sequence call: ~8 s of mono audio, ~5 MB peak
+SEQUENCE_BLOCK = 128  # frames (chunks x channels) per sequence call: ~4 s of mono audio, ~3 MB peak
 
 log = logging.getLogger(__name__)
 # keyed by (model sha256, providers): a graph that runs on CPU may still fail on another provider
