@@ -41,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from soak_procs import Proc, SerialFeeder, cpu_seconds, log, rss_mb  # noqa: E402  (bench/ is on sys.path)
+from soak_procs import Proc, SerialFeeder, cpu_seconds, log, peak_rss_mb  # noqa: E402  (bench/ is on sys.path)
 
 from sync.broker import LocalBroker, free_port, wait_port  # noqa: E402
 
@@ -299,7 +299,7 @@ receipt_timeout_s = 10
         while not stop.wait(1.0):
             pid = agent.pid
             if pid:
-                self.max_rss = max(self.max_rss, rss_mb(pid))
+                self.max_rss = max(self.max_rss, peak_rss_mb(pid))
 
     # -- faults --------------------------------------------------------------------------
 

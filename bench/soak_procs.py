@@ -57,7 +57,7 @@ class Proc:
         return self.p.pid if self.alive() and self.p is not None else None
 
 
-def rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int) -> float:
     """Peak RSS of the process so far (VmHWM: the kernel's high-water mark, so a spike between
     two samples is not missed)."""
     with contextlib.suppress(OSError):

@@ -15,6 +15,7 @@ imports ``scipy.signal`` (~80 MB of RSS, see ``models.iir``).
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 
 import numpy as np
@@ -31,6 +32,7 @@ MAX_FACTOR = 12  # 192 kHz → 16 kHz; larger factors go through soxr
 
 F32 = npt.NDArray[np.float32]
 _lock = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=8)
@@ -49,15 +51,23 @@ def _window(factor: int) -> int:
     return factor * (ROW_OUTPUTS - 1) + len(taps(factor))
 
 
+@functools.lru_cache(maxsize=8)
+def _band(factor: int) -> F32:
+    """The banded matrix H: column ``c`` holds the taps shifted by ``factor * c`` (read-only)."""
+    h = taps(factor).astype(np.float32)
+    band = np.zeros((_window(factor), ROW_OUTPUTS), dtype=np.float32)
+    for col in range(ROW_OUTPUTS):
+        band[factor * col : factor * col + len(h), col] = h
+    band.setflags(write=False)
+    return band
+
+
 def decimation_model(factor: int) -> bytes:
     """The banded-matrix graph for ``factor`` (built by ``models.graph_build`` in a child)."""
     from onnx import TensorProto, helper, numpy_helper  # the graph-building child only
 
-    h = taps(factor).astype(np.float32)
-    length = _window(factor)
-    band = np.zeros((length, ROW_OUTPUTS), dtype=np.float32)
-    for col in range(ROW_OUTPUTS):
-        band[factor * col : factor * col + len(h), col] = h
+    band = _band(factor)
+    length = band.shape[0]
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["windows", "band"], ["out"])],
         f"decimate_{factor}",
@@ -71,13 +81,19 @@ def decimation_model(factor: int) -> bytes:
 
 
 @functools.lru_cache(maxsize=8)
-def _session(factor: int) -> ort.InferenceSession:
+def _session(factor: int) -> ort.InferenceSession | None:
+    """The GEMM session for ``factor``, or None (cached, with one warning) when its graph cannot be
+    built: then numpy multiplies by the same matrix, slower, instead of every take retrying."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1  # ~1 ms of GEMM: threads would cost more than they save
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    model = graph_build.build("decimate", str(factor))
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    try:
+        model = graph_build.build("decimate", str(factor))
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # GraphBuildError, or onnxruntime's several exception types
+        log.warning("resampling by %d with numpy (the onnxruntime graph is unavailable: %s)", factor, exc)
+        return None
 
 
 def decimate(x: F32, factor: int) -> F32:
@@ -102,7 +118,7 @@ def decimate(x: F32, factor: int) -> F32:
     for ch in range(channels):
         for start in range(0, rows, BLOCK_ROWS):
             part = np.ascontiguousarray(windows[ch, start : start + BLOCK_ROWS])
-            (y,) = session.run(None, {"windows": part})
+            y = part @ _band(factor) if session is None else session.run(None, {"windows": part})[0]
             out[ch, start * ROW_OUTPUTS : (start + len(part)) * ROW_OUTPUTS] = y.reshape(-1)
     return np.ascontiguousarray(out[:, :out_len].T)
 

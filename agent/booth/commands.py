@@ -47,6 +47,20 @@ config_option = click.option(
     default=None,
     help=f"Agent config file (default: $FIELDCAP_CONFIG, else {DEFAULT_CONFIG}).",
 )
+countdown_option = click.option(
+    "--countdown",
+    default=3,
+    show_default=True,
+    type=click.IntRange(0, 10),
+    help="Seconds counted down before each take.",
+)
+sync_wait_option = click.option(
+    "--sync-wait",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds to wait at the end for the central store to confirm the session.",
+)
 
 
 def _load(config_file: Path | None) -> tuple[Any, str]:
@@ -180,13 +194,7 @@ def _open_station(config: Any, config_file: str, notes: list[str]) -> Any:
     "--round", "round_no", default=1, show_default=True, type=click.IntRange(1, 10000), help="Recording round."
 )
 @config_option
-@click.option(
-    "--countdown",
-    default=3,
-    show_default=True,
-    type=click.IntRange(0, 10),
-    help="Seconds counted down before each take.",
-)
+@countdown_option
 @click.option(
     "--new",
     "new_session",
@@ -197,13 +205,7 @@ def _open_station(config: Any, config_file: str, notes: list[str]) -> Any:
     "-y", "--yes", is_flag=True, help="Do not ask: resume the open session of this subject, script and round."
 )
 @click.option("--no-mic-test", is_flag=True, help="Skip the mic test (e.g. when resuming a session minutes later).")
-@click.option(
-    "--sync-wait",
-    default=30.0,
-    show_default=True,
-    type=click.FloatRange(0, 3600),
-    help="Seconds to wait at the end for the central store to confirm the session.",
-)
+@sync_wait_option
 def booth_command(
     script_file: Path,
     subject: str,
@@ -259,24 +261,12 @@ def booth_command(
 @click.argument("session")
 @click.argument("items", nargs=-1, required=True)
 @config_option
-@click.option(
-    "--countdown",
-    default=3,
-    show_default=True,
-    type=click.IntRange(0, 10),
-    help="Seconds counted down before each take.",
-)
+@countdown_option
 @click.option(
     "-y", "--yes", is_flag=True, help="Do not ask before re-recording items that already have an accepted take."
 )
 @click.option("--no-mic-test", is_flag=True, help="Skip the mic test.")
-@click.option(
-    "--sync-wait",
-    default=30.0,
-    show_default=True,
-    type=click.FloatRange(0, 3600),
-    help="Seconds to wait at the end for the central store to confirm.",
-)
+@sync_wait_option
 def rerecord_command(
     session: str,
     items: tuple[str, ...],

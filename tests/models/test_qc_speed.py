@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from scipy.signal import resample_poly
 from scipy.signal import sosfilt as scipy_sosfilt
 
-from models import Screener, iir, resample, silero_graph, vad
+from models import Screener, graph_build, iir, resample, silero_graph, vad
 from models.audio_metrics import _k_weighting, loudness_lufs
 from models.registry import ModelManifest
 from models.runner import ModelSession
@@ -173,3 +173,22 @@ def test_k_weighting_and_iir_match_pyloudnorm_and_scipy(rate: int) -> None:
         ours32 = iir.sosfilt(sos, x.astype(np.float32))
         assert ours32.dtype == np.float32
         assert float(np.max(np.abs(ours32 - reference))) <= 1e-5 * max(1.0, float(np.abs(reference).max()))
+
+
+def test_decimation_without_its_graph_uses_numpy_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def broken(kind: str, arg: str) -> bytes:
+        calls.append(arg)
+        raise graph_build.GraphBuildError("no child process here")
+
+    monkeypatch.setattr(graph_build, "build", broken)
+    resample._session.cache_clear()
+    try:
+        x = (np.random.default_rng(3).standard_normal((48_001, 2)) * 0.3).astype(np.float32)
+        for _ in range(2):
+            ours = resample.decimate(x, 3)
+            assert float(np.max(np.abs(ours - resample_poly(x, 1, 3, axis=0)))) < 1e-5
+        assert calls == ["3"]  # the failure is remembered, not retried for every take
+    finally:
+        resample._session.cache_clear()
