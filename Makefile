@@ -22,8 +22,8 @@ demo: setup
 lint: setup-test check
 
 check:
-	$(BIN)/ruff check agent drivers models sync tests bench scripts
-	$(BIN)/ruff format --check agent sync
+	$(BIN)/ruff check agent central drivers models sync tests bench scripts
+	$(BIN)/ruff format --check agent central sync
 	$(BIN)/mypy
 
 test: setup-test check

@@ -10,10 +10,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -24,7 +22,7 @@ log = logging.getLogger("fieldcap")
 
 
 def setup_logging(verbose: int, fmt: str = "human") -> None:
-    from agent.logs import configure
+    from agent.ops.logs import configure
 
     configure(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING, fmt)
 
@@ -42,9 +40,12 @@ SUBSYSTEM_COMMANDS = {
     "qc": "models.commands:qc_command",
     "models": "models.commands:models_group",
     "devices": "drivers.commands:devices_group",
-    "export": "sync.dataset.commands:export_command",
-    "report": "sync.dataset.commands:report_command",
-    "review-import": "sync.dataset.commands:review_import_command",
+    "demo": "central.cli:demo_command",
+    "ingest": "central.cli:ingest_command",
+    "central": "central.cli:central_group",
+    "export": "central.datasets.commands:export_command",
+    "report": "central.datasets.commands:report_command",
+    "review-import": "central.datasets.commands:review_import_command",
     "booth": "agent.booth.commands:booth_command",
     "review": "agent.booth.commands:review_command",
     "rerecord": "agent.booth.commands:rerecord_command",
@@ -139,7 +140,7 @@ def _data_dir(config_file: Path | None, data_dir: Path | None) -> tuple[Path, st
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per capture per line.")
 def ls_cmd(config_file: Path | None, data_dir: Path | None, stream: str | None, as_json: bool) -> None:
     """What the local catalog holds: record_id, stream, kind, sha256, size, state."""
-    from agent.catalog import Catalog
+    from agent.catalog.db import Catalog
 
     ddir, device = _data_dir(config_file, data_dir)
     path = ddir / "catalog.sqlite"
@@ -186,8 +187,8 @@ def ls_cmd(config_file: Path | None, data_dir: Path | None, stream: str | None, 
 )
 def export_mcap_cmd(session: str, out: Path, config_file: Path | None, data_dir: Path | None) -> None:
     """Export SESSION (an id, a unique prefix, or 'latest') to OUT as MCAP, one channel per stream."""
-    from agent.catalog import Catalog
-    from agent.mcap_export import export_session
+    from agent.catalog.db import Catalog
+    from agent.sessions.mcap import export_session
 
     ddir, device = _data_dir(config_file, data_dir)
     path = ddir / "catalog.sqlite"
@@ -217,8 +218,8 @@ def run_cmd(config_file: Path) -> None:
     """
     import faulthandler
 
-    from agent.supervisor import Supervisor, load_checked
-    from sync import SyncError
+    from agent.ops.supervisor import Supervisor, load_checked
+    from sync.errors import SyncError
 
     faulthandler.enable(all_threads=True)  # a watchdog SIGABRT prints every thread's stack to the journal
     _tune_malloc()
@@ -273,7 +274,7 @@ def status_cmd(config_file: Path | None, data_dir: Path | None, as_json: bool) -
     Reads the status file the running agent rewrites every few seconds (and the catalog when it is
     not running). Exit status: 0 running and healthy, 2 running but degraded, 3 not running.
     """
-    from agent.status import problems_of, read_status, render_text
+    from agent.ops.status import problems_of, read_status, render_text
 
     ddir, device = _data_dir(config_file, data_dir)
     if not ddir.exists():
@@ -290,154 +291,6 @@ def status_cmd(config_file: Path | None, data_dir: Path | None, as_json: bool) -
         sys.exit(3)
     if problems_of(snap)[0]:
         sys.exit(2)
-
-
-@cli.command("demo")
-@click.option("--seconds", default=10.0, show_default=True, type=click.FloatRange(1, 3600), help="How long to capture.")
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Keep everything here (default: a new temp dir).",
-)
-def demo_cmd(seconds: float, workdir: Path | None) -> None:
-    """Run the whole path on simulated devices with a throwaway broker, then check it."""
-    from agent.demo import run_demo
-    from sync import SyncError
-
-    try:
-        code = run_demo(seconds, workdir, click.echo)
-    except (FieldcapError, SyncError) as exc:
-        raise _fail(exc) from None
-    except OSError as exc:  # e.g. a --workdir that cannot be created or written
-        raise UserError(f"demo: {exc.filename or workdir}: {exc.strerror}") from None
-    sys.exit(code)
-
-
-# ---------------------------------------------------------------------------- central side
-
-
-@cli.command("ingest")
-@click.option("--broker", required=True, help="Broker URL, mqtt://host:port or mqtts://host:port.")
-@click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")
-@click.option(
-    "--blobs", "blob_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Blob directory."
-)
-@click.option(
-    "--group",
-    default="ingest",
-    show_default=True,
-    help="Shared-subscription group; ingesters in one group split the load.",
-)
-@click.option("--client-id", help="Fixed MQTT client id (with --session-expiry: keep the queue across restarts).")
-@click.option(
-    "--session-expiry",
-    type=click.IntRange(0, 4294967295),
-    default=0,
-    show_default=True,
-    help="Seconds the broker keeps this ingester's session; 0 hands its share to the group at once when it dies.",
-)
-@click.option("--username", help="MQTT username.")
-@click.option(
-    "--password-file", type=click.Path(dir_okay=False, path_type=Path), help="File holding the MQTT password."
-)
-@click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), help="CA certificate for mqtts://.")
-@click.option("--cert-file", type=click.Path(dir_okay=False, path_type=Path), help="Client certificate.")
-@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), help="Client key.")
-def ingest_cmd(
-    broker: str,
-    store_url: str,
-    blob_dir: Path,
-    group: str,
-    client_id: str | None,
-    session_expiry: int,
-    username: str | None,
-    password_file: Path | None,
-    ca_file: Path | None,
-    cert_file: Path | None,
-    key_file: Path | None,
-) -> None:
-    """Receive, verify, deduplicate and store what devices publish, and answer with receipts."""
-    from agent.config import resolve_secret
-    from sync import BlobTree, Credentials, Ingester, SyncError, open_store, tls_context
-
-    try:
-        password = resolve_secret("--password-file", "", str(password_file)) if password_file else None
-        tls = (
-            tls_context(str(ca_file), str(cert_file) if cert_file else None, str(key_file) if key_file else None)
-            if ca_file
-            else None
-        )
-        store = open_store(store_url)
-        ingester = Ingester(
-            broker=broker,
-            store=store,
-            blobs=BlobTree(blob_dir),
-            group=group,
-            client_id=client_id,
-            session_expiry_s=session_expiry,
-            credentials=Credentials(username, password, tls),
-        )
-    except (FieldcapError, SyncError, ValueError, OSError) as exc:
-        raise _fail(exc) from None
-
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        ingester.stop()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    try:
-        ingester.run()
-    finally:
-        store.close()
-
-
-@cli.group()
-def central() -> None:
-    """Inspect the central store."""
-
-
-@central.command("ls")
-@click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")
-@click.option("--device", help="Only this device.")
-@click.option("--kind", help="Only this record kind (capture, verdict, event, ...).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per record per line.")
-@click.option("--dead-letters", is_flag=True, help="List the rejected messages and why, newest first (up to 1000).")
-def central_ls(store_url: str, device: str | None, kind: str | None, as_json: bool, dead_letters: bool) -> None:
-    """What the central store holds: device, record_id, kind, sha256, size, received time."""
-    from sync import SyncError, open_store
-
-    try:
-        store = open_store(store_url)
-    except (SyncError, OSError) as exc:
-        raise _fail(exc) from None
-    try:
-        rows = store.dead_letters(1000) if dead_letters else store.list_records(device=device, kind=kind)
-    finally:
-        store.close()
-    if as_json:
-        for r in rows:
-            click.echo(json.dumps(r))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    cols = ("received_utc", "device", "topic", "reason") if dead_letters else ("device", "record_id", "kind", "sha256")
-    table = Table()
-    for col in (*cols, "size", "received_utc")[: 4 if dead_letters else 6]:
-        table.add_column(col)
-    for r in rows:
-        if dead_letters:
-            table.add_row(r["received_utc"], r["device"] or "-", r["topic"][:60], r["reason"])
-        else:
-            table.add_row(
-                r["device"],
-                r["record_id"],
-                r["kind"],
-                (r["sha256"] or "-")[:16],
-                str(r["size"] or "-"),
-                r["received_utc"],
-            )
-    Console().print(table)
 
 
 def _register_subsystems() -> None:

@@ -17,11 +17,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agent.capture.triggers import TriggerRule, check_capture_policies
 from agent.errors import ConfigError
-from agent.triggers import TriggerRule, check_capture_policies
 from drivers import DeviceSettings, driver_modality
 from models import QcSettings
-from sync import SyncSettings
+from sync.settings import SyncSettings
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 

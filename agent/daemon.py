@@ -1,9 +1,9 @@
 """The agent: drivers → recorder → writer → catalog → QC → publisher, each on its own thread.
 
-``fieldcap run`` (through ``agent.supervisor``) and ``fieldcap demo`` both use this class, so the
+``fieldcap run`` (through ``agent.ops.supervisor``) and ``fieldcap demo`` both use this class, so the
 demo exercises exactly the code that runs in the field.
 
-Each device has its own supervised capture thread (``agent.streams``): a failing device is
+Each device has its own supervised capture thread (``agent.capture.streams``): a failing device is
 restarted with backoff and a limit without touching the other streams. ``apply`` takes a new
 configuration while running and restarts only what changed. Every drop is an ``events`` row
 (itself synced), and every loop beats a ``Heartbeats`` registry from inside its own iteration,
@@ -24,23 +24,24 @@ import cv2
 import numpy as np
 import soundfile as sf
 
-from agent.catalog import Catalog
-from agent.clock import Clock
+from agent.capture.clock import Clock
+from agent.capture.environment import LatestReadings
+from agent.capture.recorder import StreamRecorder
+from agent.capture.recording import Recording
+from agent.capture.streams import StreamRunner, StreamState
+from agent.capture.triggers import Trigger, TriggerBus, analyzer_event_ns
+from agent.catalog.db import Catalog
+from agent.catalog.recovery import recover
+from agent.catalog.writer import Writer
 from agent.config import CaptureSettings, Config, resolve_secret, resolve_secret_path
-from agent.environment import LatestReadings
-from agent.heartbeat import Heartbeats
-from agent.recorder import StreamRecorder
-from agent.recording import Recording
-from agent.recovery import recover
-from agent.retention import DiskGuard
-from agent.status import age_seconds, catalog_numbers, pass_rate, qc_totals
-from agent.streams import StreamRunner, StreamState
-from agent.triggers import Trigger, TriggerBus, analyzer_event_ns
-from agent.writer import Writer
+from agent.ops.heartbeat import Heartbeats
+from agent.ops.retention import DiskGuard
+from agent.ops.status import age_seconds, catalog_numbers, pass_rate, qc_totals
 from drivers import DeviceSettings
 from models import ModelError, Screener, Screening
 from models.thermal_settling import SettlingTracker
-from sync import Credentials, Publisher, tls_context
+from sync.mqtt import Credentials, tls_context
+from sync.publisher import Publisher
 
 log = logging.getLogger("fieldcap.agent")
 

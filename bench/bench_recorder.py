@@ -38,10 +38,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.clock import Clock  # noqa: E402
+from agent.capture.clock import Clock  # noqa: E402
+from agent.capture.local import LocalCapture  # noqa: E402
+from agent.catalog.writer import latency_percentiles  # noqa: E402
 from agent.config import parse_config  # noqa: E402
-from agent.local_capture import LocalCapture  # noqa: E402
-from agent.writer import latency_percentiles  # noqa: E402
 from drivers.sim.camera import render_frame  # noqa: E402
 
 JPEG_QUALITY = 90

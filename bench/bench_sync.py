@@ -34,8 +34,8 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.catalog import Catalog  # noqa: E402
-from sync.durable import write_atomic  # noqa: E402
+from agent.catalog.db import Catalog  # noqa: E402
+from sync.files import write_atomic  # noqa: E402
 from sync.mqtt import Credentials  # noqa: E402
 from sync.outbox import BlobRef  # noqa: E402
 from sync.publisher import Publisher  # noqa: E402

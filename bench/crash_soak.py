@@ -33,10 +33,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.catalog import Catalog  # noqa: E402
-from agent.integrity import check_integrity  # noqa: E402
-from agent.recovery import recover_report  # noqa: E402
-from agent.wav_part import leftover_sidecars  # noqa: E402
+from agent.catalog.db import Catalog  # noqa: E402
+from agent.catalog.integrity import check_integrity  # noqa: E402
+from agent.catalog.recovery import recover_report  # noqa: E402
+from agent.catalog.wav_part import leftover_sidecars  # noqa: E402
 
 CONFIG = """
 [agent]

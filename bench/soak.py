@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from soak_procs import Proc, SerialFeeder, cpu_seconds, log, peak_rss_mb  # noqa: E402  (bench/ is on sys.path)
 
-from sync.broker import LocalBroker, free_port, wait_port  # noqa: E402
+from central.broker import LocalBroker, free_port, wait_port  # noqa: E402
 
 
 def _load(path: Path, name: str) -> Any:
@@ -409,7 +409,7 @@ receipt_timeout_s = 10
         return False
 
     def _check(self, store_url: str) -> None:
-        from sync.store import open_store
+        from central.store import open_store
 
         store = open_store(store_url)
         try:

@@ -1,30 +1,5 @@
-"""Sync: the device's outbox publisher, the wire protocol, and the central ingestion side."""
+"""Sync, the device's half of the wire: the protocol, the MQTT topic tree, the outbox contract and the publisher.
 
-from sync.blobs import BlobTree
-from sync.broker import LocalBroker
-from sync.errors import StoreError, SyncError
-from sync.ingester import Ingester
-from sync.mqtt import Credentials, tls_context
-from sync.outbox import BlobRef, OutboxChanges, OutboxItem, OutboxStore
-from sync.publisher import Publisher
-from sync.settings import SyncSettings, TlsSettings
-from sync.store import CentralStore, open_store
-
-__all__ = [
-    "BlobRef",
-    "BlobTree",
-    "CentralStore",
-    "Credentials",
-    "Ingester",
-    "LocalBroker",
-    "OutboxChanges",
-    "OutboxItem",
-    "OutboxStore",
-    "Publisher",
-    "StoreError",
-    "SyncError",
-    "SyncSettings",
-    "TlsSettings",
-    "open_store",
-    "tls_context",
-]
+Both sides import this package (the central ingester speaks the same protocol), so it imports nothing
+heavy and nothing of the central side. ``sync.files`` holds the crash-safe file helpers both sides use.
+"""

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sync.durable import sha256_file
+from sync.files import sha256_file
 from sync.outbox import BlobRef, OutboxChanges
 
 Phase = Literal["init", "sending", "draining", "fin"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sync.broker import LocalBroker
+from central.broker import LocalBroker
 
 
 def _load_pg_cluster() -> Any:

@@ -29,7 +29,7 @@ from typing import Any
 
 import soundfile as sf
 
-from agent.catalog import Catalog
+from agent.catalog.db import Catalog
 from models import ModelError, Screener
 
 __all__ = ["ChannelQc", "channel_mics"]

@@ -76,7 +76,7 @@ def _load(config_file: Path | None) -> tuple[Any, str]:
 
 def _catalog(config_file: Path | None, data_dir: Path | None) -> Any:
     """The local catalog of ``--data-dir`` or of the config's data directory."""
-    from agent.catalog import Catalog
+    from agent.catalog.db import Catalog
     from agent.config import load_config
 
     if data_dir is None:
@@ -96,7 +96,7 @@ def _catalog(config_file: Path | None, data_dir: Path | None) -> Any:
 def _guarded(run: Callable[[], int | None]) -> None:
     """Run a command body; user errors become one line and exit 1."""
     from models import ModelError, ProfileError
-    from sync import SyncError
+    from sync.errors import SyncError
 
     try:
         code = run()
@@ -137,7 +137,7 @@ def _sitting(station: Any, booth: Any, sync_wait: float, *, end_reason: str | No
         station.close(sync_wait_s=0.0)
         raise
     result = station.close(sync_wait_s=sync_wait, progress=click.echo)
-    from agent.catalog import Catalog
+    from agent.catalog.db import Catalog
 
     with Catalog(station.data_dir / "catalog.sqlite", station.config.agent.device_id) as cat:
         summary = booth.summary(cat)

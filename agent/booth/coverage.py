@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from agent.booth.records import BoothSessionRow, Mic, TakeFacts, mic_verdict, session_takes, skipped_items
-from agent.catalog import Catalog
+from agent.catalog.db import Catalog
 
 __all__ = ["ACCEPTED_QC_PENDING", "Cell", "SessionCoverage", "cell_status", "latest_takes", "session_coverage"]
 

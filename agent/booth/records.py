@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.booth.scripts import PromptItem, items_from_meta
-from agent.catalog import Catalog
+from agent.catalog.db import Catalog
 from agent.errors import FieldcapError
 
 __all__ = [

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.booth.records import BoothSessionRow, Mic, TakeFacts, mic_verdict, session_takes
-from agent.catalog import Catalog
+from agent.catalog.db import Catalog
 
 __all__ = ["ReviewRow", "review_rows", "review_tables"]
 

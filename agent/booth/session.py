@@ -32,8 +32,8 @@ from agent.booth.records import (
 )
 from agent.booth.scripts import PromptItem, Script
 from agent.booth.station import BoothError, Station
-from agent.catalog import Catalog
-from agent.sessions import SessionError, Take, TakeResult, pseudonym
+from agent.catalog.db import Catalog
+from agent.sessions.takes import SessionError, Take, TakeResult, pseudonym
 
 __all__ = ["Booth", "Phase", "open_booth_session"]
 

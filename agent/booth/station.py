@@ -30,12 +30,12 @@ import numpy as np
 from agent.booth.channel_qc import ChannelQc
 from agent.booth.levels import LevelMeter, LevelThresholds
 from agent.booth.records import Mic
-from agent.catalog import Catalog
+from agent.capture.recorder import StreamRecorder
+from agent.catalog.db import Catalog
 from agent.config import CaptureSettings, Config
 from agent.daemon import Agent
 from agent.errors import ConfigError, FieldcapError
-from agent.recorder import StreamRecorder
-from agent.sessions import Sessions
+from agent.sessions.takes import Sessions
 from drivers import Sample, driver_modality
 
 __all__ = ["BoothAgent", "BoothError", "Station", "booth_config"]
@@ -210,7 +210,7 @@ class Station:
         self._lock = handle
 
     def _check_no_daemon(self) -> None:
-        from agent.status import read_status
+        from agent.ops.status import read_status
 
         try:
             snap = read_status(self.data_dir, device_id=self.config.agent.device_id)

@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.alignment import align_session
-from agent.catalog import Catalog
-from agent.clock import Clock
+from agent.capture.clock import Clock
+from agent.capture.local import LocalCapture as Capture
+from agent.capture.recording import Recording
+from agent.catalog.db import Catalog
+from agent.catalog.writer import Writer
 from agent.config import parse_config
-from agent.local_capture import LocalCapture as Capture
-from agent.recording import Recording
-from agent.writer import Writer
+from agent.sessions.alignment import align_session
 from drivers.sim.serial import waveform_value
 
 DRIFT_PPM = 50.0

@@ -22,7 +22,7 @@ from agent.booth.records import Mic, TakeFacts, VerdictFacts, resolve_booth_sess
 from agent.booth.scripts import parse_script
 from agent.booth.session import Booth, Phase, open_booth_session
 from agent.booth.station import BoothError, Station, booth_config
-from agent.catalog import Catalog
+from agent.catalog.db import Catalog
 from agent.config import parse_config
 
 pytestmark = pytest.mark.timeout(300)
@@ -330,8 +330,8 @@ def test_a_booth_with_a_free_running_sensor_keeps_a_continuous_session(tmp_path:
 def test_station_refuses_a_data_dir_the_agent_runs_on(tmp_path: Path, model_dir: Path) -> None:
     import os
 
-    from agent.catalog import utc_now
-    from agent.status import write_status
+    from agent.catalog.db import utc_now
+    from agent.ops.status import write_status
 
     config, _ = booth_config(parse_config(_config(tmp_path, model_dir)), "booth.toml")
     config.agent.data_dir.mkdir(parents=True)

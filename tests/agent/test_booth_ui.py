@@ -24,10 +24,10 @@ from typing import Any
 import pexpect
 import pytest
 
-from agent.catalog import Catalog
-from sync import open_store
-from sync.broker import LocalBroker
-from sync.durable import sha256_file
+from agent.catalog.db import Catalog
+from central.broker import LocalBroker
+from central.store import open_store
+from sync.files import sha256_file
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 

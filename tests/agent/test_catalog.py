@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlite_utils import Database
 
-from agent import migrations
-from agent.catalog import Catalog
+from agent.catalog import migrations
+from agent.catalog.db import Catalog
 from sync.outbox import BlobRef
 
 
@@ -51,7 +51,7 @@ def test_migrations_upgrade_an_existing_database_and_keep_its_rows(tmp_path: Pat
         db.execute("UPDATE captures SET note = 'migrated'")
 
     mp = pytest.MonkeyPatch()
-    mp.setattr("agent.catalog.catalog_migrations", newer)
+    mp.setattr("agent.catalog.db.catalog_migrations", newer)
     try:
         with Catalog(path, "dev") as cat:
             row = cat.conn.execute("SELECT record_id, note FROM captures").fetchone()

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.catalog import Catalog
-from agent.clock import (
+from agent.capture.clock import (
     Clock,
     ClockHealth,
     ClockSample,
@@ -22,6 +21,7 @@ from agent.clock import (
     parse_pmc_time_status,
     ptp_status,
 )
+from agent.catalog.db import Catalog
 
 # `chronyc -c tracking` as chrony 4.3 prints it (synchronised to a server, and not synchronised).
 CHRONY_SYNCED = (

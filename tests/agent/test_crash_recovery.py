@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from agent.catalog import Catalog
-from agent.integrity import check_integrity
-from agent.recovery import recover, recover_report
-from agent.wav_part import WavPart
+from agent.catalog.db import Catalog
+from agent.catalog.integrity import check_integrity
+from agent.catalog.recovery import recover, recover_report
+from agent.catalog.wav_part import WavPart
 
 
 def _part(data_dir: Path, name: str, frames: int, expected: int) -> WavPart:

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 
 from agent.cli import cli
 from agent.config import parse_config
-from agent.logs import HumanFormatter, JsonFormatter, stderr_is_journal
-from agent.notify import Notifier
-from agent.status import summary_line
-from agent.supervisor import Supervisor
+from agent.ops.logs import HumanFormatter, JsonFormatter, stderr_is_journal
+from agent.ops.notify import Notifier
+from agent.ops.status import summary_line
+from agent.ops.supervisor import Supervisor
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:

@@ -14,10 +14,10 @@ import numpy as np
 import soundfile as sf
 from mcap.reader import make_reader
 
-from agent.catalog import Catalog
-from agent.clock import Clock
+from agent.capture.clock import Clock
+from agent.capture.local import LocalCapture
+from agent.catalog.db import Catalog
 from agent.config import parse_config
-from agent.local_capture import LocalCapture
 
 
 def test_export_one_channel_per_stream_and_read_it_back(tmp_path: Path) -> None:

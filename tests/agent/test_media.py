@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.catalog import Catalog
-from agent.recovery import recover
-from sync.durable import write_atomic
+from agent.catalog.db import Catalog
+from agent.catalog.recovery import recover
+from sync.files import write_atomic
 
 
 def test_write_atomic_hashes_what_it_wrote(tmp_path: Path) -> None:
@@ -43,7 +43,7 @@ def test_writer_killed_mid_file_leaves_no_final_name_and_recovery_records_it(tmp
         f"""
         import sys, time
         from pathlib import Path
-        from sync.durable import write_atomic
+        from sync.files import write_atomic
         def slow():
             for i in range(10_000):
                 yield b"x" * 65536

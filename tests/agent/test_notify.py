@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from agent.config import parse_config
-from agent.notify import Notifier, one_line
-from agent.supervisor import Supervisor
+from agent.ops.notify import Notifier, one_line
+from agent.ops.supervisor import Supervisor
 
 FIELDCAP = str(Path(sys.executable).with_name("fieldcap"))
 
@@ -270,7 +270,7 @@ def test_a_broker_that_is_down_is_not_a_stall(tmp_path: Path, notify_socket: Not
     """The sync loop keeps beating while it waits to reconnect: systemd must not restart a healthy agent."""
     import tomllib
 
-    from sync.broker import free_port
+    from central.broker import free_port
 
     text = _config_text(tmp_path / "data").replace(
         "[sync]\nenabled = false", f'[sync]\nbroker = "mqtt://127.0.0.1:{free_port()}"'

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from agent.catalog import Catalog
-from agent.clock import Clock
+from agent.capture.clock import Clock
+from agent.capture.environment import LatestReadings
+from agent.capture.recorder import StreamRecorder
+from agent.capture.triggers import TriggerBus, TriggerRule
+from agent.catalog.db import Catalog
+from agent.catalog.writer import Writer
 from agent.config import CaptureSettings
-from agent.environment import LatestReadings
-from agent.recorder import StreamRecorder
-from agent.triggers import TriggerBus, TriggerRule
-from agent.writer import Writer
 from drivers import Sample
 
 RATE = 8000

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from agent.catalog import Catalog
-from sync.durable import sha256_file
+from agent.catalog.db import Catalog
+from sync.files import sha256_file
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 

@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
-from agent.catalog import Catalog
+from agent.catalog.db import Catalog
+from agent.catalog.media import media_path
 from agent.config import StorageSettings, parse_config
 from agent.daemon import Agent
-from agent.media import media_path
-from agent.retention import PENDING_KEY, DiskGuard, disk_usage
-from sync.broker import LocalBroker, free_port
-from sync.durable import write_atomic
+from agent.ops.retention import PENDING_KEY, DiskGuard, disk_usage
+from central.broker import LocalBroker, free_port
+from sync.files import write_atomic
 from sync.outbox import BlobRef
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from agent.catalog import Catalog
-from agent.clock import Clock
+from agent.capture.clock import Clock
+from agent.capture.local import LocalCapture as Capture
+from agent.catalog.db import Catalog
 from agent.config import parse_config
 from agent.errors import ConfigError
-from agent.local_capture import LocalCapture as Capture
-from agent.sessions import SessionError, key_id, load_subject_key, pseudonym
+from agent.sessions.takes import SessionError, key_id, load_subject_key, pseudonym
 
 RAW_SUBJECT = "SUBJ-RAW-4711"
 

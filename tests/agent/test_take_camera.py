@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.catalog import Catalog
-from agent.clock import Clock
+from agent.capture.clock import Clock
+from agent.capture.local import LocalCapture
+from agent.catalog.db import Catalog
 from agent.config import parse_config
-from agent.local_capture import LocalCapture
 
 PRE_S, POST_S = 0.3, 0.2
 FPS = {"cam": 20.0, "ir": 9.0}

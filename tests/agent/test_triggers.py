@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.catalog import Catalog
-from agent.clock import Clock
+from agent.capture.clock import Clock
+from agent.capture.recorder import StreamRecorder
+from agent.capture.recording import Recording
+from agent.capture.triggers import TriggerBus, TriggerRule, analyzer_event_ns, hold_s
+from agent.catalog.db import Catalog
+from agent.catalog.writer import Writer
 from agent.config import CaptureSettings, parse_config
 from agent.errors import ConfigError
-from agent.recorder import StreamRecorder
-from agent.recording import Recording
-from agent.triggers import TriggerBus, TriggerRule, analyzer_event_ns, hold_s
-from agent.writer import Writer
 from drivers import Sample
 
 PERIOD = 100_000_000  # 10 fps

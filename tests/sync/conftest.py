@@ -46,8 +46,8 @@ def pg_url(postgres_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def pg_central(pg_url: str, tmp_path: Path) -> Iterator[Central]:
-    from sync.blobs import BlobTree
-    from sync.store import open_store
+    from central.blobs import BlobTree
+    from central.store import open_store
 
     c = Central(open_store(pg_url), BlobTree(tmp_path / "pg-blobs"), pg_url)
     try:

@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.catalog import Catalog
-from sync.blobs import BlobTree
-from sync.durable import write_atomic
-from sync.ingester import Ingester
+from agent.catalog.db import Catalog
+from central.blobs import BlobTree
+from central.ingester import Ingester
+from central.store import CentralStore, SqliteStore
+from sync.files import write_atomic
 from sync.outbox import BlobRef
 from sync.publisher import Publisher
 from sync.settings import SyncSettings
-from sync.store import CentralStore, SqliteStore
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -170,7 +170,7 @@ def sqlite_central(root: Path) -> Central:
 @contextmanager
 def running_ingester(broker_url: str, central: Central, **kwargs: Any) -> Iterator[Ingester]:
     """An ingester in a thread of this process, with its own store connection."""
-    from sync.store import open_store
+    from central.store import open_store
 
     store = open_store(central.url)
     ing = Ingester(broker=broker_url, store=store, blobs=central.tree, reconnect_max_s=1.0, **kwargs)

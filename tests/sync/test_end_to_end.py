@@ -16,7 +16,7 @@ from sync_harness import (
     wait_for,
 )
 
-from sync.broker import LocalBroker
+from central.broker import LocalBroker
 
 
 def test_records_and_media_are_stored_exactly_once(

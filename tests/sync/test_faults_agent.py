@@ -23,7 +23,7 @@ from sync_harness import (
     wait_for,
 )
 
-from sync.broker import LocalBroker
+from central.broker import LocalBroker
 
 
 def test_kill9_mid_record_and_mid_blob_then_resume_with_another_chunk_size(

@@ -21,7 +21,7 @@ from sync_harness import (
     wait_for,
 )
 
-from sync.broker import LocalBroker
+from central.broker import LocalBroker
 
 
 @pytest.mark.parametrize("persistence", [True, False], ids=["persistent", "ephemeral"])

@@ -19,7 +19,7 @@ from sync_harness import (
     wait_for,
 )
 
-from sync.broker import LocalBroker
+from central.broker import LocalBroker
 
 
 def test_half_open_connection_is_detected_and_the_upload_resumes(

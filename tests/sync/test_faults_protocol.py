@@ -23,9 +23,9 @@ from sync_harness import (
     wait_for,
 )
 
+from central.broker import LocalBroker
+from central.ingester import IngestStats
 from sync import topics
-from sync.broker import LocalBroker
-from sync.ingester import IngestStats
 
 BLOBS = (300_000, 65536 * 3 + 7, 1)
 

@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 from sync_harness import Central, running_ingester, wait_for
 
+from central.blobs import BlobTree
+from central.broker import LocalBroker
+from central.ingester import Ingester
+from central.store import SqliteStore
 from sync import topics
-from sync.blobs import BlobTree
-from sync.broker import LocalBroker
-from sync.ingester import Ingester
-from sync.store import SqliteStore
 
 SHA = "ab" * 32
 RID = "0123456789ab-0123456789abcdef0123"

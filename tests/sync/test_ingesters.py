@@ -23,7 +23,7 @@ from sync_harness import (
     wait_for,
 )
 
-from sync.broker import LocalBroker
+from central.broker import LocalBroker
 
 
 def test_two_ingesters_share_the_load_and_one_dies_mid_blob(

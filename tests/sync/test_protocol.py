@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from central.blobs import BlobTree
+from central.ingester import Ingester
+from central.store import SqliteStore, missing_ranges
 from sync import topics
-from sync.blobs import BlobTree
-from sync.ingester import Ingester
-from sync.store import SqliteStore, missing_ranges
 from sync.wire import BlobInit, encode
 
 

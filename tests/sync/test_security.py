@@ -20,8 +20,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sync_harness import REPO, Central, Device, assert_exactly_once, running_ingester, running_publisher, settings
 
+from central.broker import LocalBroker, free_port
 from sync import topics
-from sync.broker import LocalBroker, free_port
 from sync.errors import SyncError
 from sync.mqtt import Credentials, tls_context
 from sync.settings import SyncSettings

@@ -13,9 +13,9 @@ import signal
 import sys
 from pathlib import Path
 
-from sync.blobs import BlobTree
-from sync.ingester import Ingester
-from sync.store import open_store
+from central.blobs import BlobTree
+from central.ingester import Ingester
+from central.store import open_store
 
 
 def main() -> None:

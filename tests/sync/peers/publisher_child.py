@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from agent.catalog import Catalog
+from agent.catalog.db import Catalog
 from sync.mqtt import Credentials
 from sync.publisher import Publisher
 from sync.settings import SyncSettings

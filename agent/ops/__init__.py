@@ -1,0 +1,1 @@
+"""Operating the agent as a service: supervisor, systemd notify and watchdog, status, metrics, retention, logs."""

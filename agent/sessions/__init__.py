@@ -1,0 +1,1 @@
+"""Sessions and takes, the alignment index across streams, and the MCAP export of a session."""

@@ -1,0 +1,261 @@
+"""The click commands ``fieldcap export``, ``fieldcap report`` and ``fieldcap review-import``.
+
+They share the store options and the sample filters. A user mistake (bad filter, unusable store,
+wrong output directory, a file that is not a Label Studio export) ends in one line and exit 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+
+from central.blobs import BlobTree
+from central.store import CentralStore, open_store
+from sync.errors import SyncError
+
+F = Callable[..., Any]
+
+
+class _UserError(click.ClickException):
+    """Printed as the bare message, exit status 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.format_message(), file=file, err=file is None)
+
+
+def _blob_dir(store_url: str, blob_dir: Path | None) -> Path:
+    if blob_dir is not None:
+        return blob_dir
+    parts = urlsplit(store_url)
+    if parts.scheme in ("", "sqlite"):
+        return Path(store_url.removeprefix("sqlite://")).parent / "blobs"
+    raise _UserError("--blobs DIR is needed with a PostgreSQL store (where the ingesters keep the blob tree)")
+
+
+def _blob_tree(store_url: str, blob_dir: Path | None) -> BlobTree:
+    _check_store(store_url)
+    blobs = _blob_dir(store_url, blob_dir)
+    if not (blobs / "sha256").is_dir():
+        raise _UserError(f"--blobs {blobs}: no blob tree there (blobs/sha256/..); give the ingester's --blobs DIR")
+    return BlobTree(blobs)
+
+
+def _check_store(store_url: str) -> None:
+    if urlsplit(store_url).scheme in ("", "sqlite") and not Path(store_url.removeprefix("sqlite://")).is_file():
+        raise _UserError(f"--store {store_url}: no central store there (a SQLite file made by fieldcap ingest)")
+
+
+@contextmanager
+def _opened(store_url: str) -> Iterator[CentralStore]:
+    """The central store, closed afterwards; sync errors (DatasetError too) become one-line user errors."""
+    _check_store(store_url)
+    try:
+        store = open_store(store_url)
+    except SyncError as exc:
+        raise _UserError(str(exc)) from None
+    try:
+        yield store
+    except SyncError as exc:
+        raise _UserError(str(exc)) from None
+    finally:
+        store.close()
+
+
+def store_options(f: F) -> F:
+    f = click.option(
+        "--blobs",
+        "blob_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Central blob directory (default: 'blobs' beside a SQLite store).",
+    )(f)
+    return click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")(f)
+
+
+def filter_options(f: F) -> F:
+    for name, help_text in reversed(
+        (
+            ("--device", "Only this device (repeatable)."),
+            ("--site", "Only this site (repeatable)."),
+            ("--session", "Only this session id or id prefix (repeatable)."),
+            ("--modality", "Only this modality: visible, thermal, audio, sensor (repeatable)."),
+            ("--verdict", "Only this QC verdict: pass, fail, review, none (repeatable)."),
+            ("--profile", "Only this QC profile (repeatable)."),
+            ("--label", "Only samples with this annotation label (repeatable)."),
+        )
+    ):
+        f = click.option(name, name.removeprefix("--") + "s", multiple=True, help=help_text)(f)
+    f = click.option("--until", help="Only captures before this UTC time (ISO 8601).")(f)
+    f = click.option("--since", help="Only captures at or after this UTC time (ISO 8601).")(f)
+    return click.option("--include-superseded", is_flag=True, help="Keep takes and captures that a retake superseded.")(
+        f
+    )
+
+
+def _filters(kw: dict[str, Any]) -> Any:
+    from central.datasets.selection import Filters
+
+    try:
+        return Filters(
+            devices=kw.pop("devices"),
+            sites=kw.pop("sites"),
+            sessions=kw.pop("sessions"),
+            since=kw.pop("since"),
+            until=kw.pop("until"),
+            modalities=kw.pop("modalitys"),
+            verdicts=kw.pop("verdicts"),
+            profiles=kw.pop("profiles"),
+            labels=kw.pop("labels"),
+            include_superseded=kw.pop("include_superseded"),
+        )
+    except SyncError as exc:
+        raise _UserError(str(exc)) from None
+
+
+@click.command("export")
+@store_options
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Export directory (new, or an earlier export to resume).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    required=True,
+    type=click.Choice(["jsonl", "hf", "webdataset", "labelstudio", "mcap"]),
+    help="jsonl: media + samples.jsonl; hf: Parquet for Hugging Face datasets; webdataset: tar shards;"
+    " labelstudio: tasks with predictions; mcap: one file per session.",
+)
+@filter_options
+@click.option("--name", help="Name of this version (recorded in the manifest).")
+@click.option(
+    "--shard-size",
+    default=256.0,
+    show_default=True,
+    type=click.FloatRange(min=0.001),
+    help="Shard size in MiB (hf, webdataset).",
+)
+@click.option("--license", "license_", help="Dataset license (SPDX id), recorded in the manifest and card.")
+@click.option("--description", help="What the dataset is for, recorded in the manifest and card.")
+@click.option(
+    "--media-url-prefix",
+    default="/data/local-files/?d=",
+    show_default=True,
+    help="labelstudio: prefix of media URLs (Label Studio local files by default).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def export_command(
+    store_url: str,
+    blob_dir: Path | None,
+    out: Path,
+    fmt: str,
+    name: str | None,
+    shard_size: float,
+    license_: str | None,
+    description: str | None,
+    media_url_prefix: str,
+    quiet: bool,
+    **kw: Any,
+) -> None:
+    """Export the selected samples as a versioned, reproducible, resumable dataset snapshot."""
+    from central.datasets.export import export
+    from central.datasets.plan import ExportOptions
+
+    filters = _filters(kw)
+    blobs = _blob_tree(store_url, blob_dir)
+    with _opened(store_url) as store:
+        options = ExportOptions(
+            fmt=fmt,
+            filters=filters,
+            name=name,
+            shard_bytes=int(shard_size * 1024 * 1024),
+            license=license_,
+            description=description,
+            media_url_prefix=media_url_prefix,
+        )
+        result = export(store, blobs, out, options, progress=not quiet)
+    m = result.manifest
+    click.echo(
+        f"{out}: version {result.version_id[:16]} ({m['samples']} samples, {len(m['files'])} files;"
+        f" {result.stats.written} written, {result.stats.kept} kept, {len(m['skipped'])} skipped)"
+    )
+
+
+@click.command("report")
+@store_options
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Directory for the card.")
+@filter_options
+@click.option("--name", help="Dataset name shown on the card.")
+@click.option("--license", "license_", help="Dataset license (SPDX id).")
+@click.option("--description", help="What the dataset is for.")
+@click.option(
+    "--scripts",
+    "scripts_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory of prompt scripts (TSV/CSV/JSON) for coverage targets, by the session's script name.",
+)
+@click.option(
+    "--near-duplicate-bits",
+    default=4,
+    show_default=True,
+    type=click.IntRange(0, 32),
+    help="dHash bits (of 64) up to which two images count as near-duplicates.",
+)
+def report_command(
+    store_url: str,
+    blob_dir: Path | None,
+    out: Path,
+    name: str | None,
+    license_: str | None,
+    description: str | None,
+    scripts_dir: Path | None,
+    near_duplicate_bits: int,
+    **kw: Any,
+) -> None:
+    """Write the dataset card: report.html, report.json and PNG plots of the quality indicators."""
+    from central.datasets.report import ReportOptions, build_report
+
+    filters = _filters(kw)
+    blobs = _blob_tree(store_url, blob_dir)
+    with _opened(store_url) as store:
+        report = build_report(
+            store,
+            blobs,
+            out,
+            ReportOptions(
+                filters=filters,
+                name=name,
+                license=license_,
+                description=description,
+                scripts_dir=scripts_dir,
+                near_duplicate_bits=near_duplicate_bits,
+            ),
+        )
+    tr = report["traceability"]
+    click.echo(
+        f"{out / 'report.html'}: {report['samples']} samples, {len(report['plots'])} plots,"
+        f" full lineage {100 * tr['share']:.0f}%"
+    )
+
+
+@click.command("review-import")
+@click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def review_import_command(store_url: str, file: Path) -> None:
+    """Import human-corrected labels from a Label Studio JSON export as a new annotation version."""
+    from central.datasets.review import import_review
+
+    with _opened(store_url) as store:
+        summary = import_review(store, file)
+    ignored = ", ".join(f"{n} {t}" for t, n in sorted(summary.ignored.items()))
+    click.echo(
+        f"{file}: {summary.tasks} tasks, {summary.reviewed} reviewed: {summary.added} new version(s),"
+        f" {summary.unchanged} unchanged, {summary.unreviewed} without a review"
+        + (f"; ignored results: {ignored}" if ignored else "")
+    )

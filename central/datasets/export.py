@@ -1,0 +1,88 @@
+"""``fieldcap export``: a filtered selection of the central store written as a dataset version.
+
+Each format module turns the selected samples into a list of ``FileSpec`` (what to write, from
+what); ``snapshot.write_snapshot`` writes them resumably and seals them with a manifest. Samples
+whose media never reached the central blob tree are left out and listed in the manifest under
+``skipped`` with the reason, never exported half.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from central.blobs import BlobTree
+from central.datasets.errors import DatasetError
+from central.datasets.plan import FORMATS, ExportContext, ExportOptions
+from central.datasets.samples import Sample, load_samples
+from central.datasets.selection import select, unknown_values
+from central.datasets.snapshot import FileSpec, WriteStats, write_snapshot
+from central.store import CentralStore
+
+__all__ = ["FORMATS", "ExportOptions", "ExportResult", "export"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    out: Path
+    manifest: dict[str, Any]
+    stats: WriteStats
+
+    @property
+    def version_id(self) -> str:
+        return str(self.manifest["version_id"])
+
+
+def _exportable(samples: Sequence[Sample], blobs: BlobTree) -> tuple[list[Sample], list[dict[str, str]]]:
+    keep: list[Sample] = []
+    skipped: list[dict[str, str]] = []
+    for s in samples:
+        reason = None
+        if s.blob is not None:
+            if not s.blob.stored:
+                reason = "media not (yet) stored centrally"
+            elif not blobs.exists(s.blob.sha256, s.blob.size):
+                reason = f"media file missing from the blob tree {blobs.root}"
+        if reason is None:
+            keep.append(s)
+        else:
+            skipped.append({"key": s.key, "reason": reason})
+    return keep, skipped
+
+
+def export(
+    store: CentralStore, blobs: BlobTree, out: Path, options: ExportOptions, *, progress: bool = False
+) -> ExportResult:
+    """Write the selected samples as one version in ``out``; resumes an interrupted export there."""
+    everything = load_samples(store)
+    unknown = unknown_values(everything, options.filters)
+    if unknown:
+        raise DatasetError(
+            f"{unknown[0]}: no sample in the store has it; check the spelling (fieldcap report lists them)"
+        )
+    chosen = select(everything, options.filters)
+    samples, skipped = _exportable(chosen, blobs)
+    if not samples:
+        raise DatasetError(
+            f"no sample matches the filters ({len(everything)} in the store, {len(skipped)} without media);"
+            " loosen the filters"
+        )
+    ctx = ExportContext(blobs, options)
+    module: Any = importlib.import_module(f"central.datasets.{options.fmt}")
+    specs: list[FileSpec] = module.plan(samples, ctx)
+    header = {
+        "name": options.name,
+        "filters": options.filters.as_dict(),
+        "samples": len(samples),
+        "modalities": dict(sorted(Counter(s.modality for s in samples).items())),
+        "annotation_sources": dict(sorted(Counter(s.annotation_source for s in samples).items())),
+        "skipped": skipped,
+        "license": options.license,
+        "description": options.description,
+    }
+    manifest, stats = write_snapshot(out, options.fmt, specs, header, progress=progress)
+    return ExportResult(out, manifest, stats)

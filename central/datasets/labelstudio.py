@@ -1,0 +1,185 @@
+"""``--format labelstudio``: Label Studio projects with fieldcap's annotations as predictions.
+
+One project per kind of media: ``labelstudio/image/`` (visible and thermal frames) and
+``labelstudio/audio/`` (segments and takes), each with ``tasks.json`` (import it) and
+``label_config.xml`` (the labeling interface). Media files are under ``media/`` and referenced
+as ``PREFIX + media/...``; the default prefix is Label Studio's local-files URL, so set
+``LOCAL_FILES_DOCUMENT_ROOT`` to the export directory. Sensor readings have nothing to label and
+are left out. Each task's data names the capture (``fieldcap_device``, ``fieldcap_record_id``),
+which is how ``fieldcap review-import`` finds it again.
+
+Result ids are derived from the annotation's record id, so a reviewer who edits a prediction keeps
+its id and the import knows which machine annotation (and kind) the correction belongs to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+from central.datasets.plan import ExportContext, copy_spec, media_path, text_spec
+from central.datasets.samples import Sample
+from central.datasets.snapshot import FileSpec
+
+DEFAULT_LABELS = {"image": ("face",), "audio": ("speech",)}
+
+
+def project_of(s: Sample) -> str | None:
+    if s.blob is None:
+        return None
+    if s.blob.media_type.startswith("image/"):
+        return "image"
+    if s.blob.media_type.startswith("audio/"):
+        return "audio"
+    return None
+
+
+def result_id(record_id: str) -> str:
+    return hashlib.sha256(record_id.encode()).hexdigest()[:10]
+
+
+def _size(s: Sample, ctx: ExportContext) -> tuple[int, int] | None:
+    metrics = (s.verdict or {}).get("metrics") or {}
+    w, h = metrics.get("width"), metrics.get("height")
+    if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0:
+        return w, h
+    if s.blob is None:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(ctx.blobs.path_for(s.blob.sha256)) as img:
+            return int(img.width), int(img.height)
+    except OSError:
+        return None
+
+
+def to_result(ann: dict[str, Any], target: str, size: tuple[int, int] | None) -> dict[str, Any] | None:
+    """A Label Studio result for one fieldcap annotation (``None`` where it cannot be shown)."""
+    label = str(ann.get("label") or "")
+    base: dict[str, Any] = {"id": result_id(str(ann.get("record_id") or label)), "to_name": target}
+    if ann.get("score") is not None:
+        base["score"] = ann["score"]
+    raw = ann.get("geometry")
+    geometry: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    if target == "image" and {"x", "y", "w", "h"} <= set(geometry) and size is not None:
+        w, h = size
+        base.update(
+            from_name="label",
+            type="rectanglelabels",
+            original_width=w,
+            original_height=h,
+            image_rotation=0,
+            value={
+                "x": 100.0 * geometry["x"] / w,
+                "y": 100.0 * geometry["y"] / h,
+                "width": 100.0 * geometry["w"] / w,
+                "height": 100.0 * geometry["h"] / h,
+                "rotation": 0,
+                "rectanglelabels": [label],
+            },
+        )
+        return base
+    if target == "audio" and ann.get("t_start_s") is not None and ann.get("t_end_s") is not None:
+        base.update(
+            from_name="label",
+            type="labels",
+            value={"start": ann["t_start_s"], "end": ann["t_end_s"], "labels": [label]},
+        )
+        return base
+    if ann.get("kind") == "transcript" and target == "audio":
+        base.update(from_name="transcription", type="textarea", value={"text": [label]})
+        return base
+    if label and not geometry and ann.get("t_start_s") is None:
+        base.update(from_name="class", type="choices", value={"choices": [label]})
+        return base
+    return None
+
+
+def task(s: Sample, ctx: ExportContext, project: str, media: str) -> dict[str, Any]:
+    size = _size(s, ctx) if project == "image" else None
+    groups: dict[str, list[dict[str, Any]]] = {}
+    scores: dict[str, list[float]] = {}
+    for ann in s.annotations:
+        result = to_result(ann, project, size)
+        if result is None:
+            continue
+        if ann.get("source") == "human" and s.human is not None:
+            version = f"human@v{s.human.version}"
+        else:
+            version = f"{ann.get('model')}@{ann.get('model_version')}"
+        groups.setdefault(version, []).append(result)
+        if isinstance(ann.get("score"), int | float):
+            scores.setdefault(version, []).append(float(ann["score"]))
+    predictions = []
+    for version in sorted(groups):
+        got = scores.get(version, [])
+        predictions.append(
+            {
+                "model_version": version,
+                "score": round(sum(got) / len(got), 4) if got else None,
+                "result": groups[version],
+            }
+        )
+    verdict = s.verdict or {}
+    return {
+        "data": {
+            project: ctx.options.media_url_prefix + media,
+            "fieldcap_key": s.key,
+            "fieldcap_device": s.device,
+            "fieldcap_record_id": s.record_id,
+            "modality": s.modality,
+            "stream": s.stream_name,
+            "qc_verdict": verdict.get("verdict"),
+            "qc_reasons": "; ".join(str(r) for r in verdict.get("reasons") or []),
+            "annotation_source": s.annotation_source,
+        },
+        "predictions": predictions,
+    }
+
+
+def label_config(project: str, labels: Sequence[str]) -> str:
+    values = "".join(f"\n    <Label value={quoteattr(v)}/>" for v in labels)
+    choices = "".join(f"\n    <Choice value={quoteattr(v)}/>" for v in labels)
+    if project == "image":
+        media = '  <Image name="image" value="$image" zoom="true"/>'
+        regions = f'  <RectangleLabels name="label" toName="image">{values}\n  </RectangleLabels>'
+        extra = ""
+    else:
+        media = '  <Audio name="audio" value="$audio"/>'
+        regions = f'  <Labels name="label" toName="audio">{values}\n  </Labels>'
+        extra = '\n  <TextArea name="transcription" toName="audio" editable="true" maxSubmissions="1"/>'
+    header = '  <Header value="$stream $fieldcap_record_id — QC $qc_verdict: $qc_reasons"/>'
+    target = project
+    return (
+        f"<View>\n{header}\n{media}\n{regions}\n"
+        f'  <Choices name="class" toName="{target}" choice="multiple">{choices}\n  </Choices>{extra}\n</View>\n'
+    )
+
+
+def _const(text: str) -> Callable[[], str]:
+    return lambda: text
+
+
+def plan(samples: Sequence[Sample], ctx: ExportContext) -> list[FileSpec]:
+    specs: list[FileSpec] = []
+    tasks: dict[str, list[dict[str, Any]]] = {}
+    labels: dict[str, set[str]] = {}
+    for s in samples:
+        project = project_of(s)
+        media = media_path(s)
+        if project is None or media is None:
+            continue
+        specs.append(copy_spec(ctx, s, media))
+        tasks.setdefault(project, []).append(task(s, ctx, project, media))
+        seen = labels.setdefault(project, set())
+        seen |= {str(a["label"]) for a in s.annotations if a.get("label") and a.get("kind") != "transcript"}
+    for project in sorted(tasks):
+        text = json.dumps(tasks[project], indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+        specs.append(text_spec(f"labelstudio/{project}/tasks.json", _const(text), text))
+        config = label_config(project, sorted(labels[project] | set(DEFAULT_LABELS[project])))
+        specs.append(text_spec(f"labelstudio/{project}/label_config.xml", _const(config), config))
+    return specs

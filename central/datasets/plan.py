@@ -1,0 +1,114 @@
+"""Building blocks of an export plan: options, the media copy, the metadata row of a sample.
+
+Every format module (``jsonl``, ``hf``, ``webdataset``, ``labelstudio``, ``mcap``) has
+``plan(samples, ctx) -> list[FileSpec]`` and builds it from these pieces, so a sample carries the
+same metadata and lineage in every format.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from central.blobs import BlobTree
+from central.datasets.errors import DatasetError
+from central.datasets.lineage import lineage
+from central.datasets.samples import Sample, extension
+from central.datasets.selection import Filters
+from central.datasets.snapshot import FileSpec, fingerprint
+
+FORMATS = ("jsonl", "hf", "webdataset", "labelstudio", "mcap")
+
+DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ExportOptions:
+    fmt: str
+    filters: Filters = field(default_factory=Filters)
+    name: str | None = None
+    shard_bytes: int = DEFAULT_SHARD_BYTES
+    license: str | None = None
+    description: str | None = None
+    media_url_prefix: str = "/data/local-files/?d="
+
+    def __post_init__(self) -> None:
+        if self.fmt not in FORMATS:
+            raise DatasetError(f"--format {self.fmt!r}: unknown; use one of {', '.join(FORMATS)}")
+        if self.shard_bytes < 1024:
+            raise DatasetError(f"--shard-size {self.shard_bytes}: too small; give at least 1024 bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class ExportContext:
+    blobs: BlobTree
+    options: ExportOptions
+
+
+def media_path(s: Sample, prefix: str = "media") -> str | None:
+    """Where a sample's media goes inside an export (``None`` for readings-only captures)."""
+    if s.blob is None:
+        return None
+    return f"{prefix}/{s.key}.{extension(s.blob.media_type)}"
+
+
+def copy_spec(ctx: ExportContext, s: Sample, path: str) -> FileSpec:
+    """A verbatim copy of a sample's blob; its sha256 is its content address."""
+    assert s.blob is not None
+    source = ctx.blobs.path_for(s.blob.sha256)
+
+    def write(dest: Path) -> None:
+        shutil.copyfile(source, dest)
+
+    return FileSpec(path, fingerprint("blob", s.blob.sha256), write, s.blob.size, s.blob.sha256)
+
+
+def text_spec(path: str, make: Callable[[], str], *inputs: Any) -> FileSpec:
+    """A UTF-8 text file made by ``make``, fingerprinted by ``inputs``."""
+
+    def write(dest: Path) -> None:
+        dest.write_text(make(), encoding="utf-8")
+
+    return FileSpec(path, fingerprint("text", path, *inputs), write)
+
+
+def sample_row(s: Sample, media: str | None) -> dict[str, Any]:
+    """The metadata every format carries for a sample (JSON-ready, deterministic)."""
+    verdict = s.verdict or {}
+    row: dict[str, Any] = {
+        "key": s.key,
+        "device": s.device,
+        "record_id": s.record_id,
+        "stream": s.stream_name,
+        "modality": s.modality,
+        "kind": s.capture.get("kind"),
+        "media": media,
+        "media_type": None if s.blob is None else s.blob.media_type,
+        "sha256": None if s.blob is None else s.blob.sha256,
+        "size": None if s.blob is None else s.blob.size,
+        "t_start_utc_ns": s.t_start_utc_ns,
+        "duration_s": s.duration_s,
+        "session_id": s.capture.get("session_id"),
+        "item_id": s.capture.get("item_id"),
+        "take": s.capture.get("take"),
+        "qc": None
+        if s.verdict is None
+        else {
+            "verdict": verdict.get("verdict"),
+            "profile": verdict.get("profile"),
+            "profile_version": verdict.get("profile_version"),
+            "reasons": verdict.get("reasons"),
+            "metrics": verdict.get("metrics"),
+        },
+        "annotations": s.annotations,
+        "annotation_source": s.annotation_source,
+        "labels": s.labels,
+        "meta": s.meta,
+        "lineage": lineage(s),
+    }
+    if "readings" in s.capture:
+        row["readings"] = s.capture["readings"]
+    return row

@@ -1,0 +1,169 @@
+"""``fieldcap review-import``: human-corrected labels from a Label Studio export, as a new version.
+
+Reads Label Studio's JSON export of a project made by ``fieldcap export --format labelstudio``.
+For each task, the newest annotation that was not cancelled becomes the capture's new human
+annotation version (``central.datasets.versions``); the machine's annotations stay as they are, and
+later exports prefer the human version. Importing the same file again adds nothing. A file that
+names captures this store does not have is refused as a whole, before anything is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from central.datasets.errors import DatasetError
+from central.datasets.labelstudio import result_id
+from central.datasets.samples import load_samples
+from central.datasets.versions import add_versions
+from central.store import CentralStore, utc_now
+
+HUMAN_MODEL = "human"
+HUMAN_VERSION = "labelstudio"
+
+
+@dataclass
+class ImportSummary:
+    tasks: int = 0
+    reviewed: int = 0
+    added: int = 0
+    unchanged: int = 0
+    unreviewed: int = 0
+    ignored: Counter[str] = field(default_factory=Counter)  # result types fieldcap cannot store
+
+
+def _author(annotation: dict[str, Any]) -> str | None:
+    who = annotation.get("completed_by")
+    if isinstance(who, dict):
+        who = who.get("email") or who.get("id")
+    return None if who is None else str(who)
+
+
+def _newest(annotations: Any) -> dict[str, Any] | None:
+    if not isinstance(annotations, list):
+        return None
+    done = [a for a in annotations if isinstance(a, dict) and not a.get("was_cancelled")]
+    if not done:
+        return None
+    return max(done, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), str(a.get("id"))))
+
+
+def _human(kind: str, label: str, n: int, **extra: Any) -> dict[str, Any]:
+    ann: dict[str, Any] = {
+        "record_id": f"human-{n}",
+        "kind": kind,
+        "label": label,
+        "score": None,
+        "t_start_s": None,
+        "t_end_s": None,
+        "geometry": None,
+        "model": HUMAN_MODEL,
+        "model_version": HUMAN_VERSION,
+        "model_sha256": None,
+        "source": "human",
+    }
+    ann.update(extra)
+    return ann
+
+
+def from_results(results: Any, kinds: dict[str, str], where: str, ignored: Counter[str]) -> list[dict[str, Any]]:
+    """fieldcap annotations for Label Studio results; ``kinds`` maps result ids to machine kinds."""
+    if not isinstance(results, list):
+        raise DatasetError(f"{where}: 'result' is not a list; export the project as JSON from Label Studio")
+    out: list[dict[str, Any]] = []
+    for r in results:
+        if not isinstance(r, dict) or not isinstance(r.get("value"), dict):
+            raise DatasetError(f"{where}: a result has no 'value' object; export the project as JSON")
+        kind_of = kinds.get(str(r.get("id")))
+        value, rtype = r["value"], str(r.get("type"))
+        try:
+            if rtype == "rectanglelabels":
+                w, h = float(r["original_width"]), float(r["original_height"])
+                geometry = {
+                    "x": round(value["x"] * w / 100.0, 3),
+                    "y": round(value["y"] * h / 100.0, 3),
+                    "w": round(value["width"] * w / 100.0, 3),
+                    "h": round(value["height"] * h / 100.0, 3),
+                }
+                for label in value["rectanglelabels"]:
+                    out.append(_human(kind_of or "box", str(label), len(out), geometry=geometry))
+            elif rtype == "labels":
+                for label in value["labels"]:
+                    out.append(
+                        _human(
+                            kind_of or "segment",
+                            str(label),
+                            len(out),
+                            t_start_s=float(value["start"]),
+                            t_end_s=float(value["end"]),
+                        )
+                    )
+            elif rtype == "choices":
+                for label in value["choices"]:
+                    out.append(_human(kind_of or "class", str(label), len(out)))
+            elif rtype == "textarea":
+                text = "\n".join(str(t) for t in value.get("text") or [])
+                if text:
+                    out.append(_human("transcript", text, len(out)))
+            else:
+                ignored[rtype] += 1
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DatasetError(
+                f"{where}: a {rtype} result lacks or garbles {exc}; re-export it from Label Studio"
+            ) from None
+    return out
+
+
+def _load(path: Path) -> tuple[bytes, list[Any]]:
+    try:
+        raw = path.read_bytes()
+        data = json.loads(raw)
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read it: {exc.strerror}") from None
+    except ValueError as exc:
+        raise DatasetError(f"{path}: not JSON ({exc}); export the project from Label Studio as JSON") from None
+    if not isinstance(data, list):
+        raise DatasetError(f"{path}: not a Label Studio JSON export (expected a list of tasks)")
+    return raw, data
+
+
+def import_review(store: CentralStore, path: Path) -> ImportSummary:
+    """Store the reviewed tasks in ``path`` as new human annotation versions; see the module doc."""
+    raw, tasks = _load(path)
+    samples = {(s.device, s.record_id): s for s in load_samples(store)}
+    summary = ImportSummary(tasks=len(tasks))
+    items: list[tuple[str, str, str | None, str | None, list[dict[str, Any]]]] = []
+    unknown: list[str] = []
+    for i, t in enumerate(tasks):
+        where = f"{path}: task {i + 1}"
+        data = t.get("data") if isinstance(t, dict) else None
+        if not isinstance(data, dict) or not data.get("fieldcap_record_id") or not data.get("fieldcap_device"):
+            raise DatasetError(
+                f"{where}: data.fieldcap_device / data.fieldcap_record_id missing; import only projects made"
+                " with fieldcap export --format labelstudio"
+            )
+        key = (str(data["fieldcap_device"]), str(data["fieldcap_record_id"]))
+        if key not in samples:
+            unknown.append("/".join(key))
+            continue
+        chosen = _newest(t.get("annotations"))
+        if chosen is None:
+            summary.unreviewed += 1
+            continue
+        kinds = {result_id(str(a.get("record_id"))): str(a.get("kind")) for a in samples[key].machine_annotations}
+        annotations = from_results(chosen.get("result"), kinds, where, summary.ignored)
+        reviewed = chosen.get("updated_at") or chosen.get("created_at")
+        items.append((*key, _author(chosen), None if reviewed is None else str(reviewed), annotations))
+    if unknown:
+        raise DatasetError(
+            f"{path}: {len(unknown)} task(s) name captures this store does not have (e.g. {unknown[0]});"
+            " import the file into the store it was exported from. Nothing was imported"
+        )
+    summary.reviewed = len(items)
+    review_id = hashlib.sha256(raw).hexdigest()[:32]
+    summary.added, summary.unchanged = add_versions(store, review_id, path.name, utc_now(), len(tasks), items)
+    return summary

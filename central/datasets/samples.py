@@ -1,0 +1,264 @@
+"""Samples: each capture in the central store joined with everything recorded about it.
+
+A sample is one ``capture`` record (a frame, an audio segment or take, a batch of sensor
+readings) with its QC verdict, its machine annotations, the newest human annotation version, and
+the session, stream (settings in force) and take it belongs to. Records arrive from devices in any
+order and may be re-sent, so joins go by (device, id) and the newest record wins where a device
+sent several (a session's start and end records, a re-screened verdict).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from central.datasets.versions import HumanVersion, latest_versions
+from central.store import CentralStore
+
+KINDS = ("capture", "verdict", "annotation", "session", "stream", "take")
+
+MEDIA_EXTENSIONS = {
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/flac": "flac",
+    "video/mp4": "mp4",
+    "application/json": "bin.json",
+}
+
+
+def extension(media_type: str | None) -> str:
+    """File extension for a media type (``bin`` when unknown)."""
+    if not media_type:
+        return "bin"
+    return MEDIA_EXTENSIONS.get(media_type, "bin")
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    sha256: str
+    size: int
+    media_type: str
+    stored: bool
+
+
+@dataclass
+class Sample:
+    """One capture and what the central store knows about it."""
+
+    device: str
+    record_id: str
+    received_utc: str
+    capture: dict[str, Any]
+    blob: Blob | None
+    verdict: dict[str, Any] | None = None
+    machine_annotations: list[dict[str, Any]] = field(default_factory=list)
+    human: HumanVersion | None = None
+    session: dict[str, Any] | None = None
+    stream: dict[str, Any] | None = None
+    take: dict[str, Any] | None = None
+    take_history: list[dict[str, Any]] = field(default_factory=list)
+    superseded_by: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Unique across devices; ``/`` keeps the device as a directory in file-based formats."""
+        return f"{self.device}/{self.record_id}"
+
+    @property
+    def modality(self) -> str:
+        return str(self.capture.get("modality") or "unknown")
+
+    @property
+    def stream_name(self) -> str:
+        return str(self.capture.get("stream") or "")
+
+    @property
+    def t_start_utc_ns(self) -> int | None:
+        value = self.capture.get("t_start_utc_ns")
+        return int(value) if isinstance(value, int) else None
+
+    @property
+    def duration_s(self) -> float | None:
+        start, end = self.capture.get("t_start_mono_ns"), self.capture.get("t_end_mono_ns")
+        if isinstance(start, int) and isinstance(end, int):
+            return (end - start) / 1e9
+        return None
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        meta = self.capture.get("meta")
+        return meta if isinstance(meta, dict) else {}
+
+    @property
+    def site(self) -> str | None:
+        if self.session and self.session.get("site"):
+            return str(self.session["site"])
+        site = self.meta.get("site")
+        return str(site) if site else None
+
+    @property
+    def verdict_name(self) -> str | None:
+        return None if self.verdict is None else self.verdict.get("verdict")
+
+    @property
+    def profile(self) -> str | None:
+        return None if self.verdict is None else self.verdict.get("profile")
+
+    @property
+    def annotation_source(self) -> str:
+        if self.human is not None:
+            return "human"
+        return "machine" if self.machine_annotations else "none"
+
+    @property
+    def annotations(self) -> list[dict[str, Any]]:
+        """What exports use: the newest human version where there is one, else the machine's."""
+        if self.human is not None:
+            return [dict(a) for a in self.human.annotations]
+        return [dict(a) for a in self.machine_annotations]
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted({str(a["label"]) for a in self.annotations if a.get("label") not in (None, "")})
+
+    @property
+    def sort_key(self) -> tuple[int, str, str]:
+        return (self.t_start_utc_ns or 0, self.device, self.record_id)
+
+
+def _machine_annotation(body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "record_id": body.get("record_id"),
+        "kind": body.get("kind"),
+        "label": body.get("label"),
+        "score": body.get("score"),
+        "t_start_s": body.get("t_start_s"),
+        "t_end_s": body.get("t_end_s"),
+        "geometry": body.get("geometry"),
+        "model": body.get("model"),
+        "model_version": body.get("model_version"),
+        "model_sha256": body.get("model_sha256"),
+        "source": "machine",
+    }
+
+
+def _annotation_order(ann: dict[str, Any]) -> tuple[str, float, str, str]:
+    start = ann.get("t_start_s")
+    return (
+        str(ann.get("kind") or ""),
+        float(start) if start is not None else -1.0,
+        str(ann.get("label") or ""),
+        str(ann.get("record_id") or ""),
+    )
+
+
+def _read(store: CentralStore) -> list[tuple[str, str, str, str, dict[str, Any], bool]]:
+    """(device, record_id, kind, received_utc, envelope, blob stored) of the kinds samples need."""
+    marks = ",".join("?" * len(KINDS))
+    with store._tx() as cur:
+        rows = store._exec(
+            cur,
+            "SELECT r.device, r.record_id, r.kind, r.received_utc, r.body, b.sha256 IS NOT NULL"
+            " FROM records r LEFT JOIN blobs b ON b.sha256 = r.blob_sha256"
+            f" WHERE r.kind IN ({marks}) ORDER BY r.device, r.record_id",
+            KINDS,
+        ).fetchall()
+    out = []
+    for device, record_id, kind, received, body, stored in rows:
+        try:
+            env = json.loads(body)
+        except ValueError:
+            continue  # the ingester validated it; a hand-edited row is not a sample
+        if isinstance(env, dict) and isinstance(env.get("body"), dict):
+            out.append((str(device), str(record_id), str(kind), str(received), env, bool(stored)))
+    return out
+
+
+def load_samples(store: CentralStore) -> list[Sample]:
+    """Every capture in the store as a sample, in capture-time order."""
+    captures: list[Sample] = []
+    verdicts: dict[tuple[str, str], dict[str, Any]] = {}
+    annotations: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    sessions: dict[tuple[str, str], dict[str, Any]] = {}
+    streams: dict[tuple[str, str], dict[str, Any]] = {}
+    takes: dict[tuple[str, str], dict[str, Any]] = {}
+    for device, record_id, kind, received, env, stored in _read(store):
+        body = env["body"]
+        if kind == "capture":
+            blob = env.get("blob")
+            captures.append(
+                Sample(
+                    device=device,
+                    record_id=record_id,
+                    received_utc=received,
+                    capture=body,
+                    blob=None
+                    if not isinstance(blob, dict)
+                    else Blob(str(blob["sha256"]), int(blob["size"]), str(blob["media_type"]), stored),
+                )
+            )
+        elif kind == "verdict" and body.get("capture_id"):
+            verdicts[(device, str(body["capture_id"]))] = body  # ordered by record id: the newest wins
+        elif kind == "annotation" and body.get("capture_id"):
+            annotations[(device, str(body["capture_id"]))].append(_machine_annotation({"record_id": record_id, **body}))
+        elif kind == "session" and body.get("session_id"):
+            sessions[(device, str(body["session_id"]))] = body
+        elif kind == "stream" and body.get("stream_id"):
+            streams[(device, str(body["stream_id"]))] = body
+        elif kind == "take" and body.get("take_id"):
+            takes[(device, str(body["take_id"]))] = body
+    _link(captures, verdicts, annotations, sessions, streams, takes, latest_versions(store))
+    captures.sort(key=lambda s: s.sort_key)
+    return captures
+
+
+def _link(
+    captures: list[Sample],
+    verdicts: dict[tuple[str, str], dict[str, Any]],
+    annotations: dict[tuple[str, str], list[dict[str, Any]]],
+    sessions: dict[tuple[str, str], dict[str, Any]],
+    streams: dict[tuple[str, str], dict[str, Any]],
+    takes: dict[tuple[str, str], dict[str, Any]],
+    human: dict[tuple[str, str], HumanVersion],
+) -> None:
+    take_of_capture: dict[tuple[str, str], dict[str, Any]] = {}
+    take_by_number: dict[tuple[str, str, str, Any], dict[str, Any]] = {}
+    history: dict[tuple[str, str, str, Any], list[dict[str, Any]]] = defaultdict(list)
+    for (device, _take_id), take in takes.items():
+        recorded = take.get("captures")
+        if isinstance(recorded, dict):
+            for ids in recorded.values():
+                for rid in ids if isinstance(ids, list) else [ids]:
+                    take_of_capture[(device, str(rid))] = take
+        item = (device, str(take.get("session_id")), str(take.get("item_id")), take.get("round"))
+        history[item].append(take)
+        take_by_number[(device, str(take.get("session_id")), str(take.get("item_id")), take.get("take_no"))] = take
+    superseded = {
+        (s.device, str(s.capture["supersedes"])): s.record_id for s in captures if s.capture.get("supersedes")
+    }
+    for s in captures:
+        key = (s.device, s.record_id)
+        s.verdict = verdicts.get(key)
+        s.machine_annotations = sorted(annotations.get(key, []), key=_annotation_order)
+        s.human = human.get(key)
+        sid, stream_id = s.capture.get("session_id"), s.capture.get("stream_id")
+        s.session = sessions.get((s.device, str(sid))) if sid else None
+        s.stream = streams.get((s.device, str(stream_id))) if stream_id else None
+        s.take = take_of_capture.get(key) or take_by_number.get(
+            (s.device, str(sid), str(s.capture.get("item_id")), s.capture.get("take"))
+        )
+        if s.take is not None:
+            item = (s.device, str(s.take.get("session_id")), str(s.take.get("item_id")), s.take.get("round"))
+            s.take_history = [
+                {k: t.get(k) for k in ("take_id", "take_no", "status", "supersedes", "ended_utc")}
+                for t in sorted(history[item], key=lambda t: (t.get("take_no") or 0, str(t.get("take_id"))))
+            ]
+        s.superseded_by = superseded.get(key)
+        if s.superseded_by is None and s.take is not None:
+            later = [t for t in s.take_history if t["supersedes"] == s.take.get("take_id")]
+            if later:
+                s.superseded_by = f"take:{later[-1]['take_id']}"

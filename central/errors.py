@@ -1,0 +1,9 @@
+"""Errors of the central side that an operator must fix."""
+
+from __future__ import annotations
+
+from sync.errors import SyncError
+
+
+class StoreError(SyncError):
+    """The central store cannot be used (wrong URL, unreachable server, other schema)."""

@@ -1,0 +1,306 @@
+"""The central ingestion subscriber: MQTT in, one store transaction per batch, receipts out.
+
+Stateless: everything it knows is in the central store and the blob tree, so several ingesters
+share one subscription (``$share/GROUP/...``) and any of them can finish a blob another one
+started. Messages are read in batches; a batch is handled in one transaction (``central.intake``),
+the staged chunk bytes are fdatasynced, the transaction commits, and only then are the messages
+acknowledged to the broker and the receipts published. A crash at any point therefore loses
+nothing that was acknowledged, and whatever was not acknowledged is either redelivered or asked
+for again by the device (its receipt timeout and ``sync/query``).
+
+By default an ingester's broker session ends with its connection (session expiry 0): the broker
+then stops routing a dead ingester's share of the messages to it at once and gives them to the
+others in the group. A fixed ``client_id`` with a session expiry keeps a single ingester's queue
+across a restart instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import select
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
+
+from central.blobs import BlobTree
+from central.intake import DEFAULT_MAX_CHUNK, Intake, IntakeStats
+from central.store import CentralStore
+from sync import topics
+from sync.mqtt import TOPIC_OVERHEAD, BrokerAddress, Credentials, backoff, connect_properties, new_client
+from sync.wire import Receipt, ReceiptBatch, encode
+
+log = logging.getLogger("fieldcap.ingest")
+
+BATCH_MESSAGES = 500
+BATCH_BYTES = 32 * 1024 * 1024
+RECEIPT_BYTES = 64 * 1024  # receipts per message, before the broker's own maximum packet size
+BATCH_RETRIES = 3
+
+
+class Outage(Exception):
+    """The store or the blob disk cannot take data now: stop acknowledging, reconnect later."""
+
+
+@dataclasses.dataclass
+class IngestStats(IntakeStats):
+    batches: int = 0
+    connected: bool = False
+    outages: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+class Ingester:
+    """Validates, stores and answers everything devices publish under ``fieldcap/v1/+/up/#``."""
+
+    def __init__(
+        self,
+        *,
+        broker: str,
+        store: CentralStore,
+        blobs: BlobTree,
+        group: str = "ingest",
+        client_id: str | None = None,
+        session_expiry_s: int = 0,
+        credentials: Credentials | None = None,
+        max_chunk: int = DEFAULT_MAX_CHUNK,
+        reconnect_max_s: float = 30.0,
+    ) -> None:
+        self.address = BrokerAddress.parse(broker)
+        topics.ingest_subscription(group)  # validates the group name
+        self.store = store
+        self.blobs = blobs
+        self.group = group
+        self.client_id = client_id or f"fieldcap-ingest-{group}-{threading.get_native_id()}-{time.time_ns() % 10**9}"
+        self.session_expiry_s = session_expiry_s
+        self.credentials = credentials or Credentials()
+        self.reconnect_max_s = reconnect_max_s
+        self.stats = IngestStats()
+        self.intake = Intake(store, blobs, self._emit, max_chunk=max_chunk)
+        self.intake.stats = self.stats
+        #: Called after each committed batch with its size (metrics; tests kill the process here).
+        self.on_commit: Callable[[int], None] | None = None
+        self._stop = threading.Event()
+        self._outgoing: list[tuple[str, Receipt]] = []
+        self._inbox: list[Message] = []
+        self._max_packet = RECEIPT_BYTES + TOPIC_OVERHEAD
+        self._subscribed = threading.Event()
+
+    # ------------------------------------------------------------------ handling without a broker
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """Handle one message in its own transaction (the batch path does the same per batch)."""
+        self.handle_batch([Message(topic, payload, 0, 0)])
+
+    @property
+    def pending_receipts(self) -> list[tuple[str, Receipt]]:
+        """Receipts produced but not yet published."""
+        return self._outgoing
+
+    def handle_batch(self, messages: Sequence[Message]) -> None:
+        """Handle messages in one transaction; fall back to one at a time if the batch fails.
+
+        Raises Outage if the store or the blob disk cannot take them; nothing is then committed
+        for the messages that were not handled.
+        """
+        for attempt in range(BATCH_RETRIES):
+            try:
+                self._transaction(messages)
+                return
+            except Exception as exc:
+                if isinstance(exc, OSError):
+                    raise Outage(f"blob storage failed: {exc}") from exc
+                if self.store.is_transient(exc) and attempt + 1 < BATCH_RETRIES:
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                if len(messages) == 1:
+                    self._internal_error(messages[0], exc)
+                    return
+                log.warning("a batch of %d failed (%s); handling its messages one by one", len(messages), exc)
+                break
+        for msg in messages:
+            try:
+                self._transaction([msg])
+            except OSError as exc:
+                raise Outage(f"blob storage failed: {exc}") from exc
+            except Exception as exc:
+                self._internal_error(msg, exc)
+
+    def _transaction(self, messages: Sequence[Message]) -> None:
+        mark = len(self._outgoing)
+        saved = dataclasses.replace(self.stats)
+        try:
+            with self.store.batch():
+                self.intake.begin()
+                for msg in messages:
+                    self.intake.handle(msg.topic, msg.payload)
+                self.intake.flush()
+                self.intake.staging.sync()  # staged bytes are durable before their rows commit
+        except BaseException:
+            self.intake.staging.release()
+            del self._outgoing[mark:]
+            self.stats.__dict__.update(dataclasses.asdict(saved))
+            raise
+        self.stats.batches += 1
+
+    def _internal_error(self, msg: Message, exc: BaseException) -> None:
+        """A message that breaks the handler itself: dead-letter it rather than retry forever."""
+        log.error("internal error handling %s: %r", msg.topic[:200], exc)
+        try:
+            with self.store.batch():
+                self.intake.dead(msg.topic, None, f"internal error: {type(exc).__name__}: {exc}", msg.payload)
+        except Exception as exc2:
+            raise Outage(f"the central store cannot take data: {exc2}") from exc2
+
+    def _emit(self, device: str, receipt: Receipt) -> None:
+        self._outgoing.append((device, receipt))
+
+    # ------------------------------------------------------------------ running
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        return self._subscribed.wait(timeout)
+
+    def run(self) -> None:
+        """Serve until ``stop()``; reconnects with capped, jittered backoff."""
+        attempt = 0
+        while not self._stop.is_set():
+            client = new_client(
+                self.client_id, self.credentials, max_inflight=1000, manual_ack=True, tls=self.address.tls
+            )
+            client.on_connect = self._on_connect
+            client.on_disconnect = self._on_disconnect
+            client.on_message = self._on_message
+            client.on_subscribe = self._on_subscribe
+            self._inbox.clear()
+            self._outgoing.clear()
+            try:
+                client.connect(
+                    self.address.host,
+                    self.address.port,
+                    keepalive=30,
+                    clean_start=self.session_expiry_s == 0,
+                    properties=connect_properties(self.session_expiry_s, receive_maximum=BATCH_MESSAGES * 2),
+                )
+            except (OSError, ValueError) as exc:
+                attempt += 1
+                log.warning("cannot reach broker %s:%d: %s", self.address.host, self.address.port, exc)
+                self._stop.wait(backoff(attempt, cap=self.reconnect_max_s))
+                continue
+            ok = self._serve(client)
+            attempt = 0 if ok else attempt + 1
+            self.stats.connected = False
+            self._subscribed.clear()
+            if not self._stop.is_set():
+                self._stop.wait(backoff(attempt, cap=self.reconnect_max_s))
+
+    def _serve(self, client: mqtt.Client) -> bool:
+        """One connection; False if it ended because of an outage or a refusal."""
+        try:
+            while not self._stop.is_set():
+                rc = client.loop(timeout=0.05)
+                if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
+                    return self.stats.connected
+                self._drain(client)
+                if self._inbox:
+                    self._process(client)
+        except Outage as exc:
+            self.stats.outages += 1
+            log.error("%s; not acknowledging, reconnecting later", exc)
+            client.disconnect()
+            return False
+        client.disconnect()
+        client.loop(timeout=0.1)
+        return True
+
+    def _drain(self, client: mqtt.Client) -> None:
+        """Read what is already waiting on the socket (paho reads one packet per loop call)."""
+        sock = client.socket()
+        size = sum(len(m.payload) for m in self._inbox)
+        while sock is not None and len(self._inbox) < BATCH_MESSAGES and size < BATCH_BYTES:
+            pending = getattr(sock, "pending", None)
+            if not (pending and pending()) and not select.select([sock], [], [], 0)[0]:
+                break
+            before = len(self._inbox)
+            if client.loop_read() != mqtt.MQTT_ERR_SUCCESS:
+                break
+            size += sum(len(m.payload) for m in self._inbox[before:])
+            sock = client.socket()
+
+    def _process(self, client: mqtt.Client) -> None:
+        batch, self._inbox = self._inbox, []
+        self.handle_batch(batch)
+        for msg in batch:
+            if msg.qos > 0:
+                client.ack(msg.mid, msg.qos)
+        if self.on_commit is not None:
+            self.on_commit(len(batch))
+        self._flush_receipts(client)
+
+    def _flush_receipts(self, client: mqtt.Client) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        by_device: dict[str, list[Receipt]] = {}
+        for device, receipt in outgoing:
+            by_device.setdefault(device, []).append(receipt)
+        limit = min(RECEIPT_BYTES, self._max_packet - TOPIC_OVERHEAD)
+        for device, receipts in by_device.items():
+            for payload in _pack(receipts, limit):
+                client.publish(topics.receipts(device), payload, qos=1)
+
+    # ------------------------------------------------------------------ paho callbacks (same thread)
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, props: Any) -> None:
+        if rc.is_failure:
+            log.error("broker refused the ingester: %s (check its credentials and ACL)", rc)
+            return
+        self.stats.connected = True
+        self._max_packet = int(getattr(props, "MaximumPacketSize", 0) or (RECEIPT_BYTES + TOPIC_OVERHEAD))
+        client.subscribe(topics.ingest_subscription(self.group), qos=1)
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, rcs: list[ReasonCode], _p: Any) -> None:
+        if any(rc.is_failure for rc in rcs):
+            log.error("broker refused the ingest subscription: %s (check the ACL)", rcs)
+            return
+        log.info("ingesting from %s:%d as group %r", self.address.host, self.address.port, self.group)
+        self._subscribed.set()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        if self.stats.connected and not self._stop.is_set():
+            log.warning("ingester disconnected: %s", rc)
+        self.stats.connected = False
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # brokers check this, but a bad one must not stop the ingester
+            topic = "<topic is not UTF-8>"
+        self._inbox.append(Message(topic, bytes(msg.payload), msg.mid, msg.qos))
+
+
+def _pack(receipts: list[Receipt], limit: int) -> list[bytes]:
+    """Receipt batches, each encoded within ``limit`` bytes."""
+    out: list[bytes] = []
+    start = 0
+    step = len(receipts)
+    while start < len(receipts):
+        n = min(step, len(receipts) - start)
+        payload = encode(ReceiptBatch(receipts=receipts[start : start + n]))
+        if len(payload) > limit and n > 1:
+            step = max(1, n // 2)
+            continue
+        out.append(payload)
+        start += n
+    return out

@@ -1,0 +1,142 @@
+"""Staged blob bytes: one sparse file per blob being uploaded, in the shared blob tree.
+
+Chunks are written with ``pwrite`` at their offset, so order and chunk size do not matter, and
+the central store only records which ranges are on disk (a row is committed after the file was
+fdatasynced). Finishing a blob costs one read to verify the sha256 and a hard link to its final
+name: the bytes are written once, never copied out of a database. Every ingester that shares the
+blob tree (a local disk, or NFS for ingesters on several hosts) can continue any blob.
+
+Concurrency between ingesters: the finisher first renames the staging file to a private name, so
+writers that open it later find nothing, then takes an exclusive ``flock``, which waits for any
+writer that opened it earlier and is mid-``pwrite`` (writers hold a shared lock and re-check that
+the path still names their inode). The hash is therefore taken over bytes that no one can change
+afterwards, and a late duplicate chunk can never alter a verified blob.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+from pathlib import Path
+
+from central.blobs import BlobMismatch, BlobTree, hash_fd
+from sync.files import fsync_dir
+
+
+class StagingLost(Exception):
+    """The staging file of a blob is gone (and the blob is not stored): the upload must restart."""
+
+
+class Staging:
+    """Writes and finishes staged blobs; fds opened in a batch are synced and closed by ``sync()``."""
+
+    def __init__(self, tree: BlobTree) -> None:
+        self.tree = tree
+        self._fds: dict[str, tuple[int, Path]] = {}
+
+    def create(self, sha256: str, size: int) -> bool:
+        """Make the staging file if there is none; True if it was created (nothing staged yet)."""
+        path = self.tree.staging_path(sha256)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        except FileExistsError:
+            return False
+        try:
+            if size:
+                os.posix_fallocate(fd, 0, size)  # allocate now: chunk writes then only copy bytes
+        except OSError:
+            os.ftruncate(fd, size)  # a filesystem without fallocate: a sparse file works too
+        finally:
+            os.close(fd)
+        fsync_dir(path.parent)
+        return True
+
+    def write(self, sha256: str, offset: int, data: bytes) -> bool:
+        """Write a chunk; False if the blob has no staging file (finished, dropped or never created)."""
+        if sha256 in self._fds:
+            fd, path = self._fds[sha256]
+        else:
+            path = self.tree.staging_path(sha256)
+            try:
+                fd = os.open(path, os.O_WRONLY)
+            except FileNotFoundError:
+                return False
+            self._fds[sha256] = (fd, path)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            try:
+                current = path.stat().st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if not current:
+                self._close(sha256)
+                return False
+            view = memoryview(data)
+            pos = offset
+            while view:
+                n = os.pwrite(fd, view, pos)
+                view = view[n:]
+                pos += n
+        finally:
+            if sha256 in self._fds:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
+
+    def sync(self) -> None:
+        """Make every chunk written since the last call durable (before its rows are committed)."""
+        try:
+            for fd, _path in self._fds.values():
+                os.fdatasync(fd)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Close the files of this batch without syncing (the batch was rolled back)."""
+        for sha in list(self._fds):
+            self._close(sha)
+
+    def _close(self, sha256: str) -> None:
+        entry = self._fds.pop(sha256, None)
+        if entry is not None:
+            os.close(entry[0])
+
+    def finish(self, sha256: str, size: int) -> None:
+        """Verify the staged bytes and publish them under the final name.
+
+        BlobMismatch if they do not hash to ``sha256`` (the staging file is then gone);
+        StagingLost if there is no staging file and no verified final file.
+        """
+        self._close(sha256)
+        staging = self.tree.staging_path(sha256)
+        final = self.tree.path_for(sha256)
+        private = staging.with_name(f".{sha256}.{os.getpid()}.{threading.get_native_id()}.verify")
+        try:
+            staging.rename(private)
+        except FileNotFoundError:
+            # Linked by an earlier attempt whose transaction did not commit, or by another ingester.
+            if self.tree.verify(sha256, size):
+                return
+            raise StagingLost(f"blob {sha256}: staged bytes are gone") from None
+        fd = os.open(private, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            found = hash_fd(fd, size)
+            if found != sha256:
+                raise BlobMismatch(f"sha256 mismatch: the {size} bytes received hash to {found}")
+            if os.fstat(fd).st_size != size:
+                os.ftruncate(fd, size)
+            os.fsync(fd)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):  # another ingester finished first: same verified bytes
+                os.link(private, final)
+            fsync_dir(final.parent)
+        finally:
+            os.close(fd)
+            private.unlink(missing_ok=True)
+
+    def drop(self, sha256: str) -> None:
+        """Remove a staging file (after a mismatch, or a leftover of a blob already stored)."""
+        self._close(sha256)
+        self.tree.staging_path(sha256).unlink(missing_ok=True)

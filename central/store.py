@@ -1,0 +1,407 @@
+"""The central store: records, the blob index, chunk staging state and dead letters.
+
+SQLite (one file, the embedded default) or PostgreSQL (several ingesters). Both take the same SQL,
+written once with ``?`` placeholders; the PostgreSQL store rewrites them. Staging state (which
+byte ranges of which blob have arrived) lives here and the staged bytes live in the shared blob
+tree (``central.staging``), not in an ingester's memory, so any ingester can finish a blob another one
+started. Uniqueness on (device, record_id) and on the blob sha256 makes every redelivery harmless.
+
+Every operation runs in the current batch transaction when one is open (``with store.batch():``),
+so an ingester commits once per batch of messages instead of once per message — on a disk where a
+synchronous commit costs milliseconds that is the difference between hundreds and thousands of
+messages per second. Outside a batch each call is its own transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from central.errors import StoreError
+
+SCHEMA_VERSION = "2"
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS records (
+        device TEXT NOT NULL,
+        record_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        created_utc TEXT NOT NULL,
+        received_utc TEXT NOT NULL,
+        blob_sha256 TEXT,
+        blob_size BIGINT,
+        body TEXT NOT NULL,
+        PRIMARY KEY (device, record_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS records_kind ON records(kind, received_utc)",
+    "CREATE INDEX IF NOT EXISTS records_blob ON records(blob_sha256)",
+    """CREATE TABLE IF NOT EXISTS blobs (
+        sha256 TEXT PRIMARY KEY,
+        size BIGINT NOT NULL,
+        media_type TEXT NOT NULL,
+        device TEXT NOT NULL,
+        received_utc TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS staging (
+        sha256 TEXT PRIMARY KEY,
+        size BIGINT NOT NULL,
+        media_type TEXT NOT NULL,
+        device TEXT NOT NULL,
+        started_utc TEXT NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS chunks (
+        sha256 TEXT NOT NULL,
+        "offset" BIGINT NOT NULL,
+        length BIGINT NOT NULL,
+        PRIMARY KEY (sha256, "offset")
+    )""",
+    """CREATE TABLE IF NOT EXISTS dead_letters (
+        id INTEGER PRIMARY KEY,
+        received_utc TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        device TEXT,
+        reason TEXT NOT NULL,
+        payload_size BIGINT NOT NULL,
+        payload BLOB NOT NULL
+    )""",
+]
+
+DEAD_LETTER_KEEP = 64 * 1024  # bytes of a rejected payload kept for inspection
+
+Table = Literal["records", "blobs", "dead_letters", "chunks", "staging"]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def printable(text: str, limit: int) -> str:
+    """Text safe for any TEXT column: no NUL (PostgreSQL refuses it), no lone surrogates, bounded."""
+    return text[:limit].replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class BlobState:
+    status: Literal["stored", "partial", "missing"]
+    size: int | None = None
+    missing: tuple[tuple[int, int], ...] = ()
+
+
+def missing_ranges(size: int, pieces: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Byte ranges [start, end) of ``size`` not covered by (offset, length) pieces (which may overlap)."""
+    gaps: list[tuple[int, int]] = []
+    pos = 0
+    for offset, length in sorted(pieces):
+        if offset > pos:
+            gaps.append((pos, min(offset, size)))
+        pos = max(pos, offset + length)
+        if pos >= size:
+            break
+    if pos < size:
+        gaps.append((pos, size))
+    return [g for g in gaps if g[0] < g[1]]
+
+
+class CentralStore(ABC):
+    """Operations the ingester needs, in the open batch transaction or each in its own."""
+
+    placeholder = "?"
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ transactions
+
+    @abstractmethod
+    @contextmanager
+    def _begin(self) -> Iterator[Any]:
+        """A new transaction; yields a cursor, commits on success, rolls back on error."""
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        cur = getattr(self._local, "cursor", None)
+        if cur is not None:
+            yield cur
+            return
+        with self._begin() as cur:
+            yield cur
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction for everything done inside the block (this thread only)."""
+        if getattr(self._local, "cursor", None) is not None:
+            raise RuntimeError("store batches do not nest")
+        with self._begin() as cur:
+            self._local.cursor = cur
+            try:
+                yield
+            finally:
+                self._local.cursor = None
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """True for errors that a retry of the same transaction may not hit (lock conflicts)."""
+        return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    def _exec(self, cur: Any, sql: str, args: Sequence[Any] = ()) -> Any:
+        cur.execute(self._sql(sql), tuple(args))
+        return cur
+
+    def init_schema(self) -> None:
+        with self._tx() as cur:
+            for stmt in self.schema():
+                cur.execute(stmt)
+            row = self._exec(cur, "SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if row is None:
+                self._exec(cur, "INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            elif row[0] != SCHEMA_VERSION:
+                raise StoreError(
+                    f"the central store has schema version {row[0]}, this fieldcap expects {SCHEMA_VERSION}; "
+                    "use a fieldcap version that matches the store"
+                )
+
+    def schema(self) -> list[str]:
+        return SCHEMA
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # ------------------------------------------------------------------ records
+
+    def put_record(
+        self,
+        device: str,
+        record_id: str,
+        kind: str,
+        created_utc: str,
+        blob_sha256: str | None,
+        blob_size: int | None,
+        body: str,
+    ) -> Literal["stored", "duplicate"]:
+        with self._tx() as cur:
+            self._exec(
+                cur,
+                "INSERT INTO records (device, record_id, kind, created_utc, received_utc, blob_sha256, blob_size, body)"
+                " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (device, record_id) DO NOTHING",
+                (device, record_id, kind, created_utc, utc_now(), blob_sha256, blob_size, body),
+            )
+            return "stored" if cur.rowcount == 1 else "duplicate"
+
+    def record_body(self, device: str, record_id: str) -> str | None:
+        with self._tx() as cur:
+            row = self._exec(
+                cur, "SELECT body FROM records WHERE device = ? AND record_id = ?", (device, record_id)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def known_records(self, device: str, record_ids: Sequence[str]) -> set[str]:
+        if not record_ids:
+            return set()
+        with self._tx() as cur:
+            marks = ",".join("?" * len(record_ids))
+            rows = self._exec(
+                cur, f"SELECT record_id FROM records WHERE device = ? AND record_id IN ({marks})", (device, *record_ids)
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    # ------------------------------------------------------------------ blobs and staging
+
+    def blob_size(self, sha256: str) -> int | None:
+        with self._tx() as cur:
+            row = self._exec(cur, "SELECT size FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def start_staging(self, sha256: str, size: int, media_type: str, device: str) -> bool:
+        """Announce a blob; True if this call created the staging row."""
+        with self._tx() as cur:
+            self._exec(
+                cur,
+                "INSERT INTO staging (sha256, size, media_type, device, started_utc) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (sha256) DO NOTHING",
+                (sha256, size, media_type, device, utc_now()),
+            )
+            return bool(cur.rowcount == 1)
+
+    def staging_info(self, sha256: str) -> tuple[int, str, str] | None:
+        with self._tx() as cur:
+            row = self._exec(cur, "SELECT size, media_type, device FROM staging WHERE sha256 = ?", (sha256,)).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]), str(row[2]))
+
+    def add_chunk(self, sha256: str, offset: int, length: int) -> None:
+        """Note that bytes [offset, offset+length) of a staged blob are on disk."""
+        with self._tx() as cur:
+            self._exec(
+                cur,
+                'INSERT INTO chunks (sha256, "offset", length) VALUES (?,?,?)'
+                ' ON CONFLICT (sha256, "offset") DO UPDATE SET length = excluded.length'
+                " WHERE excluded.length > chunks.length",
+                (sha256, offset, length),
+            )
+
+    def forget_chunks(self, sha256: str) -> None:
+        """The staged bytes were lost (a new staging file): nothing of this blob has arrived."""
+        with self._tx() as cur:
+            self._exec(cur, "DELETE FROM chunks WHERE sha256 = ?", (sha256,))
+
+    def chunk_pieces(self, sha256: str) -> list[tuple[int, int]]:
+        with self._tx() as cur:
+            rows = self._exec(
+                cur, 'SELECT "offset", length FROM chunks WHERE sha256 = ? ORDER BY "offset"', (sha256,)
+            ).fetchall()
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    def finish_blob(self, sha256: str, size: int, media_type: str, device: str) -> Literal["stored", "duplicate"]:
+        with self._tx() as cur:
+            self._exec(
+                cur,
+                "INSERT INTO blobs (sha256, size, media_type, device, received_utc) VALUES (?,?,?,?,?)"
+                " ON CONFLICT (sha256) DO NOTHING",
+                (sha256, size, media_type, device, utc_now()),
+            )
+            status: Literal["stored", "duplicate"] = "stored" if cur.rowcount == 1 else "duplicate"
+            self._exec(cur, "DELETE FROM chunks WHERE sha256 = ?", (sha256,))
+            self._exec(cur, "DELETE FROM staging WHERE sha256 = ?", (sha256,))
+        return status
+
+    def drop_staging(self, sha256: str) -> None:
+        with self._tx() as cur:
+            self._exec(cur, "DELETE FROM chunks WHERE sha256 = ?", (sha256,))
+            self._exec(cur, "DELETE FROM staging WHERE sha256 = ?", (sha256,))
+
+    def blob_state(self, sha256: str) -> BlobState:
+        size = self.blob_size(sha256)
+        if size is not None:
+            return BlobState("stored", size)
+        info = self.staging_info(sha256)
+        if info is None:
+            return BlobState("missing")
+        return BlobState("partial", info[0], tuple(missing_ranges(info[0], self.chunk_pieces(sha256))))
+
+    # ------------------------------------------------------------------ dead letters
+
+    def dead_letter(self, topic: str, device: str | None, reason: str, payload: bytes) -> None:
+        with self._tx() as cur:
+            self._exec(
+                cur,
+                "INSERT INTO dead_letters (received_utc, topic, device, reason, payload_size, payload)"
+                " VALUES (?,?,?,?,?,?)",
+                (
+                    utc_now(),
+                    printable(topic, 1024),
+                    None if device is None else printable(device, 64),
+                    printable(reason, 1000),
+                    len(payload),
+                    payload[:DEAD_LETTER_KEEP],
+                ),
+            )
+
+    # ------------------------------------------------------------------ listing
+
+    def list_records(
+        self, *, device: str | None = None, kind: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT r.device, r.record_id, r.kind, r.blob_sha256, r.blob_size, r.received_utc,"
+            " b.sha256 IS NOT NULL AS blob_stored FROM records r LEFT JOIN blobs b ON b.sha256 = r.blob_sha256"
+        )
+        where, args = [], []
+        if device:
+            where.append("r.device = ?")
+            args.append(device)
+        if kind:
+            where.append("r.kind = ?")
+            args.append(kind)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY r.received_utc, r.record_id"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        with self._tx() as cur:
+            rows = self._exec(cur, sql, args).fetchall()
+        keys = ["device", "record_id", "kind", "sha256", "size", "received_utc", "blob_stored"]
+        return [dict(zip(keys, (*r[:6], bool(r[6])), strict=True)) for r in rows]
+
+    def list_blobs(self) -> list[dict[str, Any]]:
+        with self._tx() as cur:
+            rows = self._exec(
+                cur, "SELECT sha256, size, media_type, device, received_utc FROM blobs ORDER BY sha256"
+            ).fetchall()
+        return [dict(zip(["sha256", "size", "media_type", "device", "received_utc"], r, strict=True)) for r in rows]
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        with self._tx() as cur:
+            rows = self._exec(
+                cur,
+                "SELECT received_utc, topic, device, reason, payload_size FROM dead_letters"
+                f" ORDER BY id DESC LIMIT {int(limit)}",
+            ).fetchall()
+        return [dict(zip(["received_utc", "topic", "device", "reason", "payload_size"], r, strict=True)) for r in rows]
+
+    def count(self, table: Table) -> int:
+        with self._tx() as cur:
+            return int(self._exec(cur, f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+class SqliteStore(CentralStore):
+    """The embedded central store: one SQLite file in WAL mode, synchronous commits."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA busy_timeout=30000")
+        except (OSError, sqlite3.DatabaseError) as exc:
+            raise StoreError(f"cannot open the central store {path}: {exc}") from None
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            self.init_schema()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path} is not a usable central store: {exc}") from None
+
+    @contextmanager
+    def _begin(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def open_store(url: str) -> CentralStore:
+    """``sqlite:///path/central.db`` (or a plain path) or ``postgresql://...``; StoreError if unusable."""
+    parts = urlsplit(url)
+    if parts.scheme in ("postgresql", "postgres"):
+        from central.pgstore import PostgresStore
+
+        store: CentralStore = PostgresStore(url)
+        return store
+    if parts.scheme == "sqlite":  # sqlite:///abs/path (also sqlite:////abs/path); a plain path for relative
+        return SqliteStore(Path("/" + url.removeprefix("sqlite://").lstrip("/")))
+    if parts.scheme == "":
+        return SqliteStore(Path(url))
+    raise StoreError(f"store URL {url!r} is neither sqlite:///PATH nor postgresql://...")
