@@ -13,7 +13,6 @@ call stops the systemd watchdog (see ``agent.ops.heartbeat``).
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +23,16 @@ from agent.capture.recorder import StreamRecorder
 from agent.catalog.db import Catalog
 from agent.config import CaptureSettings, DaemonSettings
 from agent.ops.heartbeat import Heartbeats
-from drivers import DeviceSettings, Driver, DriverEndOfStream, DriverError, DriverTimeout, driver_modality, open_driver
+from drivers import (
+    DeviceSettings,
+    Driver,
+    DriverEndOfStream,
+    DriverError,
+    DriverTimeout,
+    driver_modality,
+    jittered_backoff,
+    open_driver,
+)
 
 log = logging.getLogger("fieldcap.capture")
 
@@ -173,8 +181,7 @@ class StreamRunner:
                     log.error("%s", msg, extra={"stream": name, "event": "stream_failed"})
                     state.state = "failed"  # after the events: whoever sees the state finds them
                     return
-                base = min(d.restart_max_s, d.restart_initial_s * 2 ** (state.failures - 1))
-                delay = base * (0.5 + random.random() / 2)  # jitter: devices on one hub do not retry in step
+                delay = jittered_backoff(state.failures - 1, d.restart_initial_s, d.restart_max_s)
                 state.state = "restarting"
                 state.restarts += 1
                 cat.add_event(

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent.catalog.migrations import Database, catalog_migrations
-from agent.catalog.outbox_rows import OutboxRows, new_record_id, utc_now
+from agent.catalog.outbox_rows import OutboxRows, new_record_id
 from agent.catalog.session_rows import SessionRows
 from agent.errors import CatalogError
 from sync.outbox import BlobRef
+from sync.wire import utc_now
 
-__all__ = ["PRIORITY", "CaptureRow", "Catalog", "new_record_id", "utc_now"]
+__all__ = ["PRIORITY", "CaptureRow", "Catalog", "new_record_id"]
 
 # Lower numbers go first: the small records that say what happened before the media itself.
 PRIORITY = {

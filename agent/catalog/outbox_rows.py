@@ -14,21 +14,16 @@ import time
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sync.outbox import PRIORITY_FLAGGED, BlobRef, ItemState, OutboxChanges, OutboxItem
+from sync.wire import utc_now
 
 
 def new_record_id() -> str:
     """A random id whose first 12 hex digits are the creation time in ms, so ids sort by age."""
     return f"{time.time_ns() // 1_000_000:012x}-{uuid.uuid4().hex[:20]}"
-
-
-def utc_now() -> str:
-    """Wall-clock time for catalog rows, as ISO 8601 UTC with microseconds."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 # The condition of the partial index outbox_blob_state (migration 0003), repeated so queries use it.

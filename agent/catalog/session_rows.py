@@ -15,8 +15,9 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.catalog.outbox_rows import new_record_id, utc_now
+from agent.catalog.outbox_rows import new_record_id
 from agent.errors import CatalogError
+from sync.wire import utc_now
 
 if TYPE_CHECKING:
     from sync.outbox import BlobRef

@@ -28,9 +28,10 @@ import numpy as np
 import soundfile as sf
 from mcap.writer import CompressionType, Writer
 
-from agent.catalog.db import Catalog, utc_now
+from agent.catalog.db import Catalog
 from agent.errors import FieldcapError
 from agent.sessions.foxglove import COMPRESSED_IMAGE_SCHEMA, TIME_SCHEMA
+from sync.wire import utc_now
 
 AUDIO_CHUNK_S = 0.1
 _TIME = TIME_SCHEMA

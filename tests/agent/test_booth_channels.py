@@ -25,9 +25,10 @@ from agent.booth.commands import coverage_command, review_command
 from agent.booth.coverage import session_coverage
 from agent.booth.records import Mic, TakeFacts, VerdictFacts, mic_verdict, record_decision, resolve_booth_session
 from agent.booth.scripts import parse_script
-from agent.catalog.db import Catalog, new_record_id, utc_now
+from agent.catalog.db import Catalog, new_record_id
 from models import QcSettings, Screener
 from sync.outbox import BlobRef
+from sync.wire import utc_now
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -330,8 +330,8 @@ def test_a_booth_with_a_free_running_sensor_keeps_a_continuous_session(tmp_path:
 def test_station_refuses_a_data_dir_the_agent_runs_on(tmp_path: Path, model_dir: Path) -> None:
     import os
 
-    from agent.catalog.db import utc_now
     from agent.ops.status import write_status
+    from sync.wire import utc_now
 
     config, _ = booth_config(parse_config(_config(tmp_path, model_dir)), "booth.toml")
     config.agent.data_dir.mkdir(parents=True)
