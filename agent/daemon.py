@@ -526,6 +526,3 @@ class Agent:
             "writer": {"pending": self.writer.pending(), "written": self.writer.written, "errors": self.writer.errors},
         }
 
-    def status(self) -> dict[str, Any]:
-        """Kept for callers of the first version; the same as ``snapshot``."""
-        return self.snapshot()

@@ -203,5 +203,3 @@ class LocalCapture:
             out[s.name] = d
         return out
 
-    def status(self) -> dict[str, Any]:
-        return {n: {"samples": s.samples, "error": s.error} for n, s in self.streams.items()}
