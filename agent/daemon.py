@@ -525,4 +525,3 @@ class Agent:
             "loops": loops,
             "writer": {"pending": self.writer.pending(), "written": self.writer.written, "errors": self.writer.errors},
         }
-

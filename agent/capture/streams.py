@@ -49,6 +49,7 @@ class StreamState:
     modality: str
     state: str = "starting"  # opening, running, restarting, failed, ended, stopped
     samples: int = 0
+    native_id: int | None = None  # the capture thread's kernel id (CPU accounting)
     restarts: int = 0
     failures: int = 0  # in a row; reset after restart_reset_s of delivering samples
     open: bool = False
@@ -147,6 +148,7 @@ class StreamRunner:
 
     def _main(self) -> None:
         state = self.state
+        state.native_id = threading.get_native_id()
         try:
             self._supervise()
         except Exception as exc:  # e.g. a catalog that cannot take an event: the stream stops, loudly
