@@ -401,8 +401,8 @@ class Catalog(OutboxRows, SessionRows):
         """Captures with media that have no verdict yet (QC resumes from here after a restart)."""
         return list(
             self.conn.execute(
-                "SELECT c.record_id, c.stream, c.modality, c.path, c.meta_json, c.t_start_utc_ns FROM captures c"
-                " LEFT JOIN verdicts v ON v.capture_id = c.record_id"
+                "SELECT c.record_id, c.stream, c.stream_id, c.session_id, c.kind, c.modality, c.path, c.meta_json,"
+                " c.t_start_utc_ns FROM captures c LEFT JOIN verdicts v ON v.capture_id = c.record_id"
                 " WHERE v.record_id IS NULL AND c.path IS NOT NULL AND c.media_deleted_utc IS NULL"
                 " ORDER BY c.t_start_mono_ns LIMIT ?",
                 (limit,),

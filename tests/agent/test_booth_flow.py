@@ -157,7 +157,7 @@ def test_a_sitting_then_resume_skip_back_override_and_coverage(station: Station,
     with station.catalog() as cat:
         while cat.unscreened(1) and time.monotonic() < deadline:  # the agent's QC judges every take
             time.sleep(0.2)
-        assert station.agent.channel_qc.wait_idle(120)  # and the booth screens each microphone
+        assert station.agent.wait_screened(240)  # each take, and each of its microphones
         session = resolve_booth_session(cat, row.session_id[:14])
         cov = session_coverage(cat, session)
         decisions = [
