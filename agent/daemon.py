@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from agent.capture.clock import Clock
@@ -81,7 +80,6 @@ class Agent:
             triggers=lambda: self.triggers,
             recorders=lambda: {n: s.recorder for n, s in self.streams.items() if s.recorder is not None},
         )
-        self.session_of: Callable[[], str | None] = self.recording.sessions.current
         self.publisher: Publisher | None = None
         self.screener = Screener(config.qc)
         self.qc = QcWorker(self.data_dir, lambda: self.screener, self.profile_of)
@@ -307,26 +305,14 @@ class Agent:
         that writing, sessions, takes and triggers keep working. It must not block: the device is
         open and delivering while it runs.
         """
-        recorder = StreamRecorder(
-            name,
-            modality,
-            policy,
-            settings,
-            self.clock,
-            self.writer,
-            session_of=self._session_now,
-            live=self.live,
-            triggers=self.triggers,
-        )
-        if policy.policy == "triggered":
+        recorder = self.recording.recorder(name, modality, policy, settings)
+        if policy.policy == "triggered":  # the rules may have changed with a reload (a new bus)
             for rule in policy.triggers:
                 self.triggers.add_rule(rule, name)
-            self.triggers.subscribe(name, recorder.trigger)
         return recorder
 
-    def _release_recorder(self, name: str, policy: CaptureSettings) -> None:
-        if policy.policy == "triggered":
-            self.triggers.unsubscribe(name)
+    def _release_recorder(self, name: str, _policy: CaptureSettings) -> None:
+        self.recording.release(name)
 
     def _record_drops(self) -> None:
         drops = self.writer.take_drops()
@@ -337,10 +323,6 @@ class Agent:
                         totals = self.streams[stream].totals
                         totals["writer_queue"] = totals.get("writer_queue", 0) + n
                     cat.add_event("drop", f"{stream}: {n} captures dropped, writer queue full", stream=stream, count=n)
-
-    def _session_now(self) -> str | None:
-        """The session in force (``session_of`` may be replaced while streams run)."""
-        return self.session_of()
 
     def _record_trigger(self, trig: Trigger) -> None:
         """The ``trigger`` event, with its time (the same row as a booth or capture process writes)."""
