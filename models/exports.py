@@ -92,4 +92,3 @@ def textgrid(
             f'            text = "{_escape(text)}"',
         ]
     return "\n".join(lines) + "\n"
-

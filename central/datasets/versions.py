@@ -137,4 +137,3 @@ def add_versions(
             (review_id, source, "labelstudio", imported_utc, tasks, added),
         )
     return added, unchanged
-
