@@ -133,7 +133,10 @@ class Agent:
 
     def _new_publisher(self, config: Config, credentials: Credentials) -> Publisher:
         pub = Publisher(
-            device_id=config.agent.device_id, settings=config.sync, credentials=credentials, open_store=self.catalog
+            device_id=config.agent.device_id,
+            settings=config.sync,
+            credentials=credentials,
+            open_store=lambda: self.catalog().outbox,
         )
         self.heartbeats.watch("sync", lambda: getattr(self.publisher, "heartbeat", None))
         return pub

@@ -43,7 +43,7 @@ BATCH = 8
 def channel_mics(cat: Catalog, row: Any, channels: int) -> list[str]:
     """Names of a capture's channels: as the booth session lists its mics, else as the device names them."""
     names: dict[int, str] = {}
-    session = cat.session(row["session_id"]) if row["session_id"] else None
+    session = cat.sessions.session(row["session_id"]) if row["session_id"] else None
     if session is not None:
         for m in json.loads(session["meta_json"] or "{}").get("mics") or ():
             if isinstance(m, dict) and m.get("stream") == row["stream"] and isinstance(m.get("channel"), int):

@@ -181,9 +181,9 @@ def resolve_booth_session(cat: Catalog, ref: str) -> BoothSessionRow:
         if not rows:
             raise BoothRecordsError(f"{cat.path}: no booth session yet (start one with `fieldcap booth`)")
         return rows[-1]
-    found = [r for r in cat.sessions_like(ref) if r["kind"] == "booth"]
+    found = [r for r in cat.sessions.sessions_like(ref) if r["kind"] == "booth"]
     if not found:
-        others = cat.sessions_like(ref)
+        others = cat.sessions.sessions_like(ref)
         what = f" (it is a {others[0]['kind']} session)" if len(others) == 1 else ""
         raise BoothRecordsError(
             f"no booth session {ref!r} in {cat.path}{what}; list them with `fieldcap review` or `fieldcap coverage`"
@@ -244,7 +244,7 @@ def decisions(cat: Catalog, session_id: str) -> list[dict[str, Any]]:
 def session_takes(cat: Catalog, session_id: str) -> list[TakeFacts]:
     """Every take of a session (superseded ones too), oldest first, with captures, verdicts, decisions."""
     takes: dict[str, TakeFacts] = {}
-    for row in cat.takes(session_id):
+    for row in cat.sessions.takes(session_id):
         facts = TakeFacts(
             take_id=row["take_id"],
             session_id=session_id,

@@ -149,7 +149,7 @@ def open_booth_session(
         },
     )
     with station.catalog() as cat:
-        return BoothSessionRow.from_row(cat.session(info.session_id))
+        return BoothSessionRow.from_row(cat.sessions.session(info.session_id))
 
 
 class Booth:

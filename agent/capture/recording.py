@@ -150,7 +150,7 @@ class Recording:
         try:
             with self.open_catalog() as cat:
                 for session in list(self._indexed):
-                    row = cat.session(session)
+                    row = cat.sessions.session(session)
                     still_open = session != background and row is not None and row["ended_utc"] is None
                     # A session that goes on later gets a closed window, so a resumed index does not
                     # overlap this one; an ended one its open-ended last window.
@@ -174,7 +174,7 @@ class Recording:
             self._track(cat, current, now)
         for session, state in list(self._indexed.items()):
             if session != self.background:
-                row = cat.session(session)
+                row = cat.sessions.session(session)
                 ended = row is None or row["ended_utc"] is not None
                 if ended and (row is None or now - int(row["ended_mono_ns"] or 0) >= ALIGN_GRACE_S * 1e9):
                     self._align(cat, session, None)  # its last window, open-ended
