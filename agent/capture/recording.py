@@ -195,14 +195,11 @@ class Recording:
         """
         t_from = self._closed_at.pop(session, None)
         if t_from is None:
-            row = cat.conn.execute(
-                "SELECT MAX(t_to_mono_ns), COUNT(*) - COUNT(t_to_mono_ns) FROM alignment_runs WHERE session_id = ?",
-                (session,),
-            ).fetchone()
-            if row[1]:
+            until, open_ended = cat.timeline.indexed_until(session)
+            if open_ended:
                 t_from = self.started_ns
-            elif row[0] is not None and row[0] <= now:
-                t_from = int(row[0])
+            elif until is not None and until <= now:
+                t_from = until
         self._indexed[session] = _Indexed(t_from, now if t_from is None else max(t_from, self.started_ns))
 
     def _align(self, cat: Catalog, session: str, t_to: int | None) -> None:

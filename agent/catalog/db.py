@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from agent.catalog.booth_rows import BoothRows
+from agent.catalog.media_rows import MediaRows
 from agent.catalog.outbox_rows import OutboxRows
 from agent.catalog.records import new_record_id, utc_now
 from agent.catalog.session_rows import SessionRows
 from agent.catalog.store import PRIORITY, Store
+from agent.catalog.timeline_rows import TimelineRows
 from sync.outbox import BlobRef
 
 __all__ = ["PRIORITY", "CaptureRow", "Catalog", "new_record_id", "utc_now"]
@@ -46,6 +49,9 @@ class Catalog(Store):
         super().__init__(path, device_id, synchronous=synchronous)
         self.outbox = OutboxRows(self)
         self.sessions = SessionRows(self)
+        self.timeline = TimelineRows(self)
+        self.booth = BoothRows(self)
+        self.media = MediaRows(self)
 
     # ---------------------------------------------------------------- records + outbox
 
@@ -268,6 +274,10 @@ class Catalog(Store):
             sql += " LIMIT ?"
             args.append(limit)
         return [CaptureRow(**dict(r)) for r in self.conn.execute(sql, args)]
+
+    def capture(self, record_id: str) -> sqlite3.Row | None:
+        """One capture row, every column."""
+        return self.conn.execute("SELECT * FROM captures WHERE record_id = ?", (record_id,)).fetchone()  # type: ignore[no-any-return]
 
     def unscreened(self, limit: int) -> list[sqlite3.Row]:
         """Captures with media that have no verdict yet (QC resumes from here after a restart)."""

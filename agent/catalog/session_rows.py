@@ -128,6 +128,11 @@ class SessionRows:
             self._store.write_record(conn, stream_id, "stream", body)
         return stream_id
 
+    def stream_settings(self, stream_id: str) -> dict[str, Any] | None:
+        """The settings a stream was recorded with (None for an unknown stream)."""
+        row = self._store.conn.execute("SELECT settings_json FROM streams WHERE stream_id = ?", (stream_id,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
     def add_take(self, row: Mapping[str, Any]) -> None:
         """Insert a take as it starts (status ``recording``); it is synced when it ends."""
         cols = dict(row)
