@@ -15,7 +15,7 @@ import skimage.data
 import soundfile
 from click.testing import CliRunner
 
-from models.commands import models_group, qc_command
+from agent.cli.qc import models_group, qc_command
 
 
 @pytest.fixture(scope="module")
