@@ -81,9 +81,8 @@ def _step(annotation: Any, part: int | str) -> Any:
             return get_args(member)[0]
         if isinstance(part, str) and origin is dict:
             return get_args(member)[1]
-        if isinstance(member, type) and issubclass(member, BaseModel) and isinstance(part, str):
-            if part in member.model_fields:
-                return member.model_fields[part].annotation
+        if isinstance(member, type) and issubclass(member, BaseModel) and part in member.model_fields:
+            return member.model_fields[str(part)].annotation
     # a discriminated union's tag: the member whose tag field has this literal value
     for member in _members(annotation):
         if isinstance(member, type) and issubclass(member, BaseModel):
@@ -100,8 +99,9 @@ def known_keys(model: type[BaseModel], loc: Path) -> list[str]:
         node = _step(node, part)
         if node is None:
             return []
-    keys = [
-        name for member in _members(node) if isinstance(member, type) and issubclass(member, BaseModel)
+    return [
+        name
+        for member in _members(node)
+        if isinstance(member, type) and issubclass(member, BaseModel)
         for name in member.model_fields
     ]
-    return keys

@@ -332,6 +332,7 @@ def rerecord_command(
 
 # ---------------------------------------------------------------------------- review and coverage
 
+
 def _sessions(cat: Any, session: str | None) -> list[Any]:
     from agent.booth.records import booth_sessions, resolve_booth_session
 

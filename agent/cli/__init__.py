@@ -32,7 +32,7 @@ COMMANDS: dict[str, Entry] = {
     "central": Entry("central.cli:central_group", "Inspect the central store.", "central"),
     "completion": Entry("agent.cli.local:completion_command", "Print the shell completion script (bash, zsh, fish)."),
     "config": Entry("agent.cli.local:config_group", "Check configuration files."),
-    "coverage": Entry("agent.booth.commands:coverage_command", "Which script item x microphone lacks an accepted take."),
+    "coverage": Entry("agent.booth.commands:coverage_command", "Which item x microphone lacks an accepted take."),
     "demo": Entry("central.cli:demo_command", "Run the whole path on simulated devices, then check it.", "central"),
     "devices": Entry("agent.cli.devices:devices_group", "Find the cameras, microphones and serial sensors here."),
     "export": Entry("central.datasets.commands:export_command", "Export samples as a versioned dataset.", "central"),

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -196,7 +195,6 @@ def _tune_malloc(arenas: int = 2, mmap_threshold: int = 256 * 1024) -> None:
             libc.mallopt(m_mmap_threshold, mmap_threshold)
 
 
-
 @click.command("status")
 @config_option()
 @data_dir_option
@@ -229,8 +227,8 @@ def status_cmd(config_file: Path | None, data_dir: Path | None, as_json: bool) -
 # ---------------------------------------------------------------------------- completion
 
 _COMPLETION_HELP = {
-    "bash": "eval \"$(fieldcap completion bash)\"  # in ~/.bashrc",
-    "zsh": "eval \"$(fieldcap completion zsh)\"  # in ~/.zshrc",
+    "bash": 'eval "$(fieldcap completion bash)"  # in ~/.bashrc',
+    "zsh": 'eval "$(fieldcap completion zsh)"  # in ~/.zshrc',
     "fish": "fieldcap completion fish > ~/.config/fish/completions/fieldcap.fish",
 }
 
