@@ -145,7 +145,7 @@ def _filters(kw: dict[str, Any]) -> Any:
     help="labelstudio: prefix of media URLs (Label Studio local files by default).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@json_option("One JSON object: the version, its counts and the manifest's file list (no progress bar).")
+@json_option("One JSON object: the version and its counts (no progress bar).")
 def export_command(
     store_url: str,
     blob_dir: Path | None,
