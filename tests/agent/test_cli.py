@@ -98,7 +98,9 @@ def test_completion_completes_the_lazy_commands(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "_FIELDCAP_COMPLETE": "bash_complete", "COMP_WORDS": "fieldcap sta"}
     env["COMP_CWORD"] = "1"
     code = "from agent.cli import main; main()"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, cwd=tmp_path
+    )
     assert "plain,status" in proc.stdout
 
 
@@ -130,7 +132,8 @@ def test_config_errors_have_line_numbers_and_hints(tmp_path: Path) -> None:
     assert text.exit_code == EXIT_ERROR
     lines = text.output.strip().splitlines()
     assert lines[0] == f"{file}:3: agent.dat_dir: unknown key; did you mean 'data_dir'?"
-    assert lines[1] == f"{file}:11: devices[1].type: unknown device type 'sim-microphon'; did you mean 'sim-microphone'?"
+    hint = "unknown device type 'sim-microphon'; did you mean 'sim-microphone'?"
+    assert lines[1] == f"{file}:11: devices[1].type: {hint}"
     assert lines[2] == f"{file}:16: devices[2].fsp: unknown key; did you mean 'fps'?"
     as_json = runner.invoke(cli, ["config", "validate", "--json", str(file)])
     assert as_json.exit_code == EXIT_ERROR
