@@ -62,16 +62,40 @@ def config_validate(file: Path, no_secrets: bool, as_json: bool) -> None:
 # ---------------------------------------------------------------------------- local catalog
 
 
-def _data_dir(config_file: Path | None, data_dir: Path | None) -> tuple[Path, str]:
+def _data_dir(config_file: Path | None, data_dir: Path | None, *, quick: bool = False) -> tuple[Path, str]:
+    """The data directory and device id of ``--data-dir`` or of the config file.
+
+    ``quick``: read only the ``[agent]`` table when it is plainly well formed, without validating
+    the whole file (which loads the drivers' and QC settings): ``fieldcap status`` stays fast.
+    """
     if data_dir is not None:
         return data_dir, "local"
     if config_file is None:
         raise click.UsageError("give --config FILE or --data-dir DIR (or set $FIELDCAP_CONFIG)")
+    if quick:
+        found = _agent_table(config_file)
+        if found is not None:
+            return found
     from agent.config import load_config
 
     with user_errors():
         cfg = load_config(config_file)
     return cfg.agent.data_dir, cfg.agent.device_id
+
+
+def _agent_table(config_file: Path) -> tuple[Path, str] | None:
+    import tomllib
+
+    try:
+        agent = tomllib.loads(config_file.read_text(encoding="utf-8")).get("agent")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None  # the full load says what is wrong
+    if not isinstance(agent, dict):
+        return None
+    device, ddir = agent.get("device_id"), agent.get("data_dir", "/var/lib/fieldcap")
+    if not (isinstance(device, str) and device and isinstance(ddir, str) and ddir):
+        return None
+    return Path(ddir), device
 
 
 def _catalog_path(ddir: Path) -> Path:
@@ -207,7 +231,7 @@ def status_cmd(config_file: Path | None, data_dir: Path | None, as_json: bool) -
     """
     from agent.ops.status import problems_of, read_status, render_text
 
-    ddir, device = _data_dir(config_file, data_dir)
+    ddir, device = _data_dir(config_file, data_dir, quick=True)
     if not ddir.exists():
         raise UserError(f"{ddir}: no such data directory (has the agent run with this configuration?)")
     try:

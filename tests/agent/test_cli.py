@@ -45,6 +45,17 @@ def test_help_and_status_start_without_heavy_imports(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     loaded = _modules_after(["status", "--data-dir", str(tmp_path / "data")], tmp_path)
     assert not loaded & {"numpy", "cv2", "onnxruntime", "paho", "scipy", "sqlite_utils"}, loaded
+    config = _good_config(tmp_path)
+    loaded = _modules_after(["status", "--config", str(config)], tmp_path)
+    assert not loaded & {"numpy", "cv2", "onnxruntime", "paho", "scipy", "sqlite_utils", "pydantic"}, loaded
+
+
+def test_status_of_a_broken_config_says_what_is_wrong(tmp_path: Path) -> None:
+    file = tmp_path / "agent.toml"
+    file.write_text('[agent]\ndevic_id = "x"\n')
+    result = CliRunner().invoke(cli, ["status", "--config", str(file)])
+    assert result.exit_code == EXIT_ERROR
+    assert f"{file}:2: agent.devic_id: unknown key; did you mean 'device_id'?" in result.output
 
 
 def test_root_help_lists_every_command_and_the_exit_codes() -> None:
