@@ -86,9 +86,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.commands or cmd_name not in COMMANDS:
             return super().get_command(ctx, cmd_name)
-        command = load_command(cmd_name)
-        self.commands[cmd_name] = command
-        return command
+        return load_command(cmd_name)  # not kept: the table stays the one source (modules are cached anyway)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name].help) for name in self.list_commands(ctx) if name in COMMANDS]
