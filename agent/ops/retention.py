@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 from dataclasses import dataclass, field
@@ -30,34 +29,12 @@ from typing import Any, Literal
 from agent.catalog.db import Catalog, utc_now
 from agent.config import StorageSettings
 from agent.errors import CatalogError
+from agent.ops.disk import DiskUsage, disk_usage
 
 log = logging.getLogger("fieldcap.retention")
 
 PENDING_KEY = "retention_pending"
 BATCH = 200
-
-
-@dataclass(frozen=True, slots=True)
-class DiskUsage:
-    """Use of a filesystem as ``df`` reports it (blocks reserved for root are not available)."""
-
-    path: str
-    total_bytes: int
-    free_bytes: int
-    used_pct: float
-
-    @property
-    def used_bytes(self) -> int:
-        return self.total_bytes - self.free_bytes
-
-
-def disk_usage(path: Path) -> DiskUsage:
-    st = os.statvfs(path)
-    used = (st.f_blocks - st.f_bfree) * st.f_frsize
-    avail = st.f_bavail * st.f_frsize
-    capacity = used + avail
-    pct = 100.0 * used / capacity if capacity else 100.0
-    return DiskUsage(str(path), capacity, avail, round(pct, 3))
 
 
 @dataclass

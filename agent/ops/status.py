@@ -220,7 +220,7 @@ def read_status(data_dir: Path, *, device_id: str, stale_after_s: float = 60.0) 
 
 def cold_numbers(data_dir: Path) -> dict[str, Any]:
     """What the catalog says without the daemon (read-only), and the disk as it is now."""
-    from agent.ops.retention import disk_usage
+    from agent.ops.disk import disk_usage
 
     out: dict[str, Any] = {}
     catalog = data_dir / "catalog.sqlite"

@@ -26,10 +26,10 @@ from typing import Any
 import cv2
 import numpy as np
 import soundfile as sf
-from mcap.writer import CompressionType, Writer
 
 from agent.catalog.db import Catalog, utc_now
 from agent.errors import FieldcapError
+from agent.extras import require
 from agent.sessions.foxglove import COMPRESSED_IMAGE_SCHEMA, TIME_SCHEMA
 
 AUDIO_CHUNK_S = 0.1
@@ -346,6 +346,7 @@ def _fitted_ns_per_frame(points: list[list[int]], rate: int) -> float:
 
 def export_session(cat: Catalog, session_ref: str, out: Path) -> dict[str, Any]:
     """Write the session to ``out`` (atomically: a temporary name, then rename); return counts."""
+    mcap_writer = require("mcap.writer", "central", "MCAP export")
     session_id = resolve_session(cat, session_ref)
     if out.exists():
         raise ExportError(f"{out} already exists; choose another name or remove it")
@@ -364,7 +365,7 @@ def export_session(cat: Catalog, session_ref: str, out: Path) -> dict[str, Any]:
         raise ExportError(f"{out}: cannot write here: {exc.strerror}") from None
     try:
         with fh:
-            writer = Writer(fh, compression=CompressionType.ZSTD)
+            writer = mcap_writer.Writer(fh, compression=mcap_writer.CompressionType.ZSTD)
             writer.start(profile="", library="fieldcap")
             schema_ids = {
                 name: writer.register_schema(name, "jsonschema", json.dumps(body).encode())
@@ -392,7 +393,7 @@ def export_session(cat: Catalog, session_ref: str, out: Path) -> dict[str, Any]:
             if alignment:
                 writer.add_metadata("fieldcap.alignment", alignment)
             writer.add_metadata("fieldcap.export", {"device": cat.device_id, "exported_utc": utc_now()})
-            writer.finish()  # type: ignore[no-untyped-call]
+            writer.finish()
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(out)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.extras import require
 from agent.sessions.foxglove import COMPRESSED_IMAGE_SCHEMA, TIME_SCHEMA
 from central.datasets.lineage import lineage
 from central.datasets.plan import ExportContext, sample_row
@@ -102,10 +103,10 @@ def _media_messages(ctx: ExportContext, s: Sample, schema: str) -> Iterator[tupl
 
 def _session_spec(ctx: ExportContext, path: str, group: list[Sample]) -> FileSpec:
     def write(dest: Path) -> None:
-        from mcap.writer import CompressionType, Writer
+        mcap_writer = require("mcap.writer", "central", "MCAP export")
 
         with dest.open("wb") as fh:
-            writer = Writer(fh, compression=CompressionType.ZSTD)
+            writer = mcap_writer.Writer(fh, compression=mcap_writer.CompressionType.ZSTD)
             writer.start(profile="", library="fieldcap")
             schema_ids = {
                 name: writer.register_schema(
@@ -135,7 +136,7 @@ def _session_spec(ctx: ExportContext, path: str, group: list[Sample]) -> FileSpe
             session = next((s.session for s in group if s.session), None)
             if session is not None:
                 writer.add_metadata("fieldcap.session", {k: canonical_json(v) for k, v in sorted(session.items())})
-            writer.finish()  # type: ignore[no-untyped-call]
+            writer.finish()
 
     inputs = [canonical_json(sample_row(s, None)) for s in group]
     size = sum(s.blob.size * 4 // 3 if s.blob else 1024 for s in group)

@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.config import MetricsSettings, parse_config
 from agent.daemon import Agent
 from agent.errors import ConfigError, FieldcapError
+from agent.ops.disk import disk_usage
 from agent.ops.metrics import MetricsServer
-from agent.ops.retention import disk_usage
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:

@@ -23,7 +23,8 @@ from agent.catalog.db import Catalog
 from agent.catalog.media import media_path
 from agent.config import StorageSettings, parse_config
 from agent.daemon import Agent
-from agent.ops.retention import PENDING_KEY, DiskGuard, disk_usage
+from agent.ops.disk import disk_usage
+from agent.ops.retention import PENDING_KEY, DiskGuard
 from central.broker import LocalBroker, free_port
 from sync.files import write_atomic
 from sync.outbox import BlobRef
