@@ -178,7 +178,7 @@ def run_ours(
             device_id=DEVICE,
             settings=settings,
             credentials=Credentials(),
-            open_store=lambda: Catalog(catalog, DEVICE, synchronous="normal"),
+            open_store=lambda: Catalog(catalog, DEVICE, synchronous="normal").outbox,
         )
         t0 = time.perf_counter()
         pub.start()

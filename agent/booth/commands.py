@@ -311,7 +311,7 @@ def rerecord_command(
                 )
             station.sessions.reopen_session(row.session_id, by="fieldcap rerecord", reason=f"items {', '.join(items)}")
             with station.catalog() as cat:
-                row = BoothSessionRow.from_row(cat.session(row.session_id))
+                row = BoothSessionRow.from_row(cat.sessions.session(row.session_id))
             booth = Booth(station, row, chosen, countdown_s=countdown, mic_test=not no_mic_test, rerecord=True)
             click.echo("loading the QC models ...")
             booth.qc.warm(station.streams[0].profile, station.streams[0].sample_rate)

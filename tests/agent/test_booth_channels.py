@@ -72,7 +72,7 @@ def _add_take(cat: Catalog, session_id: str, item: str, rel: str, data: Path) ->
         item_id=item,
         take=1,
     )
-    cat.add_take(
+    cat.sessions.add_take(
         {
             "take_id": f"take-{item}",
             "session_id": session_id,
@@ -107,7 +107,7 @@ def test_near_passes_mid_fails_and_review_and_coverage_say_which(tmp_path: Path,
         return Catalog(data / "catalog.sqlite", DEVICE)
 
     with open_catalog() as cat:
-        cat.add_session(
+        cat.sessions.add_session(
             {
                 "session_id": session_id,
                 "kind": "booth",

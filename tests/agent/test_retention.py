@@ -109,9 +109,9 @@ class Store:
 
     def receipt(self, rid: str) -> None:
         sha = self.cat.conn.execute("SELECT sha256 FROM captures WHERE record_id = ?", (rid,)).fetchone()[0]
-        self.cat.mark_records([rid], "sent")
-        self.cat.mark_records([rid], "confirmed")
-        self.cat.mark_blob(sha, "confirmed")
+        self.cat.outbox.mark_records([rid], "sent")
+        self.cat.outbox.mark_records([rid], "confirmed")
+        self.cat.outbox.mark_blob(sha, "confirmed")
 
     def row(self, rid: str) -> Any:
         return self.cat.conn.execute("SELECT * FROM captures WHERE record_id = ?", (rid,)).fetchone()
