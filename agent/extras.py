@@ -23,7 +23,7 @@ from agent.errors import FieldcapError
 OPTIONAL: dict[str, str] = {
     "pyarrow": "central",
     "matplotlib": "central",
-    "mcap": "central",
+    "mcap": "mcap",  # a device's own `fieldcap export-mcap`; 'central' includes it
     "psycopg": "central",
 }
 

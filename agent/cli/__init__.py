@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import click
 
 from agent.cli.common import EXIT_CODES_HELP, EXIT_INTERRUPTED, UserError
+from agent.extras import MissingExtra
 
 __all__ = ["COMMANDS", "UserError", "cli", "main", "setup_logging"]
 
@@ -68,10 +69,7 @@ def load_command(name: str) -> click.Command:
         top = (exc.name or "").split(".")[0]
         if top in ("agent", "drivers", "models", "sync") or not entry.extra:
             raise
-        raise UserError(
-            f"fieldcap {name}: needs {exc.name!r}, which is not installed; install the"
-            f" {entry.extra!r} extra (pip install 'fieldcap[{entry.extra}]')"
-        ) from None
+        raise MissingExtra(top, entry.extra, f"fieldcap {name}") from None
     command = getattr(module, attr)
     assert isinstance(command, click.Command)
     return command

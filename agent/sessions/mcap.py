@@ -346,7 +346,7 @@ def _fitted_ns_per_frame(points: list[list[int]], rate: int) -> float:
 
 def export_session(cat: Catalog, session_ref: str, out: Path) -> dict[str, Any]:
     """Write the session to ``out`` (atomically: a temporary name, then rename); return counts."""
-    mcap_writer = require("mcap.writer", "central", "MCAP export")
+    mcap_writer = require("mcap.writer", feature="MCAP export")  # the "mcap" extra
     session_id = resolve_session(cat, session_ref)
     if out.exists():
         raise ExportError(f"{out} already exists; choose another name or remove it")
