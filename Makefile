@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 export FIELDCAP_MODEL_DIR ?= $(CURDIR)/.cache/models
 SECONDS ?= 10
 
-.PHONY: help setup setup-test demo test test-fast lint check bench soak soak-short clean
+.PHONY: help setup setup-test demo test test-fast lint check docs bench install-size soak soak-short clean
 
 help:
-	@echo "targets: setup demo test lint check bench soak soak-short clean"
+	@echo "targets: setup demo test lint check docs bench install-size soak soak-short clean"
 
 setup:
 	sh scripts/setup.sh runtime
@@ -32,8 +32,16 @@ test: setup-test check
 test-fast:
 	$(BIN)/python -m pytest -q -x -p no:cacheprovider
 
+# Regenerate the references in docs/ (CLI, config, metrics, wire) from the code.
+docs: setup-test
+	$(BIN)/python scripts/gen_docs.py
+
 bench: setup-test
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Edge and central install sizes, each in a fresh virtualenv (see BENCHMARKS.md).
+install-size: setup
+	$(BIN)/python bench/install_size.py
 
 soak: setup-test
 	$(BIN)/python bench/soak.py --minutes 30 --faults 60

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agent.capture.triggers import TriggerRule, check_capture_policies
 from agent.errors import ConfigError
-from drivers import DeviceSettings, driver_modality
+from drivers import DeviceSettings, available_drivers, driver_modality
 from models import QcSettings
 from sync.settings import SyncSettings
 
@@ -245,23 +246,52 @@ def _format_loc(loc: tuple[int | str, ...], data: Any) -> str:
     return out
 
 
-def parse_config(data: dict[str, Any], file: str = "<config>") -> Config:
-    """Validate a parsed TOML document; raise ConfigError naming the first problem."""
+def _problem(err: Any, data: Any, text: str | None) -> tuple[str, str, int | None]:
+    """Key path, message (with a "did you mean" where one fits) and line of one validation error."""
+    from agent.config_hints import did_you_mean, key_line, known_keys
+
+    loc = tuple(err["loc"])
+    key = _format_loc(loc, data)
+    msg = err["msg"].removeprefix("Value error, ")
+    path = _key_path(key)
+    if err["type"] == "extra_forbidden":
+        hint = did_you_mean(str(loc[-1]), known_keys(Config, loc))
+        msg = f"unknown key; {hint}" if hint else "unknown key (check its spelling; see the configuration reference)"
+    elif err["type"] == "union_tag_invalid":
+        ctx = err.get("ctx") or {}
+        field, tag = str(ctx.get("discriminator", "type")).strip("'"), str(ctx.get("tag", ""))
+        options = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
+        if key.startswith("devices"):
+            options += list(available_drivers())
+            what = "device type"
+        else:
+            what = field
+        hint = did_you_mean(tag, options)
+        msg = f"unknown {what} {tag!r}; " + (hint or f"known: {', '.join(sorted(set(options)))}")
+        key, path = f"{key}.{field}", (*path, field)
+    line = key_line(text, path) if text is not None else None
+    return key, msg, line
+
+
+def _key_path(key: str) -> tuple[int | str, ...]:
+    """``devices[1].uri`` -> ``("devices", 1, "uri")``."""
+    return tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", key))
+
+
+def parse_config(data: dict[str, Any], file: str = "<config>", text: str | None = None) -> Config:
+    """Validate a parsed TOML document; raise ConfigError naming the first problem (and listing all).
+
+    With ``text`` (the TOML source), each problem carries its line number.
+    """
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        lines = []
-        for err in errors:
-            key = _format_loc(tuple(err["loc"]), data)
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (check its spelling; see the configuration reference in the README)"
-            lines.append((key, msg))
-        key, msg = lines[0]
-        if len(lines) > 1:
-            msg += "".join(f"\n{file}: {k}: {m}" for k, m in lines[1:])
-        raise ConfigError(file, key, msg) from None
+        found = [_problem(err, data, text) for err in exc.errors(include_url=False)]
+        problems = [{"file": file, "line": line, "key": key, "message": msg} for key, msg, line in found]
+        key, msg, line = found[0]
+        if len(found) > 1:
+            msg += "".join(f"\n{file}{f':{ln}' if ln else ''}: {k}: {m}" for k, m, ln in found[1:])
+        raise ConfigError(file, key, msg, line=line, problems=problems) from None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -274,12 +304,14 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except OSError as exc:
         raise ConfigError(file, "", f"cannot read: {exc.strerror}") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        data = tomllib.loads(text)
     except UnicodeDecodeError:
         raise ConfigError(file, "", "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(file, "", f"not valid TOML: {exc}") from None
-    return parse_config(data, file)
+        line = getattr(exc, "lineno", None)
+        raise ConfigError(file, "", f"not valid TOML: {exc}", line=line) from None
+    return parse_config(data, file, text)
 
 
 def resolve_secret(file: str, key: str, name: str) -> str:

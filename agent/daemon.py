@@ -25,11 +25,12 @@ from agent.capture.streams import StreamRunner, StreamState
 from agent.capture.triggers import Trigger, TriggerBus, analyzer_event_ns
 from agent.catalog.db import Catalog
 from agent.catalog.recovery import recover
+from agent.catalog.reports import catalog_numbers, qc_totals
 from agent.catalog.writer import Writer
 from agent.config import CaptureSettings, Config, resolve_secret, resolve_secret_path
 from agent.ops.heartbeat import Heartbeats
 from agent.ops.retention import DiskGuard
-from agent.ops.status import age_seconds, catalog_numbers, qc_totals
+from agent.ops.status import age_seconds
 from agent.qc import QcWorker, screen_channels_pending
 from drivers import DeviceSettings
 from models import Screener, Screening
@@ -124,7 +125,10 @@ class Agent:
 
     def _new_publisher(self, config: Config, credentials: Credentials) -> Publisher:
         pub = Publisher(
-            device_id=config.agent.device_id, settings=config.sync, credentials=credentials, open_store=self.catalog
+            device_id=config.agent.device_id,
+            settings=config.sync,
+            credentials=credentials,
+            open_store=lambda: self.catalog().outbox,
         )
         self.heartbeats.watch("sync", lambda: getattr(self.publisher, "heartbeat", None))
         return pub
@@ -412,10 +416,10 @@ class Agent:
         """Analyzer trigger rules, dated at the moment the screened capture's finding happened."""
         if not self.triggers.watches("analyzer", stream):
             return
-        found = cat.conn.execute("SELECT t_start_mono_ns FROM captures WHERE record_id = ?", (record_id,)).fetchone()
+        found = cat.capture(record_id)
         if found is None:
             return
-        t_event = analyzer_event_ns(int(found[0]), [a.to_dict() for a in result.annotations])
+        t_event = analyzer_event_ns(int(found["t_start_mono_ns"]), [a.to_dict() for a in result.annotations])
         self.recording.on_verdict(stream, result.metrics, t_event, detail={"capture_id": record_id})
 
     # ------------------------------------------------------------------ status

@@ -29,7 +29,7 @@ import numpy as np
 import soundfile as sf
 
 from agent.catalog.db import Catalog
-from agent.ops.status import pass_rate
+from agent.catalog.reports import pass_rate
 from models import ModelError, Screener, Screening
 from models.thermal_settling import SettlingTracker
 
@@ -44,15 +44,14 @@ CHANNEL_KEYS = ("profile", "profile_version", "verdict", "reasons", "metrics")
 def channel_mics(cat: Catalog, row: Any, channels: int) -> list[str]:
     """Names of a capture's channels: as the booth session lists its mics, else as the device names them."""
     names: dict[int, str] = {}
-    session = cat.session(row["session_id"]) if row["session_id"] else None
+    session = cat.sessions.session(row["session_id"]) if row["session_id"] else None
     if session is not None:
         for m in json.loads(session["meta_json"] or "{}").get("mics") or ():
             if isinstance(m, dict) and m.get("stream") == row["stream"] and isinstance(m.get("channel"), int):
                 names[m["channel"]] = str(m["mic"])
     if not names and row["stream_id"]:
-        sql = "SELECT settings_json FROM streams WHERE stream_id = ?"
-        found = cat.conn.execute(sql, (row["stream_id"],)).fetchone()
-        given = json.loads(found[0]).get("channel_names") if found else None
+        found = cat.sessions.stream_settings(row["stream_id"])
+        given = found.get("channel_names") if found else None
         if isinstance(given, list):
             names = {i: f"{row['stream']}:{n}" for i, n in enumerate(given)}
     return [names.get(c, f"{row['stream']}:ch{c}") for c in range(channels)]

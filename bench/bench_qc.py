@@ -3,11 +3,11 @@
     python bench/bench_qc.py [--model-dir DIR] [--repeat N]
 
 1. image screen of a 1080p BGR frame (camera-visible, no faces) vs the 16-bit Laplacian +
-   meanStdDev on the 1080p gray frame (../shared/baselines/vision_raw.py's floor);
+   meanStdDev on the 1080p gray frame (bench/baselines/vision_raw.py's floor);
 2. audio QC of a 10 s 48 kHz take without DNSMOS (target < 50 ms), with its parts, min and median
    (the Silero VAD sequence graph and banded-GEMM resampler next to the reference paths);
 3. each ONNX analyzer vs the same model run bare with onnxruntime (1 intra-op thread for both,
-   as ../shared/baselines/audio_raw.py does): Silero VAD over 10 s, DNSMOS over 30 s, CenterFace
+   as bench/baselines/audio_raw.py does): Silero VAD over 10 s, DNSMOS over 30 s, CenterFace
    on a 640x480 frame.
 
 Prints one line per figure, ratios last. Needs fetched models (``fieldcap models fetch``) for

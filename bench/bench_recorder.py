@@ -7,7 +7,7 @@ the simulated devices includes rendering the frames, work a real camera does its
 (encoding, hashing, writing, committing), and capture→committed latency p50/p99 (from the unit's
 last sample to its catalog commit).
 
-The floor (``../shared/baselines/``: ``vision_raw.py``'s JPEG q90 at 1080p, ``sqlite_raw.py``'s
+The floor (``bench/baselines/``: ``vision_raw.py``'s JPEG q90 at 1080p, ``sqlite_raw.py``'s
 WAL commit with synchronous=FULL) is measured in the same process just before and just after the
 run (the mean of both: the machine is shared), on the same frames and disk: per unit (a frame, a
 segment, a readings batch) plain OpenCV encode + hashlib sha256 + write/fsync/rename/fsync-dir +

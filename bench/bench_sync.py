@@ -2,7 +2,7 @@
 
     python bench/bench_sync.py [--records N] [--media-mb M] [--backlog-mb B] [--no-pg] [--repeat R]
 
-The floor is ``../shared/baselines/mqtt_raw.py`` itself (imported: its throwaway Mosquitto and its
+The floor is ``bench/baselines/mqtt_raw.py`` itself (imported: its throwaway Mosquitto and its
 publish → subscriber loop), run on the same broker process as our measurements, interleaved with
 them, so machine load affects both alike. Ours is the real path: a device catalog (SQLite) → the
 publisher → Mosquitto → ``fieldcap ingest`` in its own process → the central store → a receipt →
@@ -48,7 +48,7 @@ DEVICE = "bench-01"
 
 def load_baseline(path: Path) -> ModuleType:
     if not path.exists():
-        sys.exit(f"baseline not found: {path} (pass --baseline PATH to ../shared/baselines/mqtt_raw.py)")
+        sys.exit(f"baseline not found: {path} (pass --baseline PATH to bench/baselines/mqtt_raw.py)")
     spec = importlib.util.spec_from_file_location("mqtt_raw", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -178,7 +178,7 @@ def run_ours(
             device_id=DEVICE,
             settings=settings,
             credentials=Credentials(),
-            open_store=lambda: Catalog(catalog, DEVICE, synchronous="normal"),
+            open_store=lambda: Catalog(catalog, DEVICE, synchronous="normal").outbox,
         )
         t0 = time.perf_counter()
         pub.start()
@@ -259,7 +259,7 @@ def main() -> None:
     ap.add_argument("--backlog-mb", type=float, default=HOUR_MB, help="booth backlog in MB (10 s WAV segments)")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved repetitions of the record-rate comparison")
     ap.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL one-vs-two ingesters run")
-    ap.add_argument("--baseline", type=Path, default=ROOT.parent / "shared" / "baselines" / "mqtt_raw.py")
+    ap.add_argument("--baseline", type=Path, default=ROOT / "bench" / "baselines" / "mqtt_raw.py")
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
 

@@ -13,8 +13,7 @@ from types import FrameType
 
 import click
 
-from agent.cli import UserError, _fail
-from agent.errors import FieldcapError
+from agent.cli.common import UserError, json_option, user_errors
 
 
 @click.command("demo")
@@ -30,9 +29,8 @@ def demo_command(seconds: float, workdir: Path | None) -> None:
     from sync.errors import SyncError
 
     try:
-        code = run_demo(seconds, workdir, click.echo)
-    except (FieldcapError, SyncError) as exc:
-        raise _fail(exc) from None
+        with user_errors(SyncError):
+            code = run_demo(seconds, workdir, click.echo)
     except OSError as exc:  # e.g. a --workdir that cannot be created or written
         raise UserError(f"demo: {exc.filename or workdir}: {exc.strerror}") from None
     sys.exit(code)
@@ -86,7 +84,7 @@ def ingest_command(
     from sync.errors import SyncError
     from sync.mqtt import Credentials, tls_context
 
-    try:
+    with user_errors(SyncError, ValueError, OSError):
         password = resolve_secret("--password-file", "", str(password_file)) if password_file else None
         tls = (
             tls_context(str(ca_file), str(cert_file) if cert_file else None, str(key_file) if key_file else None)
@@ -103,8 +101,6 @@ def ingest_command(
             session_expiry_s=session_expiry,
             credentials=Credentials(username, password, tls),
         )
-    except (FieldcapError, SyncError, ValueError, OSError) as exc:
-        raise _fail(exc) from None
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
         ingester.stop()
@@ -126,17 +122,15 @@ def central_group() -> None:
 @click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")
 @click.option("--device", help="Only this device.")
 @click.option("--kind", help="Only this record kind (capture, verdict, event, ...).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per record per line.")
+@json_option("One JSON object per record per line.")
 @click.option("--dead-letters", is_flag=True, help="List the rejected messages and why, newest first (up to 1000).")
 def central_ls(store_url: str, device: str | None, kind: str | None, as_json: bool, dead_letters: bool) -> None:
     """What the central store holds: device, record_id, kind, sha256, size, received time."""
     from central.store import open_store
     from sync.errors import SyncError
 
-    try:
+    with user_errors(SyncError, OSError):
         store = open_store(store_url)
-    except (SyncError, OSError) as exc:
-        raise _fail(exc) from None
     try:
         rows = store.dead_letters(1000) if dead_letters else store.list_records(device=device, kind=kind)
     finally:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.catalog.db import Catalog
+from agent.catalog.reports import event_totals
 from agent.config import Config, parse_config
 from agent.daemon import Agent
 from central.blobs import BlobTree
@@ -156,7 +157,7 @@ def run_demo(seconds: float, workdir: Path | None, echo: Any) -> int:
             ingest_log.close()
         with agent.catalog() as cat:
             checks, problems = verify(cat, central_url, BlobTree(blob_dir), config.agent.device_id)
-            events = cat.conn.execute("SELECT kind, SUM(count) FROM events GROUP BY kind").fetchall()
+            events = event_totals(cat.conn)
     _print_summary(echo, checks, events)
     silent = [d.name for d in config.devices if d.name not in checks]
     for p in problems[:20]:
@@ -176,7 +177,7 @@ def run_demo(seconds: float, workdir: Path | None, echo: Any) -> int:
     return 0
 
 
-def _print_summary(echo: Any, checks: dict[str, StreamCheck], events: list[Any]) -> None:
+def _print_summary(echo: Any, checks: dict[str, StreamCheck], events: dict[str, int]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -190,4 +191,4 @@ def _print_summary(echo: Any, checks: dict[str, StreamCheck], events: list[Any])
         )
     Console(width=110).print(table)
     if events:
-        echo("events: " + ", ".join(f"{k}={n}" for k, n in events))
+        echo("events: " + ", ".join(f"{k}={n}" for k, n in events.items()))

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from agent.extras import require
 from central.errors import StoreError
 from central.store import SCHEMA, CentralStore
 
@@ -27,10 +28,7 @@ class PostgresStore(CentralStore):
 
     def __init__(self, url: str) -> None:
         super().__init__()
-        try:
-            import psycopg
-        except ImportError:  # the 'postgres' extra is not installed
-            raise StoreError("PostgreSQL support needs psycopg: pip install 'fieldcap[postgres]'") from None
+        psycopg = require("psycopg", "central", "the PostgreSQL store")
         self._psycopg = psycopg
         self.url = url
         self._conns: list[Any] = []

@@ -3,7 +3,7 @@
 Blur is the variance of the Laplacian measured on a grayscale copy resized to a fixed width, so
 that one threshold works for every camera resolution. It is computed with a 16-bit Laplacian and
 ``cv2.meanStdDev``, which gives the same value as the float64 Laplacian's ``var()`` at a fraction
-of the cost (see ../shared/baselines/vision_raw.py).
+of the cost (see bench/baselines/vision_raw.py).
 """
 
 from __future__ import annotations

@@ -104,9 +104,17 @@ class ModelStatus:
 
 
 def default_cache_dir() -> pathlib.Path:
+    """The model cache of the CLI, the daemon and the demo alike.
+
+    ``$FIELDCAP_MODEL_DIR``, else ``$XDG_CACHE_HOME/fieldcap/models``, else
+    ``~/.cache/fieldcap/models``.
+    """
     env = os.environ.get("FIELDCAP_MODEL_DIR")
     if env:
         return pathlib.Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and pathlib.Path(xdg).is_absolute():  # the XDG spec ignores a relative value
+        return pathlib.Path(xdg) / "fieldcap" / "models"
     return pathlib.Path.home() / ".cache" / "fieldcap" / "models"
 
 

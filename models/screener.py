@@ -78,6 +78,8 @@ class Screener:
         self.runner = OnnxRunner(chosen, self.settings.threads)
         self._manifests: dict[str, ModelManifest] | None = None
         self._lock = threading.Lock()
+        # analyzers that could not run (model missing or unloadable) -> why; callers may clear it
+        self.not_run: dict[str, str] = {}
 
     # --- models -------------------------------------------------------------------------------
 
@@ -102,6 +104,7 @@ class Screener:
         except ModelError as exc:
             if profile.on_missing_model == "error":
                 raise
+            self.not_run[name] = str(exc)
             if profile.on_missing_model == "review":
                 findings.add("review", f"{name} not run: {exc}")
             return None

@@ -301,7 +301,8 @@ class QcSettings(BaseModel):
     )
     model_dir: pathlib.Path | None = Field(
         None,
-        description="Model cache; default $FIELDCAP_MODEL_DIR, else ~/.cache/fieldcap/models.",
+        description="Model cache; default $FIELDCAP_MODEL_DIR, else $XDG_CACHE_HOME/fieldcap/models, else "
+        "~/.cache/fieldcap/models (the CLI, the daemon and the demo share it).",
     )
     provider: Literal["auto", "cpu", "cuda", "openvino"] = Field(
         "auto", description="ONNX Runtime execution provider; 'auto' takes the first available."

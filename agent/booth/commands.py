@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,33 +19,25 @@ from typing import Any
 
 import click
 
+from agent.cli.common import (
+    DEFAULT_CONFIG,
+    EXIT_DEGRADED,
+    EXIT_INTERRUPTED,
+    UserError,
+    data_dir_option,
+    default_config,
+    json_option,
+    user_errors,
+)
+from agent.cli.common import config_option as _config_option
 from agent.errors import FieldcapError
 
 __all__ = ["booth_command", "coverage_command", "rerecord_command", "review_command"]
 
-DEFAULT_CONFIG = "/etc/fieldcap/agent.toml"
-EXIT_INCOMPLETE = 2
+EXIT_INCOMPLETE = EXIT_DEGRADED
 REREC_END = "re-recorded"  # the end reason of a session ended again after `fieldcap rerecord` reopened it
 
-
-class _UserError(click.ClickException):
-    """Printed as the bare message, exit status 1 (like the rest of the CLI)."""
-
-    def show(self, file: Any = None) -> None:
-        click.echo(self.format_message(), err=True, file=file)
-
-
-def _default_config() -> Path:
-    return Path(os.environ.get("FIELDCAP_CONFIG") or DEFAULT_CONFIG)
-
-
-config_option = click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help=f"Agent config file (default: $FIELDCAP_CONFIG, else {DEFAULT_CONFIG}).",
-)
+config_option = _config_option(help_text=f"Agent config file (default: $FIELDCAP_CONFIG, else {DEFAULT_CONFIG}).")
 countdown_option = click.option(
     "--countdown",
     default=3,
@@ -66,9 +57,9 @@ sync_wait_option = click.option(
 def _load(config_file: Path | None) -> tuple[Any, str]:
     from agent.config import check_secrets, load_config
 
-    path = config_file or _default_config()
+    path = config_file or default_config()
     if config_file is None and not path.exists():
-        raise _UserError(f"{path}: no such config file; give --config FILE (or set $FIELDCAP_CONFIG)")
+        raise UserError(f"{path}: no such config file; give --config FILE (or set $FIELDCAP_CONFIG)")
     config = load_config(path)
     check_secrets(config, str(path))
     return config, str(path)
@@ -80,38 +71,34 @@ def _catalog(config_file: Path | None, data_dir: Path | None) -> Any:
     from agent.config import load_config
 
     if data_dir is None:
-        path = config_file or _default_config()
+        path = config_file or default_config()
         if config_file is None and not path.exists():
-            raise _UserError(f"{path}: no such config file; give --config FILE or --data-dir DIR")
+            raise UserError(f"{path}: no such config file; give --config FILE or --data-dir DIR")
         config = load_config(path)
         data_dir, device = config.agent.data_dir, config.agent.device_id
     else:
         device = "local"
     file = data_dir / "catalog.sqlite"
     if not file.exists():
-        raise _UserError(f"{file}: no catalog here yet (has a booth or the agent run with this data directory?)")
+        raise UserError(f"{file}: no catalog here yet (has a booth or the agent run with this data directory?)")
     return Catalog(file, device)
 
 
 def _guarded(run: Callable[[], int | None]) -> None:
     """Run a command body; user errors become one line and exit 1."""
-    from models import ModelError, ProfileError
-    from sync.errors import SyncError
-
     try:
-        code = run()
-    except (FieldcapError, SyncError, ModelError, ProfileError) as exc:
-        raise _UserError(str(exc)) from None
+        with user_errors():
+            code = run()
     except KeyboardInterrupt:
         click.echo("interrupted; what was committed stays in the catalog and its outbox", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     if code:
         sys.exit(code)
 
 
 def _need_tty() -> None:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise _UserError(
+        raise UserError(
             "the booth UI needs an interactive terminal (stdin and stdout must be a tty); for scripted use see"
             " `fieldcap review --json` and `fieldcap coverage --json`"
         )
@@ -292,7 +279,7 @@ def rerecord_command(
 
         config, file = _load(config_file)
         config, notes = booth_config(config, file)
-        with _catalog(config_file or _default_config(), None) as cat:
+        with _catalog(config_file or default_config(), None) as cat:
             row = resolve_booth_session(cat, session)
             cov = session_coverage(cat, row)
         known = {i.item_id: i for i in row.items}
@@ -300,7 +287,7 @@ def rerecord_command(
         if unknown:
             close = difflib.get_close_matches(unknown[0], list(known), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else f"; its items: {', '.join(list(known)[:10])}"
-            raise _UserError(f"session {row.session_id} has no item {', '.join(map(repr, unknown))}{hint}")
+            raise UserError(f"session {row.session_id} has no item {', '.join(map(repr, unknown))}{hint}")
         covered = sorted({c.item_id for c in cov.cells if c.ok and c.item_id in items})
         if covered and not yes:
             question = (
@@ -324,7 +311,7 @@ def rerecord_command(
                 )
             station.sessions.reopen_session(row.session_id, by="fieldcap rerecord", reason=f"items {', '.join(items)}")
             with station.catalog() as cat:
-                row = BoothSessionRow.from_row(cat.session(row.session_id))
+                row = BoothSessionRow.from_row(cat.sessions.session(row.session_id))
             booth = Booth(station, row, chosen, countdown_s=countdown, mic_test=not no_mic_test, rerecord=True)
             click.echo("loading the QC models ...")
             booth.qc.warm(station.streams[0].profile, station.streams[0].sample_rate)
@@ -345,10 +332,6 @@ def rerecord_command(
 
 # ---------------------------------------------------------------------------- review and coverage
 
-data_dir_option = click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Data directory (instead of --config)."
-)
-
 
 def _sessions(cat: Any, session: str | None) -> list[Any]:
     from agent.booth.records import booth_sessions, resolve_booth_session
@@ -361,7 +344,7 @@ def _sessions(cat: Any, session: str | None) -> list[Any]:
 @click.option("--failed", is_flag=True, help="Only takes that failed QC (or failed to record).")
 @config_option
 @data_dir_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per take and microphone per line.")
+@json_option("One JSON object per take and microphone per line.")
 def review_command(
     session: str | None, failed: bool, config_file: Path | None, data_dir: Path | None, as_json: bool
 ) -> None:
@@ -393,11 +376,11 @@ def review_command(
 @click.option("--session", help="Only this booth session (an id, a unique prefix, or 'latest').")
 @config_option
 @data_dir_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON object: every session with its missing cells.")
+@json_option("One JSON object: every session with its missing cells.")
 def coverage_command(session: str | None, config_file: Path | None, data_dir: Path | None, as_json: bool) -> None:
     """Which script item x round x microphone still lacks an accepted take.
 
-    Exit status 0 when every cell of the sessions shown is covered, 2 when some are missing.
+    Exit status 0 when every cell of the sessions shown is covered, 4 when some are missing.
     """
 
     def run() -> int:

@@ -168,10 +168,7 @@ def mic_verdict(take: TakeFacts, mic: Mic) -> tuple[VerdictFacts | None, str]:
 
 def booth_sessions(cat: Catalog, *, open_only: bool = False) -> list[BoothSessionRow]:
     """Every booth session, oldest first."""
-    sql = "SELECT * FROM sessions WHERE kind = 'booth'"
-    if open_only:
-        sql += " AND ended_utc IS NULL"
-    return [BoothSessionRow.from_row(r) for r in cat.conn.execute(sql + " ORDER BY started_utc, session_id")]
+    return [BoothSessionRow.from_row(r) for r in cat.booth.sessions(open_only=open_only)]
 
 
 def resolve_booth_session(cat: Catalog, ref: str) -> BoothSessionRow:
@@ -181,9 +178,9 @@ def resolve_booth_session(cat: Catalog, ref: str) -> BoothSessionRow:
         if not rows:
             raise BoothRecordsError(f"{cat.path}: no booth session yet (start one with `fieldcap booth`)")
         return rows[-1]
-    found = [r for r in cat.sessions_like(ref) if r["kind"] == "booth"]
+    found = [r for r in cat.sessions.sessions_like(ref) if r["kind"] == "booth"]
     if not found:
-        others = cat.sessions_like(ref)
+        others = cat.sessions.sessions_like(ref)
         what = f" (it is a {others[0]['kind']} session)" if len(others) == 1 else ""
         raise BoothRecordsError(
             f"no booth session {ref!r} in {cat.path}{what}; list them with `fieldcap review` or `fieldcap coverage`"
@@ -228,11 +225,7 @@ def record_decision(
 
 def decisions(cat: Catalog, session_id: str) -> list[dict[str, Any]]:
     """The operator decisions of a session, oldest first."""
-    rows = cat.conn.execute(
-        "SELECT detail_json, t_utc_ns FROM events WHERE kind = ? AND json_extract(detail_json, '$.session_id') = ?"
-        " ORDER BY t_utc_ns, record_id",
-        (DECISION_EVENT, session_id),
-    )
+    rows = cat.booth.events(DECISION_EVENT, session_id)
     out = []
     for detail_json, t_utc_ns in rows:
         d = json.loads(detail_json)
@@ -244,7 +237,7 @@ def decisions(cat: Catalog, session_id: str) -> list[dict[str, Any]]:
 def session_takes(cat: Catalog, session_id: str) -> list[TakeFacts]:
     """Every take of a session (superseded ones too), oldest first, with captures, verdicts, decisions."""
     takes: dict[str, TakeFacts] = {}
-    for row in cat.takes(session_id):
+    for row in cat.sessions.takes(session_id):
         facts = TakeFacts(
             take_id=row["take_id"],
             session_id=session_id,
@@ -265,12 +258,7 @@ def session_takes(cat: Catalog, session_id: str) -> list[TakeFacts]:
             takes[facts.supersedes].superseded_by = facts.take_id
     by_capture = {cid: (t, s) for t in takes.values() for s, cid in t.captures.items()}
     if by_capture:
-        rows = cat.conn.execute(
-            "SELECT c.record_id, c.path, c.state, json_extract(c.meta_json, '$.channels') AS channels, v.verdict,"
-            " v.reasons_json, v.metrics_json, v.profile, v.profile_version FROM captures c"
-            " LEFT JOIN verdicts v ON v.capture_id = c.record_id WHERE c.session_id = ? AND c.kind = 'take'",
-            (session_id,),
-        )
+        rows = cat.booth.take_captures(session_id)
         for r in rows:
             found = by_capture.get(r["record_id"])
             if found is None:
@@ -281,11 +269,7 @@ def session_takes(cat: Catalog, session_id: str) -> list[TakeFacts]:
             take.channels[stream] = int(r["channels"] or 1)
             if r["verdict"] is not None:
                 take.verdicts[stream] = _verdict(r)
-        rows = cat.conn.execute(
-            "SELECT cv.* FROM channel_verdicts cv JOIN captures c ON c.record_id = cv.capture_id"
-            " WHERE c.session_id = ? AND c.kind = 'take' ORDER BY cv.capture_id, cv.channel",
-            (session_id,),
-        )
+        rows = cat.booth.take_channel_verdicts(session_id)
         for r in rows:
             found = by_capture.get(r["capture_id"])
             if found is not None:

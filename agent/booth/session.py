@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from agent.booth.coverage import SessionCoverage, latest_takes, session_coverage
 from agent.booth.instant_qc import InstantQc, MicCheck, worst
@@ -149,7 +149,7 @@ def open_booth_session(
         },
     )
     with station.catalog() as cat:
-        return BoothSessionRow.from_row(cat.session(info.session_id))
+        return BoothSessionRow.from_row(cat.sessions.session(info.session_id))
 
 
 class Booth:
@@ -372,8 +372,7 @@ class Booth:
                 try:
                     with open_catalog() as cat:
                         for stream, ids in sorted(result.captures.items()):
-                            sql = "SELECT path, modality FROM captures WHERE record_id = ?"
-                            row = cat.conn.execute(sql, (ids[0],)).fetchone()
+                            row = cat.capture(ids[0])
                             if row is None or row["modality"] != "audio" or not row["path"]:
                                 continue  # a camera's take is frames plus a summary: nothing to listen to
                             path = data_dir / row["path"]
@@ -488,12 +487,14 @@ class Booth:
         """Look for the full and per-microphone verdicts of recent takes (cheap); refresh when one came."""
         self._next_poll = self.clock() + POLL_S
         found = False
-        for waiting, table in ((self._awaiting, "verdicts"), (self._awaiting_mics, "channel_verdicts")):
+        tables: tuple[tuple[set[str], Literal["verdicts", "channel_verdicts"]], ...] = (
+            (self._awaiting, "verdicts"),
+            (self._awaiting_mics, "channel_verdicts"),
+        )
+        for waiting, table in tables:
             if not waiting:
                 continue
-            ids = sorted(waiting)
-            sql = f"SELECT DISTINCT capture_id FROM {table} WHERE capture_id IN ({','.join('?' * len(ids))})"
-            seen = {row[0] for row in self._cat.conn.execute(sql, ids)}
+            seen = self._cat.booth.judged(waiting, table)
             waiting.difference_update(seen)
             found = found or bool(seen)
         if found:

@@ -150,7 +150,7 @@ class Recording:
         try:
             with self.open_catalog() as cat:
                 for session in list(self._indexed):
-                    row = cat.session(session)
+                    row = cat.sessions.session(session)
                     still_open = session != background and row is not None and row["ended_utc"] is None
                     # A session that goes on later gets a closed window, so a resumed index does not
                     # overlap this one; an ended one its open-ended last window.
@@ -174,7 +174,7 @@ class Recording:
             self._track(cat, current, now)
         for session, state in list(self._indexed.items()):
             if session != self.background:
-                row = cat.session(session)
+                row = cat.sessions.session(session)
                 ended = row is None or row["ended_utc"] is not None
                 if ended and (row is None or now - int(row["ended_mono_ns"] or 0) >= ALIGN_GRACE_S * 1e9):
                     self._align(cat, session, None)  # its last window, open-ended
@@ -195,14 +195,11 @@ class Recording:
         """
         t_from = self._closed_at.pop(session, None)
         if t_from is None:
-            row = cat.conn.execute(
-                "SELECT MAX(t_to_mono_ns), COUNT(*) - COUNT(t_to_mono_ns) FROM alignment_runs WHERE session_id = ?",
-                (session,),
-            ).fetchone()
-            if row[1]:
+            until, open_ended = cat.timeline.indexed_until(session)
+            if open_ended:
                 t_from = self.started_ns
-            elif row[0] is not None and row[0] <= now:
-                t_from = int(row[0])
+            elif until is not None and until <= now:
+                t_from = until
         self._indexed[session] = _Indexed(t_from, now if t_from is None else max(t_from, self.started_ns))
 
     def _align(self, cat: Catalog, session: str, t_to: int | None) -> None:

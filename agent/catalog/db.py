@@ -1,41 +1,33 @@
 """The local catalog: one SQLite database (WAL) that is the device's source of truth.
 
 A capture row and its outbox row are committed in the same transaction: that commit is the
-durability point. The catalog also implements ``sync.OutboxStore`` so the publisher can work from
-it without knowing its SQL. One ``Catalog`` per thread (SQLite connections are not shared).
+durability point. Every query on the catalog's tables lives in this package: ``Catalog`` holds
+the capture, QC, clock and alignment tables itself and reaches the others through seams -
+``outbox`` (the publisher's ``sync.OutboxStore``), ``sessions`` (sessions, streams, takes),
+``booth`` (booth sessions, takes and decisions), ``media`` (retention) and ``timeline`` (the
+alignment index and session exports). One ``Catalog`` per thread (SQLite connections are not shared).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.catalog.migrations import Database, catalog_migrations
-from agent.catalog.outbox_rows import OutboxRows, new_record_id
+from agent.catalog.booth_rows import BoothRows
+from agent.catalog.media_rows import MediaRows
+from agent.catalog.outbox_rows import OutboxRows
+from agent.catalog.records import new_record_id
 from agent.catalog.session_rows import SessionRows
-from agent.errors import CatalogError
+from agent.catalog.store import PRIORITY, Store
+from agent.catalog.timeline_rows import TimelineRows
 from sync.outbox import BlobRef
 from sync.wire import utc_now
 
 __all__ = ["PRIORITY", "CaptureRow", "Catalog", "new_record_id"]
-
-# Lower numbers go first: the small records that say what happened before the media itself.
-PRIORITY = {
-    "event": 0,
-    "verdict": 1,
-    "channel_verdict": 1,
-    "session": 1,
-    "stream": 1,
-    "capture": 2,
-    "annotation": 3,
-    "readings": 3,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,90 +43,18 @@ class CaptureRow:
     created_utc: str
 
 
-class Catalog(OutboxRows, SessionRows):
+class Catalog(Store):
     """A connection to the local catalog with the operations the agent needs."""
 
     def __init__(self, path: Path, device_id: str, *, synchronous: Literal["full", "normal"] = "full") -> None:
-        self.path = path
-        self.data_dir = path.parent
-        self.device_id = device_id
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=30000")
-        except sqlite3.DatabaseError as exc:
-            raise CatalogError(f"{path}: cannot open the catalog: {exc}") from None
-        conn.row_factory = sqlite3.Row
-        self.conn = conn
-        self.db = Database(conn)
-        try:
-            catalog_migrations.apply(self.db)
-        except sqlite3.DatabaseError as exc:
-            raise CatalogError(f"{path}: cannot migrate the catalog: {exc}") from None
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def __enter__(self) -> Catalog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT: writers queue up instead of failing half-way."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+        super().__init__(path, device_id, synchronous=synchronous)
+        self.outbox = OutboxRows(self)
+        self.sessions = SessionRows(self)
+        self.timeline = TimelineRows(self)
+        self.booth = BoothRows(self)
+        self.media = MediaRows(self)
 
     # ---------------------------------------------------------------- records + outbox
-
-    def _envelope(self, record_id: str, kind: str, body: Mapping[str, Any], blob: BlobRef | None) -> str:
-        env: dict[str, Any] = {
-            "schema_version": 1,
-            "record_id": record_id,
-            "device": self.device_id,
-            "kind": kind,
-            "created_utc": utc_now(),
-            "body": body,
-        }
-        if blob is not None:
-            env["blob"] = {"sha256": blob.sha256, "size": blob.size, "media_type": blob.media_type}
-        return json.dumps(env, separators=(",", ":"), sort_keys=True, default=str)
-
-    def _outbox(
-        self,
-        conn: sqlite3.Connection,
-        record_id: str,
-        kind: str,
-        body: Mapping[str, Any],
-        blob: BlobRef | None = None,
-        blob_rel: str | None = None,
-    ) -> None:
-        conn.execute(
-            "INSERT INTO outbox (record_id, kind, body_json, blob_sha256, blob_size, blob_path, media_type,"
-            " priority, blob_state, created_utc) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (
-                record_id,
-                kind,
-                self._envelope(record_id, kind, body, blob),
-                blob.sha256 if blob else None,
-                blob.size if blob else None,
-                blob_rel if blob else None,
-                blob.media_type if blob else None,
-                PRIORITY.get(kind, 2),
-                "pending" if blob else None,
-                utc_now(),
-            ),
-        )
 
     def add_capture(
         self,
@@ -196,48 +116,7 @@ class Catalog(OutboxRows, SessionRows):
                     " VALUES (?,?,?,?,?,?,?)",
                     [(stream, *r, record_id) for r in readings],
                 )
-            self._outbox(conn, record_id, "capture", body, media, media_rel)
-        return record_id
-
-    def add_event(
-        self,
-        kind: str,
-        message: str,
-        *,
-        stream: str | None = None,
-        count: int = 1,
-        detail: Mapping[str, Any] | None = None,
-    ) -> str:
-        """Record a drop, overflow, eviction, salvage or operator action; it is synced like data."""
-        with self.transaction() as conn:
-            return self._insert_event(conn, kind, message, stream=stream, count=count, detail=detail)
-
-    def _insert_event(
-        self,
-        conn: sqlite3.Connection,
-        kind: str,
-        message: str,
-        *,
-        stream: str | None = None,
-        count: int = 1,
-        detail: Mapping[str, Any] | None = None,
-    ) -> str:
-        """The ``events`` row and its outbox row, inside the caller's transaction."""
-        record_id = new_record_id()
-        row = {
-            "record_id": record_id,
-            "t_utc_ns": time.time_ns(),
-            "t_mono_ns": time.monotonic_ns(),
-            "kind": kind,
-            "stream": stream,
-            "count": count,
-            "message": message,
-            "detail_json": json.dumps(detail or {}, default=str, sort_keys=True),
-        }
-        body = {k: v for k, v in row.items() if k != "detail_json"}
-        body["detail"] = dict(detail or {})
-        conn.execute(f"INSERT INTO events ({','.join(row)}) VALUES ({','.join('?' * len(row))})", tuple(row.values()))
-        self._outbox(conn, record_id, "event", body)
+            self.write_record(conn, record_id, "capture", body, media, media_rel)
         return record_id
 
     def add_verdict(
@@ -280,7 +159,7 @@ class Catalog(OutboxRows, SessionRows):
                 f"INSERT INTO verdicts ({','.join(row)}) VALUES ({','.join('?' * len(row))})",
                 tuple(row.values()),
             )
-            self._outbox(conn, record_id, "verdict", body)
+            self.write_record(conn, record_id, "verdict", body)
             for ann in annotations:
                 ann_id = new_record_id()
                 arow = {
@@ -303,7 +182,7 @@ class Catalog(OutboxRows, SessionRows):
                 )
                 abody = {k: v for k, v in arow.items() if k != "geometry_json"}
                 abody["geometry"] = ann.get("geometry")
-                self._outbox(conn, ann_id, "annotation", abody)
+                self.write_record(conn, ann_id, "annotation", abody)
         return record_id
 
     def add_channel_verdicts(self, capture_id: str, channels: Sequence[Mapping[str, Any]]) -> str:
@@ -342,7 +221,7 @@ class Catalog(OutboxRows, SessionRows):
                     f"INSERT INTO channel_verdicts ({','.join(row)}) VALUES ({','.join('?' * len(row))})",
                     tuple(row.values()),
                 )
-            self._outbox(conn, record_id, "channel_verdict", body)
+            self.write_record(conn, record_id, "channel_verdict", body)
         return record_id
 
     def channel_unscreened(self, limit: int) -> list[sqlite3.Row]:
@@ -397,6 +276,10 @@ class Catalog(OutboxRows, SessionRows):
             args.append(limit)
         return [CaptureRow(**dict(r)) for r in self.conn.execute(sql, args)]
 
+    def capture(self, record_id: str) -> sqlite3.Row | None:
+        """One capture row, every column."""
+        return self.conn.execute("SELECT * FROM captures WHERE record_id = ?", (record_id,)).fetchone()  # type: ignore[no-any-return]
+
     def unscreened(self, limit: int) -> list[sqlite3.Row]:
         """Captures with media that have no verdict yet (QC resumes from here after a restart)."""
         return list(
@@ -433,16 +316,6 @@ class Catalog(OutboxRows, SessionRows):
         ).fetchone()[0]
         return int(n), int(b)
 
-    def get_state(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def set_state(self, key: str, value: str) -> None:
-        self.conn.execute(
-            "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
-
     # ---------------------------------------------------------------- clock and alignment
     # (time and recording). Each row that matters centrally gets its outbox row in the same
     # transaction, like captures; sessions, takes and streams are in ``agent.catalog.session_rows``.
@@ -466,7 +339,7 @@ class Catalog(OutboxRows, SessionRows):
                 ),
             )
             body = {"t_mono_ns": t_mono_ns, "t_realtime_ns": t_realtime_ns, "reason": reason, "health": dict(health)}
-            self._outbox(conn, record_id, "clock", body)
+            self.write_record(conn, record_id, "clock", body)
         return record_id
 
     def newest_readings(self) -> dict[str, dict[str, dict[str, Any]]]:
@@ -548,7 +421,7 @@ class Catalog(OutboxRows, SessionRows):
                 "clock_fits": [dict(f) for f in fits],
                 "parts": max(1, -(-len(rows) // rows_per_record)),
             }
-            self._outbox(conn, run_id, "alignment", body)
+            self.write_record(conn, run_id, "alignment", body)
             for part, start in enumerate(range(0, len(rows), rows_per_record)):
                 chunk = rows[start : start + rows_per_record]
                 rid = new_record_id()
@@ -560,5 +433,5 @@ class Catalog(OutboxRows, SessionRows):
                     "columns": [*pair_cols, "detail"],
                     "rows": [[r.get(c) for c in pair_cols] + [r.get("detail") or {}] for r in chunk],
                 }
-                self._outbox(conn, rid, "alignment_pairs", pairs_body)
+                self.write_record(conn, rid, "alignment_pairs", pairs_body)
         return record_ids

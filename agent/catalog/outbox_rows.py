@@ -10,45 +10,25 @@ on the record_state index.
 from __future__ import annotations
 
 import sqlite3
-import time
-import uuid
-from collections.abc import Collection, Mapping, Sequence
-from contextlib import AbstractContextManager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Sequence
 
+from agent.catalog.store import Store
 from sync.outbox import PRIORITY_FLAGGED, BlobRef, ItemState, OutboxChanges, OutboxItem
 from sync.wire import utc_now
-
-
-def new_record_id() -> str:
-    """A random id whose first 12 hex digits are the creation time in ms, so ids sort by age."""
-    return f"{time.time_ns() // 1_000_000:012x}-{uuid.uuid4().hex[:20]}"
-
 
 # The condition of the partial index outbox_blob_state (migration 0003), repeated so queries use it.
 _BLOB_IN_FLIGHT = "blob_state IN ('pending', 'sent')"
 
 
 class OutboxRows:
-    """Mixed into ``Catalog``, which provides the connection, transactions and the event log."""
+    """The outbox as the publisher sees it (``sync.OutboxStore``), on the catalog's store."""
 
-    conn: sqlite3.Connection
-    data_dir: Path
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
-    if TYPE_CHECKING:
-
-        def transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
-
-        def add_event(
-            self,
-            kind: str,
-            message: str,
-            *,
-            stream: str | None = None,
-            count: int = 1,
-            detail: Mapping[str, Any] | None = None,
-        ) -> str: ...
+    def close(self) -> None:
+        """Close the store's connection (the publisher opens its own outbox and closes it)."""
+        self._store.close()
 
     def _item(self, row: sqlite3.Row) -> OutboxItem:
         return OutboxItem(
@@ -61,17 +41,17 @@ class OutboxRows:
         )
 
     def _blob(self, row: sqlite3.Row) -> BlobRef:
-        return BlobRef(row["blob_sha256"], row["blob_size"], self.data_dir / row["blob_path"], row["media_type"])
+        return BlobRef(row["blob_sha256"], row["blob_size"], self._store.data_dir / row["blob_path"], row["media_type"])
 
     def records_to_send(self, limit: int, skip: Collection[str]) -> Sequence[OutboxItem]:
-        rows = self.conn.execute(
+        rows = self._store.conn.execute(
             "SELECT * FROM outbox WHERE record_state = 'pending' ORDER BY priority, seq LIMIT ?",
             (limit + len(skip),),
         )
         return [self._item(r) for r in rows if r["record_id"] not in skip][:limit]
 
     def blobs_to_send(self, limit: int, skip: Collection[str]) -> Sequence[BlobRef]:
-        rows = self.conn.execute(
+        rows = self._store.conn.execute(
             "SELECT blob_sha256, blob_size, blob_path, media_type, MIN(priority) AS p, MIN(seq) AS s FROM outbox"
             f" WHERE {_BLOB_IN_FLIGHT} AND blob_state = 'pending' AND record_state != 'rejected'"
             " GROUP BY blob_sha256 ORDER BY p, s LIMIT ?",
@@ -82,13 +62,13 @@ class OutboxRows:
     def unconfirmed(self, limit: int) -> tuple[Sequence[str], Sequence[BlobRef]]:
         recs = [
             r[0]
-            for r in self.conn.execute(
+            for r in self._store.conn.execute(
                 "SELECT record_id FROM outbox WHERE record_state = 'sent' ORDER BY seq LIMIT ?", (limit,)
             )
         ]
         blobs = [
             self._blob(r)
-            for r in self.conn.execute(
+            for r in self._store.conn.execute(
                 "SELECT DISTINCT blob_sha256, blob_size, blob_path, media_type FROM outbox"
                 f" WHERE {_BLOB_IN_FLIGHT} AND blob_state = 'sent' LIMIT ?",
                 (limit,),
@@ -103,7 +83,7 @@ class OutboxRows:
         groups: dict[tuple[str, str | None], list[str]] = {}
         for rid, state_error in changes.records.items():
             groups.setdefault(state_error, []).append(rid)
-        with self.transaction() as conn:
+        with self._store.transaction() as conn:
             touched: list[str] = []
             for (state, error), ids in groups.items():
                 for start in range(0, len(ids), 500):
@@ -144,7 +124,7 @@ class OutboxRows:
         """Operator flag: send these records (and their media) before everything else; returns rows changed."""
         ids = list(record_ids)
         changed = 0
-        with self.transaction() as conn:
+        with self._store.transaction() as conn:
             for start in range(0, len(ids), 500):
                 part = ids[start : start + 500]
                 marks = ",".join("?" * len(part))
@@ -180,4 +160,4 @@ class OutboxRows:
         self.apply(OutboxChanges(receipt_seen=True))
 
     def record_event(self, kind: str, message: str, detail: dict[str, object]) -> None:
-        self.add_event(kind, message, detail=detail)
+        self._store.add_event(kind, message, detail=detail)

@@ -124,7 +124,7 @@ def _salvage_one(cat: Catalog, data_dir: Path, sidecar: Path, report: RecoveryRe
     if context:
         meta[str(context.get("kind"))] = context.get("id")
     session = info.get("session_id")
-    if session is not None and cat.session(session) is None:
+    if session is not None and cat.sessions.session(session) is None:
         meta["session_id_unknown"], session = session, None
     supersedes = info.get("supersedes")
     if (
@@ -164,20 +164,20 @@ def _salvage_one(cat: Catalog, data_dir: Path, sidecar: Path, report: RecoveryRe
 def _close_interrupted(cat: Catalog, report: RecoveryReport) -> None:
     """Takes that were recording become ``failed``; the daemon's continuous sessions are closed."""
     for row in cat.conn.execute("SELECT take_id, item_id, session_id FROM takes WHERE status = 'recording'").fetchall():
-        cat.finish_take(row["take_id"], {"status": "failed", "ended_utc": utc_now()})
+        cat.sessions.finish_take(row["take_id"], {"status": "failed", "ended_utc": utc_now()})
         cat.add_event(
             "take_failed",
             f"take of item {row['item_id']!r} was interrupted by a crash; record it again",
             detail={"take_id": row["take_id"], "session_id": row["session_id"]},
         )
         report.takes_failed += 1
-    for row in cat.open_sessions("continuous"):
+    for row in cat.sessions.open_sessions("continuous"):
         last = cat.conn.execute(
             "SELECT MAX(t_end_mono_ns) FROM captures WHERE session_id = ?", (row["session_id"],)
         ).fetchone()[0]
         meta = json.loads(row["meta_json"] or "{}")
         meta["end_reason"] = "crash (closed at the next start; ended_mono_ns is its last capture)"
-        cat.end_session_row(
+        cat.sessions.end_session_row(
             row["session_id"],
             {"ended_utc": utc_now(), "ended_mono_ns": last, "meta_json": json.dumps(meta, sort_keys=True)},
         )

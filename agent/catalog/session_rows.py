@@ -1,6 +1,6 @@
 """Sessions, takes and the streams of a session: the catalog's rows for time and recording.
 
-Mixed into ``agent.catalog.db.Catalog`` (kept apart because it is the sessions API's storage, with
+``Catalog.sessions`` (kept apart because it is the sessions API's storage, with
 ``agent.sessions.takes`` its only writer). Each row that matters centrally gets its outbox record in the
 same transaction, like captures: a session's ``start`` / ``end`` / ``reopen``, a take when it ends,
 a stream the first time its settings are seen.
@@ -11,69 +11,42 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from agent.catalog.outbox_rows import new_record_id
+from agent.catalog.records import new_record_id
+from agent.catalog.store import Store
 from agent.errors import CatalogError
 from sync.wire import utc_now
 
-if TYPE_CHECKING:
-    from sync.outbox import BlobRef
-
 
 class SessionRows:
-    """Mixed into ``Catalog``, which provides the connection, transactions, outbox and event rows."""
+    """Sessions, their streams and takes, on the catalog's store."""
 
-    conn: sqlite3.Connection
-    path: Path
-
-    if TYPE_CHECKING:
-
-        def transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
-
-        def _outbox(
-            self,
-            conn: sqlite3.Connection,
-            record_id: str,
-            kind: str,
-            body: Mapping[str, Any],
-            blob: BlobRef | None = None,
-            blob_rel: str | None = None,
-        ) -> None: ...
-
-        def _insert_event(
-            self,
-            conn: sqlite3.Connection,
-            kind: str,
-            message: str,
-            *,
-            stream: str | None = None,
-            count: int = 1,
-            detail: Mapping[str, Any] | None = None,
-        ) -> str: ...
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
     def add_session(self, row: Mapping[str, Any]) -> str:
         """Insert a session row and its ``session`` record; return the record id."""
         cols = dict(row)
         record_id = new_record_id()
-        with self.transaction() as conn:
+        with self._store.transaction() as conn:
             conn.execute(
                 f"INSERT INTO sessions ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})", tuple(cols.values())
             )
-            self._outbox(conn, record_id, "session", self._session_body(conn, str(cols["session_id"]), "start"))
+            self._store.write_record(
+                conn, record_id, "session", self._session_body(conn, str(cols["session_id"]), "start")
+            )
         return record_id
 
     def end_session_row(self, session_id: str, changes: Mapping[str, Any]) -> str:
         """Set a session's end fields and send the updated ``session`` record."""
         record_id = new_record_id()
         sets = ", ".join(f"{k} = ?" for k in changes)
-        with self.transaction() as conn:
+        with self._store.transaction() as conn:
             cur = conn.execute(f"UPDATE sessions SET {sets} WHERE session_id = ?", (*changes.values(), session_id))
             if cur.rowcount != 1:
-                raise CatalogError(f"no session {session_id!r} in {self.path}")
-            self._outbox(conn, record_id, "session", self._session_body(conn, session_id, "end"))
+                raise CatalogError(f"no session {session_id!r} in {self._store.path}")
+            self._store.write_record(conn, record_id, "session", self._session_body(conn, session_id, "end"))
         return record_id
 
     def reopen_session_row(
@@ -82,15 +55,15 @@ class SessionRows:
         """Reopen an ended session: its fields, its ``reopen`` record and an audit event, in one transaction."""
         record_id = new_record_id()
         sets = ", ".join(f"{k} = ?" for k in changes)
-        with self.transaction() as conn:
+        with self._store.transaction() as conn:
             cur = conn.execute(
                 f"UPDATE sessions SET {sets} WHERE session_id = ? AND ended_utc IS NOT NULL",
                 (*changes.values(), session_id),
             )
             if cur.rowcount != 1:
-                raise CatalogError(f"no ended session {session_id!r} in {self.path}")
-            self._outbox(conn, record_id, "session", self._session_body(conn, session_id, "reopen"))
-            self._insert_event(conn, event, message, detail=detail)
+                raise CatalogError(f"no ended session {session_id!r} in {self._store.path}")
+            self._store.write_record(conn, record_id, "session", self._session_body(conn, session_id, "reopen"))
+            self._store.insert_event(conn, event, message, detail=detail)
         return record_id
 
     @staticmethod
@@ -106,19 +79,19 @@ class SessionRows:
         return body
 
     def session(self, session_id: str) -> sqlite3.Row | None:
-        return self.conn.execute("SELECT * FROM sessions WHERE session_id = ?", (session_id,)).fetchone()  # type: ignore[no-any-return]
+        return self._store.conn.execute("SELECT * FROM sessions WHERE session_id = ?", (session_id,)).fetchone()  # type: ignore[no-any-return]
 
     def sessions_like(self, prefix: str) -> list[sqlite3.Row]:
         """Sessions whose id starts with ``prefix`` (so people can type a short prefix)."""
         return list(
-            self.conn.execute(
+            self._store.conn.execute(
                 "SELECT * FROM sessions WHERE session_id LIKE ? ESCAPE '\\' ORDER BY started_utc",
                 (prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
             )
         )
 
     def recent_sessions(self, limit: int = 10) -> list[sqlite3.Row]:
-        return list(self.conn.execute("SELECT * FROM sessions ORDER BY started_utc DESC LIMIT ?", (limit,)))
+        return list(self._store.conn.execute("SELECT * FROM sessions ORDER BY started_utc DESC LIMIT ?", (limit,)))
 
     def open_sessions(self, kind: str | None = None) -> list[sqlite3.Row]:
         sql = "SELECT * FROM sessions WHERE ended_utc IS NULL"
@@ -126,12 +99,12 @@ class SessionRows:
         if kind is not None:
             sql += " AND kind = ?"
             args = (kind,)
-        return list(self.conn.execute(sql + " ORDER BY started_utc", args))
+        return list(self._store.conn.execute(sql + " ORDER BY started_utc", args))
 
     def find_or_add_stream(self, device: str, session_id: str, modality: str, settings: Mapping[str, Any]) -> str:
         """The ``streams`` row for (device, session, settings in force), created with its record."""
         settings_json = json.dumps(settings, default=str, sort_keys=True)
-        with self.transaction() as conn:
+        with self._store.transaction() as conn:
             row = conn.execute(
                 "SELECT stream_id FROM streams WHERE device = ? AND session_id = ? AND settings_json = ?",
                 (device, session_id, settings_json),
@@ -153,13 +126,18 @@ class SessionRows:
                 "settings": json.loads(settings_json),
                 "created_utc": now,
             }
-            self._outbox(conn, stream_id, "stream", body)
+            self._store.write_record(conn, stream_id, "stream", body)
         return stream_id
+
+    def stream_settings(self, stream_id: str) -> dict[str, Any] | None:
+        """The settings a stream was recorded with (None for an unknown stream)."""
+        row = self._store.conn.execute("SELECT settings_json FROM streams WHERE stream_id = ?", (stream_id,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
 
     def add_take(self, row: Mapping[str, Any]) -> None:
         """Insert a take as it starts (status ``recording``); it is synced when it ends."""
         cols = dict(row)
-        with self.transaction() as conn:
+        with self._store.transaction() as conn:
             conn.execute(
                 f"INSERT INTO takes ({','.join(cols)}) VALUES ({','.join('?' * len(cols))})", tuple(cols.values())
             )
@@ -168,20 +146,20 @@ class SessionRows:
         """Set a take's end fields and send its ``take`` record; return the record id."""
         record_id = new_record_id()
         sets = ", ".join(f"{k} = ?" for k in changes)
-        with self.transaction() as conn:
+        with self._store.transaction() as conn:
             conn.execute(f"UPDATE takes SET {sets} WHERE take_id = ?", (*changes.values(), take_id))
             row = conn.execute("SELECT * FROM takes WHERE take_id = ?", (take_id,)).fetchone()
             if row is None:
-                raise CatalogError(f"no take {take_id!r} in {self.path}")
+                raise CatalogError(f"no take {take_id!r} in {self._store.path}")
             body: dict[str, Any] = {}
             for key in row.keys():  # noqa: SIM118 - sqlite3.Row is not a mapping
                 value = row[key]
                 body[key.removesuffix("_json")] = json.loads(value) if key.endswith("_json") and value else value
-            self._outbox(conn, record_id, "take", body)
+            self._store.write_record(conn, record_id, "take", body)
         return record_id
 
     def take(self, take_id: str) -> sqlite3.Row | None:
-        return self.conn.execute("SELECT * FROM takes WHERE take_id = ?", (take_id,)).fetchone()  # type: ignore[no-any-return]
+        return self._store.conn.execute("SELECT * FROM takes WHERE take_id = ?", (take_id,)).fetchone()  # type: ignore[no-any-return]
 
     def takes(self, session_id: str, item_id: str | None = None) -> list[sqlite3.Row]:
         sql = "SELECT * FROM takes WHERE session_id = ?"
@@ -189,10 +167,10 @@ class SessionRows:
         if item_id is not None:
             sql += " AND item_id = ?"
             args.append(item_id)
-        return list(self.conn.execute(sql + " ORDER BY t_start_mono_ns", args))
+        return list(self._store.conn.execute(sql + " ORDER BY t_start_mono_ns", args))
 
     def latest_take(self, session_id: str, item_id: str, round_no: int | None) -> sqlite3.Row | None:
-        return self.conn.execute(  # type: ignore[no-any-return]
+        return self._store.conn.execute(  # type: ignore[no-any-return]
             "SELECT * FROM takes WHERE session_id = ? AND item_id = ? AND round IS ? ORDER BY take_no DESC LIMIT 1",
             (session_id, item_id, round_no),
         ).fetchone()

@@ -314,7 +314,7 @@ class Writer:
         with self._streams_lock:
             sid = self._streams.get(key)
             if sid is None:
-                sid = catalog.find_or_add_stream(job.stream, job.session_id, job.modality, job.settings)
+                sid = catalog.sessions.find_or_add_stream(job.stream, job.session_id, job.modality, job.settings)
                 self._streams[key] = sid
             return sid
 

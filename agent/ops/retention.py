@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 from dataclasses import dataclass, field
@@ -30,35 +29,13 @@ from typing import Any, Literal
 from agent.catalog.db import Catalog
 from agent.config import StorageSettings
 from agent.errors import CatalogError
+from agent.ops.disk import DiskUsage, disk_usage
 from sync.wire import utc_now
 
 log = logging.getLogger("fieldcap.retention")
 
 PENDING_KEY = "retention_pending"
 BATCH = 200
-
-
-@dataclass(frozen=True, slots=True)
-class DiskUsage:
-    """Use of a filesystem as ``df`` reports it (blocks reserved for root are not available)."""
-
-    path: str
-    total_bytes: int
-    free_bytes: int
-    used_pct: float
-
-    @property
-    def used_bytes(self) -> int:
-        return self.total_bytes - self.free_bytes
-
-
-def disk_usage(path: Path) -> DiskUsage:
-    st = os.statvfs(path)
-    used = (st.f_blocks - st.f_bfree) * st.f_frsize
-    avail = st.f_bavail * st.f_frsize
-    capacity = used + avail
-    pct = 100.0 * used / capacity if capacity else 100.0
-    return DiskUsage(str(path), capacity, avail, round(pct, 3))
 
 
 @dataclass
@@ -170,7 +147,7 @@ class DiskGuard:
     def _pause(self, usage: DiskUsage) -> None:
         self.paused_since = utc_now()
         self._refused_in_pause = 0
-        files, size = self._unsynced_media()
+        files, size = self._cat.media.unsynced()
         message = (
             f"media capture paused: {usage.path} is {usage.used_pct:.1f}% full (high watermark "
             f"{self.settings.high_watermark_pct:g}%) and holds no confirmed media to evict; {files} unsynced "
@@ -211,36 +188,13 @@ class DiskGuard:
 
     # ------------------------------------------------------------------ eviction
 
-    def _candidates(self, limit: int) -> list[sqlite3.Row]:
-        """Confirmed media still on disk, lowest value first."""
-        return list(
-            self._cat.conn.execute(
-                "SELECT c.record_id, c.stream, c.path, c.size FROM captures c"
-                " JOIN outbox o ON o.record_id = c.record_id"
-                " LEFT JOIN verdicts v ON v.capture_id = c.record_id"
-                " WHERE c.path IS NOT NULL AND c.media_deleted_utc IS NULL AND c.state = 'confirmed'"
-                " AND o.record_state = 'confirmed' AND o.blob_state = 'confirmed' AND o.confirmed_utc IS NOT NULL"
-                " ORDER BY CASE WHEN v.verdict = 'fail'"
-                " OR EXISTS (SELECT 1 FROM captures s WHERE s.supersedes = c.record_id) THEN 0"
-                " WHEN v.verdict IS NULL THEN 2 ELSE 1 END, c.t_start_utc_ns, c.record_id LIMIT ?",
-                (limit,),
-            )
-        )
-
-    def _unsynced_media(self) -> tuple[int, int]:
-        row = self._cat.conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM captures"
-            " WHERE path IS NOT NULL AND media_deleted_utc IS NULL AND state != 'confirmed'"
-        ).fetchone()
-        return int(row[0]), int(row[1])
-
     def _evict(self, usage: DiskUsage) -> DiskUsage:
         """Delete confirmed media until use is at the low watermark or nothing confirmed is left."""
         low = self.settings.low_watermark_pct
         start = usage
         while usage.used_pct > low:
             need = usage.used_bytes - int(usage.total_bytes * low / 100.0)
-            rows = self._candidates(BATCH)
+            rows = self._cat.media.eviction_candidates(BATCH)
             chosen: list[sqlite3.Row] = []
             freed = 0
             for row in rows:
@@ -273,16 +227,7 @@ class DiskGuard:
                 detail={"record_ids": [r["record_id"] for r in group], "bytes": size, "used_pct": start.used_pct},
             )
         paths = [str(r["path"]) for r in rows]
-        now = utc_now()
-        with self._cat.transaction() as conn:
-            conn.executemany(
-                "UPDATE captures SET media_deleted_utc = ? WHERE record_id = ? AND media_deleted_utc IS NULL",
-                [(now, r["record_id"]) for r in rows],
-            )
-            conn.execute(
-                "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (PENDING_KEY, json.dumps(paths)),
-            )
+        self._cat.media.mark_deleted([r["record_id"] for r in rows], PENDING_KEY, paths)
         self._unlink(paths)
         self.evicted_files += len(rows)
         self.evicted_bytes += sum(int(r["size"] or 0) for r in rows)
@@ -295,8 +240,7 @@ class DiskGuard:
                 path.unlink(missing_ok=True)
             except OSError as exc:
                 log.error("cannot delete evicted media %s: %s", path, exc.strerror)
-        with self._cat.transaction() as conn:
-            conn.execute("DELETE FROM state WHERE key = ?", (PENDING_KEY,))
+        self._cat.media.unlinked(PENDING_KEY)
 
     def _finish_pending(self) -> None:
         """Finish deletions a crash interrupted (their rows and events are already committed)."""

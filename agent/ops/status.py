@@ -4,22 +4,21 @@ The running daemon builds a snapshot (``Agent.snapshot`` plus the supervisor's o
 writes it atomically to ``DATA_DIR/status.json`` every ``status_interval_s``; the metrics endpoint
 serves the same dictionary. ``fieldcap status`` reads that file, so it works while the daemon runs
 without talking to it; when the daemon is not running it reads the catalog (read-only) instead and
-says so. The catalog queries here use indexed columns only, because they run every few seconds
-on a catalog that grows for months.
+says so. The numbers come from ``agent.catalog.reports``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from agent.catalog.reports import read_numbers
+
 STATUS_FILE = "status.json"
-ALERT_KINDS = ("media_paused", "stream_failed", "loop_stalled", "config_rejected", "eviction", "capture_refused")
 
 
 def age_seconds(utc_iso: str | None) -> float | None:
@@ -31,49 +30,6 @@ def age_seconds(utc_iso: str | None) -> float | None:
     except ValueError:
         return None
     return round(max(0.0, time.time() - then.timestamp()), 3)
-
-
-def catalog_numbers(conn: sqlite3.Connection, *, with_qc: bool) -> dict[str, Any]:
-    """Outbox backlog, last receipt, recent alerts (and QC totals, a full scan, when asked)."""
-    records = conn.execute("SELECT COUNT(*) FROM outbox WHERE record_state IN ('pending', 'sent')").fetchone()[0]
-    rejected = conn.execute("SELECT COUNT(*) FROM outbox WHERE record_state = 'rejected'").fetchone()[0]
-    size = conn.execute(
-        "SELECT COALESCE(SUM(s), 0) FROM (SELECT MAX(blob_size) AS s FROM outbox"
-        " WHERE blob_state IN ('pending', 'sent') GROUP BY blob_sha256)"
-    ).fetchone()[0]
-    row = conn.execute("SELECT value FROM state WHERE key = 'last_receipt_utc'").fetchone()
-    marks = ",".join("?" * len(ALERT_KINDS))
-    alerts = [
-        {"kind": r[0], "stream": r[1], "count": r[2], "message": r[3], "t_utc_ns": r[4]}
-        for r in conn.execute(
-            f"SELECT kind, stream, count, message, t_utc_ns FROM events WHERE kind IN ({marks})"
-            " ORDER BY t_utc_ns DESC LIMIT 5",
-            ALERT_KINDS,
-        )
-    ]
-    out: dict[str, Any] = {
-        "outbox": {"records": int(records), "bytes": int(size), "rejected": int(rejected)},
-        "last_receipt_utc": None if row is None else str(row[0]),
-        "recent_alerts": alerts,
-    }
-    if with_qc:
-        out["qc"] = qc_totals(conn)
-    return out
-
-
-def qc_totals(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
-    """Verdict counts and pass rate per QC profile."""
-    totals: dict[str, dict[str, Any]] = {}
-    for profile, verdict, n in conn.execute("SELECT profile, verdict, COUNT(*) FROM verdicts GROUP BY 1, 2"):
-        totals.setdefault(profile, {"pass": 0, "fail": 0, "review": 0})[verdict] = int(n)
-    for counts in totals.values():
-        pass_rate(counts)
-    return totals
-
-
-def pass_rate(counts: dict[str, Any]) -> None:
-    total = counts["pass"] + counts["fail"] + counts["review"]
-    counts["pass_rate"] = round(counts["pass"] / total, 4) if total else None
 
 
 # ---------------------------------------------------------------------------- judging a snapshot
@@ -264,16 +220,12 @@ def read_status(data_dir: Path, *, device_id: str, stale_after_s: float = 60.0) 
 
 def cold_numbers(data_dir: Path) -> dict[str, Any]:
     """What the catalog says without the daemon (read-only), and the disk as it is now."""
-    from agent.ops.retention import disk_usage
+    from agent.ops.disk import disk_usage
 
     out: dict[str, Any] = {}
     catalog = data_dir / "catalog.sqlite"
     if catalog.exists():
-        conn = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=10)
-        try:
-            out.update(catalog_numbers(conn, with_qc=True))
-        finally:
-            conn.close()
+        out.update(read_numbers(catalog))
         out["last_receipt_age_s"] = age_seconds(out.get("last_receipt_utc"))
     if data_dir.exists():
         usage = disk_usage(data_dir)

@@ -143,11 +143,7 @@ class Aligner:
 
     def _settings(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for name, settings_json in self.cat.conn.execute("SELECT name, settings_json FROM devices"):
-            out[name] = json.loads(settings_json)
-        for device, settings_json in self.cat.conn.execute(
-            "SELECT device, settings_json FROM streams WHERE session_id = ? ORDER BY created_utc", (self.session_id,)
-        ):
+        for device, settings_json in self.cat.timeline.device_settings(self.session_id):
             out[device] = json.loads(settings_json)
         return out
 
@@ -155,25 +151,14 @@ class Aligner:
 
     def _frames(self, lo: int, hi: int) -> dict[str, list[Frame]]:
         out: dict[str, list[Frame]] = defaultdict(list)
-        rows = self.cat.conn.execute(
-            "SELECT record_id, stream, t_start_mono_ns, meta_json FROM captures WHERE session_id = ?"
-            " AND modality IN ('visible', 'thermal') AND kind = 'frame'"  # not a window's summary row
-            " AND t_start_mono_ns >= ? AND t_start_mono_ns < ?"
-            " ORDER BY t_start_mono_ns",
-            (self.session_id, lo, hi),
-        )
+        rows = self.cat.timeline.frames(self.session_id, lo, hi)
         for record_id, stream, t, meta_json in rows:
             out[stream].append(Frame(record_id, stream, t, json.loads(meta_json).get("device_time"), t))
         return out
 
     def _audio(self, lo: int, hi: int) -> dict[str, list[AudioFile]]:
         out: dict[str, list[AudioFile]] = defaultdict(list)
-        rows = self.cat.conn.execute(
-            "SELECT record_id, stream, t_start_mono_ns, t_end_mono_ns, meta_json FROM captures WHERE session_id = ?"
-            " AND modality = 'audio' AND path IS NOT NULL AND t_end_mono_ns >= ? AND t_start_mono_ns < ?"
-            " ORDER BY t_start_mono_ns",
-            (self.session_id, lo, hi),
-        )
+        rows = self.cat.timeline.audio_files(self.session_id, lo, hi)
         for record_id, stream, t0, t1, meta_json in rows:
             meta = json.loads(meta_json)
             points = [(int(i), int(t)) for i, t in meta.get("clock_points") or []]
@@ -194,12 +179,7 @@ class Aligner:
         return out
 
     def _readings(self, lo: int, hi: int) -> dict[str, dict[str, tuple[np.ndarray[Any, Any], ...]]]:
-        rows = self.cat.conn.execute(
-            "SELECT r.stream, r.name, r.t_mono_ns, r.value, r.record_id FROM readings r"
-            " JOIN captures c ON c.record_id = r.record_id WHERE c.session_id = ? AND r.t_mono_ns >= ?"
-            " AND r.t_mono_ns < ? AND r.value IS NOT NULL ORDER BY r.stream, r.name, r.t_mono_ns",
-            (self.session_id, lo, hi),
-        )
+        rows = self.cat.timeline.readings(self.session_id, lo, hi)
         grouped: dict[str, dict[str, list[tuple[int, float, str]]]] = defaultdict(lambda: defaultdict(list))
         for stream, name, t, value, record_id in rows:
             grouped[stream][name].append((t, value, record_id))

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from agent.catalog.db import Catalog
+from agent.extras import require
 from agent.sessions.mcap_format import (
     ExportError,
     Message,
@@ -39,10 +40,12 @@ __all__ = ["ExportError", "export_session", "resolve_session"]
 
 def resolve_session(cat: Catalog, ref: str) -> str:
     """A session id from an id, a unique prefix of one, or ``latest``."""
-    rows = cat.recent_sessions(1) if ref == "latest" else cat.sessions_like(ref)
+    rows = cat.sessions.recent_sessions(1) if ref == "latest" else cat.sessions.sessions_like(ref)
     if len(rows) == 1:
         return str(rows[0]["session_id"])
-    recent = ", ".join(f"{r['session_id']} ({r['kind']}, {r['started_utc'][:19]})" for r in cat.recent_sessions(5))
+    recent = ", ".join(
+        f"{r['session_id']} ({r['kind']}, {r['started_utc'][:19]})" for r in cat.sessions.recent_sessions(5)
+    )
     if not rows:
         raise ExportError(f"no session {ref!r} in {cat.path}; recent sessions: {recent or 'none'}")
     raise ExportError(f"{ref!r} matches {len(rows)} sessions; give more of the id (recent: {recent})")
@@ -223,10 +226,11 @@ def _fitted_ns_per_frame(points: list[list[int]], rate: int) -> float:
 
 def export_session(cat: Catalog, session_ref: str, out: Path) -> dict[str, Any]:
     """Write the session to ``out`` (atomically: a temporary name, then rename); return counts."""
+    require("mcap.writer", feature="MCAP export")  # the "mcap" extra: say so before any work
     session_id = resolve_session(cat, session_ref)
     if out.exists():
         raise ExportError(f"{out} already exists; choose another name or remove it")
-    session = cat.session(session_id)
+    session = cat.sessions.session(session_id)
     assert session is not None
     ex = _Exporter(cat, session_id)
     ex.frames()

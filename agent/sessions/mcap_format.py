@@ -22,9 +22,9 @@ from typing import IO, Any
 import cv2
 import numpy as np
 import soundfile as sf
-from mcap.writer import CompressionType, Writer
 
 from agent.errors import FieldcapError
+from agent.extras import require
 
 AUDIO_CHUNK_S = 0.1
 
@@ -220,11 +220,15 @@ def write_mcap(
     channels: Mapping[str, tuple[str, Mapping[str, str]]],
     messages: Iterable[Message],
     metadata: Sequence[tuple[str, Mapping[str, str]]] = (),
+    *,
+    extra: str | None = None,
 ) -> dict[str, int]:
     """Write one MCAP file: ``channels`` maps a topic to (schema name, channel metadata); messages
     are written by log time (then topic, then the order given), each channel with its own sequence
-    numbers from 1. Returns the messages written per topic."""
-    writer = Writer(fh, compression=CompressionType.ZSTD)
+    numbers from 1. Returns the messages written per topic. ``extra`` is the install extra that
+    brings the ``mcap`` library (the device's ``mcap`` by default)."""
+    mcap_writer = require("mcap.writer", extra, "MCAP export")
+    writer = mcap_writer.Writer(fh, compression=mcap_writer.CompressionType.ZSTD)
     writer.start(profile="", library="fieldcap")
     schema_ids = {
         name: writer.register_schema(name, "jsonschema", json.dumps(SCHEMAS[name], sort_keys=True).encode())
@@ -240,5 +244,5 @@ def write_mcap(
         writer.add_message(ids[msg.topic], msg.log_time, msg.body(), msg.publish_time, seq[msg.topic])
     for name, data in metadata:
         writer.add_metadata(name, dict(data))
-    writer.finish()  # type: ignore[no-untyped-call]
+    writer.finish()
     return seq

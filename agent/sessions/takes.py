@@ -213,7 +213,7 @@ class Sessions:
         session_id = new_record_id()
         t_mono = time.monotonic_ns()
         with self.open_catalog() as cat:
-            cat.add_session(
+            cat.sessions.add_session(
                 {
                     "session_id": session_id,
                     "kind": kind,
@@ -231,7 +231,7 @@ class Sessions:
                     "meta_json": json.dumps(dict(meta or {}), sort_keys=True, default=str),
                 }
             )
-            row = cat.session(session_id)
+            row = cat.sessions.session(session_id)
         with self._lock:
             self._active.append(session_id)
         return SessionInfo.from_row(row)
@@ -286,7 +286,7 @@ class Sessions:
             "clock": self.clock.entry_at(t_mono).health.as_dict(),
             "previous_end": previous_end,
         }
-        cat.reopen_session_row(
+        cat.sessions.reopen_session_row(
             session_id,
             {
                 "ended_utc": None,
@@ -300,7 +300,7 @@ class Sessions:
             + (f": {reason}" if reason else ""),
             detail={"session_id": session_id, "by": by, "reason": reason, "previous_end": previous_end},
         )
-        return cat.session(session_id)
+        return cat.sessions.session(session_id)
 
     def end_session(self, session_id: str, *, reason: str = "ended") -> SessionInfo:
         """Close a session, recording the environment and clock health at its end."""
@@ -317,7 +317,7 @@ class Sessions:
                 now = utc_now()
                 if "reopened" in meta:  # ending a reopened session: its earlier life goes to the history
                     meta.setdefault("reopenings", []).append({**meta.pop("reopened"), "ended_again_utc": now})
-                cat.end_session_row(
+                cat.sessions.end_session_row(
                     session_id,
                     {
                         "ended_utc": now,
@@ -327,7 +327,7 @@ class Sessions:
                         "meta_json": json.dumps(meta, sort_keys=True, default=str),
                     },
                 )
-            row = cat.session(session_id)
+            row = cat.sessions.session(session_id)
         with self._lock:
             if session_id in self._active:
                 self._active.remove(session_id)
@@ -335,7 +335,7 @@ class Sessions:
 
     @staticmethod
     def _row(cat: Catalog, session_id: str) -> Any:
-        row = cat.session(session_id)
+        row = cat.sessions.session(session_id)
         if row is None:
             raise SessionError(f"no session {session_id!r} in the catalog {cat.path}")
         return row
@@ -383,7 +383,7 @@ class Sessions:
             if session["ended_utc"] is not None:
                 raise SessionError(f"session {session_id} has ended; resume or start a session first")
             rnd = session["round"] if round_no is None else round_no
-            previous = cat.latest_take(session_id, item_id, rnd)
+            previous = cat.sessions.latest_take(session_id, item_id, rnd)
             if require_previous and previous is None:
                 raise SessionError(f"item {item_id!r} has no take in round {rnd} of session {session_id} to redo")
             take_no = 1 if previous is None else int(previous["take_no"]) + 1
@@ -403,7 +403,7 @@ class Sessions:
                 supersedes=superseded_captures,
                 meta={"round": rnd, "prompt": prompt, "supersedes_take": supersedes},
             )
-            cat.add_take(
+            cat.sessions.add_take(
                 {
                     "take_id": take_id,
                     "session_id": session_id,
@@ -469,7 +469,7 @@ class Sessions:
     def _finish(self, take: Take, status: str, t_stop: int, *, errors: tuple[str, ...]) -> TakeResult:
         captures = {s: list(ids) for s, ids in take.context.records.items()}
         with self.open_catalog() as cat:
-            cat.finish_take(
+            cat.sessions.finish_take(
                 take.take_id,
                 {
                     "status": status,
@@ -501,7 +501,7 @@ class Sessions:
     def takes(self, session_id: str, item_id: str | None = None) -> list[dict[str, Any]]:
         """Every take of a session (superseded ones included), oldest first."""
         with self.open_catalog() as cat:
-            rows = cat.takes(session_id, item_id)
+            rows = cat.sessions.takes(session_id, item_id)
         out = []
         for row in rows:
             d = dict(row)

@@ -6,6 +6,7 @@ wrong output directory, a file that is not a Label Studio export) ends in one li
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,18 +15,12 @@ from urllib.parse import urlsplit
 
 import click
 
+from agent.cli.common import UserError, echo_json, json_option
 from central.blobs import BlobTree
 from central.store import CentralStore, open_store
 from sync.errors import SyncError
 
 F = Callable[..., Any]
-
-
-class _UserError(click.ClickException):
-    """Printed as the bare message, exit status 1."""
-
-    def show(self, file: Any = None) -> None:
-        click.echo(self.format_message(), file=file, err=file is None)
 
 
 def _blob_dir(store_url: str, blob_dir: Path | None) -> Path:
@@ -34,20 +29,20 @@ def _blob_dir(store_url: str, blob_dir: Path | None) -> Path:
     parts = urlsplit(store_url)
     if parts.scheme in ("", "sqlite"):
         return Path(store_url.removeprefix("sqlite://")).parent / "blobs"
-    raise _UserError("--blobs DIR is needed with a PostgreSQL store (where the ingesters keep the blob tree)")
+    raise UserError("--blobs DIR is needed with a PostgreSQL store (where the ingesters keep the blob tree)")
 
 
 def _blob_tree(store_url: str, blob_dir: Path | None) -> BlobTree:
     _check_store(store_url)
     blobs = _blob_dir(store_url, blob_dir)
     if not (blobs / "sha256").is_dir():
-        raise _UserError(f"--blobs {blobs}: no blob tree there (blobs/sha256/..); give the ingester's --blobs DIR")
+        raise UserError(f"--blobs {blobs}: no blob tree there (blobs/sha256/..); give the ingester's --blobs DIR")
     return BlobTree(blobs)
 
 
 def _check_store(store_url: str) -> None:
     if urlsplit(store_url).scheme in ("", "sqlite") and not Path(store_url.removeprefix("sqlite://")).is_file():
-        raise _UserError(f"--store {store_url}: no central store there (a SQLite file made by fieldcap ingest)")
+        raise UserError(f"--store {store_url}: no central store there (a SQLite file made by fieldcap ingest)")
 
 
 @contextmanager
@@ -57,11 +52,11 @@ def _opened(store_url: str) -> Iterator[CentralStore]:
     try:
         store = open_store(store_url)
     except SyncError as exc:
-        raise _UserError(str(exc)) from None
+        raise UserError(str(exc)) from None
     try:
         yield store
     except SyncError as exc:
-        raise _UserError(str(exc)) from None
+        raise UserError(str(exc)) from None
     finally:
         store.close()
 
@@ -113,7 +108,7 @@ def _filters(kw: dict[str, Any]) -> Any:
             include_superseded=kw.pop("include_superseded"),
         )
     except SyncError as exc:
-        raise _UserError(str(exc)) from None
+        raise UserError(str(exc)) from None
 
 
 @click.command("export")
@@ -150,6 +145,7 @@ def _filters(kw: dict[str, Any]) -> Any:
     help="labelstudio: prefix of media URLs (Label Studio local files by default).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@json_option("One JSON object: the version and its counts (no progress bar).")
 def export_command(
     store_url: str,
     blob_dir: Path | None,
@@ -161,6 +157,7 @@ def export_command(
     description: str | None,
     media_url_prefix: str,
     quiet: bool,
+    as_json: bool,
     **kw: Any,
 ) -> None:
     """Export the selected samples as a versioned, reproducible, resumable dataset snapshot."""
@@ -179,8 +176,21 @@ def export_command(
             description=description,
             media_url_prefix=media_url_prefix,
         )
-        result = export(store, blobs, out, options, progress=not quiet)
+        result = export(store, blobs, out, options, progress=not (quiet or as_json))
     m = result.manifest
+    if as_json:
+        echo_json(
+            {
+                "out": str(out),
+                "version_id": result.version_id,
+                "samples": m["samples"],
+                "files": len(m["files"]),
+                "written": result.stats.written,
+                "kept": result.stats.kept,
+                "skipped": len(m["skipped"]),
+            }
+        )
+        return
     click.echo(
         f"{out}: version {result.version_id[:16]} ({m['samples']} samples, {len(m['files'])} files;"
         f" {result.stats.written} written, {result.stats.kept} kept, {len(m['skipped'])} skipped)"
@@ -207,6 +217,7 @@ def export_command(
     type=click.IntRange(0, 32),
     help="dHash bits (of 64) up to which two images count as near-duplicates.",
 )
+@json_option("One JSON object: where the card is and its headline numbers.")
 def report_command(
     store_url: str,
     blob_dir: Path | None,
@@ -216,6 +227,7 @@ def report_command(
     description: str | None,
     scripts_dir: Path | None,
     near_duplicate_bits: int,
+    as_json: bool,
     **kw: Any,
 ) -> None:
     """Write the dataset card: report.html, report.json and PNG plots of the quality indicators."""
@@ -238,6 +250,17 @@ def report_command(
             ),
         )
     tr = report["traceability"]
+    if as_json:
+        echo_json(
+            {
+                "html": str(out / "report.html"),
+                "json": str(out / "report.json"),
+                "samples": report["samples"],
+                "plots": len(report["plots"]),
+                "lineage_share": tr["share"],
+            }
+        )
+        return
     click.echo(
         f"{out / 'report.html'}: {report['samples']} samples, {len(report['plots'])} plots,"
         f" full lineage {100 * tr['share']:.0f}%"
@@ -247,12 +270,16 @@ def report_command(
 @click.command("review-import")
 @click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-def review_import_command(store_url: str, file: Path) -> None:
+@json_option("One JSON object: the import's counts.")
+def review_import_command(store_url: str, file: Path, as_json: bool) -> None:
     """Import human-corrected labels from a Label Studio JSON export as a new annotation version."""
     from central.datasets.review import import_review
 
     with _opened(store_url) as store:
         summary = import_review(store, file)
+    if as_json:
+        echo_json({"file": str(file), **dataclasses.asdict(summary)})
+        return
     ignored = ", ".join(f"{n} {t}" for t, n in sorted(summary.ignored.items()))
     click.echo(
         f"{file}: {summary.tasks} tasks, {summary.reviewed} reviewed: {summary.added} new version(s),"

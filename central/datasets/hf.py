@@ -10,12 +10,12 @@ Parquet is written with fixed options by one pyarrow version, so the bytes are r
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.extras import require
 from central.datasets.plan import ExportContext, sample_row, text_spec
 from central.datasets.samples import Sample, extension
 from central.datasets.snapshot import FileSpec, fingerprint
@@ -52,7 +52,8 @@ def config_of(s: Sample) -> str:
 
 def _pyarrow() -> tuple[Any, Any]:
     """pyarrow and pyarrow.parquet (imported on use; they ship no type information)."""
-    return importlib.import_module("pyarrow"), importlib.import_module("pyarrow.parquet")
+    feature = "Parquet export"
+    return require("pyarrow", "central", feature), require("pyarrow.parquet", "central", feature)
 
 
 def _schema(media_column: str) -> Any:

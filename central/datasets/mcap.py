@@ -90,7 +90,7 @@ def _session_spec(ctx: ExportContext, path: str, group: list[Sample]) -> FileSpe
         if session is not None:
             metadata.append(("fieldcap.session", {k: canonical_json(v) for k, v in sorted(session.items())}))
         with dest.open("wb") as fh:
-            write_mcap(fh, channels, _messages(ctx, group, channels), metadata)
+            write_mcap(fh, channels, _messages(ctx, group, channels), metadata, extra="central")
 
     inputs = [canonical_json(sample_row(s, None)) for s in group]
     size = sum(s.blob.size * 4 // 3 if s.blob else 1024 for s in group)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agent.extras import require
 from central.datasets.indicators import latency_s
 from central.datasets.samples import Sample
 
@@ -18,12 +19,9 @@ MAX_METRICS = 9
 
 
 def _pyplot() -> Any:
-    import matplotlib
-
+    matplotlib = require("matplotlib", "central", "the dataset card's plots")
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return require("matplotlib.pyplot", "central", "the dataset card's plots")
 
 
 def _save(fig: Any, out: Path, name: str) -> str:

@@ -73,7 +73,7 @@ def _add_take(cat: Catalog, session_id: str, item: str, rel: str, data: Path) ->
         item_id=item,
         take=1,
     )
-    cat.add_take(
+    cat.sessions.add_take(
         {
             "take_id": f"take-{item}",
             "session_id": session_id,
@@ -108,7 +108,7 @@ def test_near_passes_mid_fails_and_review_and_coverage_say_which(tmp_path: Path,
         return Catalog(data / "catalog.sqlite", DEVICE)
 
     with open_catalog() as cat:
-        cat.add_session(
+        cat.sessions.add_session(
             {
                 "session_id": session_id,
                 "kind": "booth",
@@ -186,7 +186,7 @@ def test_near_passes_mid_fails_and_review_and_coverage_say_which(tmp_path: Path,
     assert table.exit_code == 0 and "mics:near" in table.output and "mics:mid" in table.output
 
     cov = runner.invoke(coverage_command, ["--data-dir", str(data), "--session", session_id])
-    assert cov.exit_code == 2, cov.output
+    assert cov.exit_code == 4, cov.output
     assert "  p1  round 1  mics:mid: take 1 accepted, but QC failed (snr " in cov.output
     assert "p1  round 1  mics:near" not in cov.output  # the near microphone's cell is covered
     doc = json.loads(runner.invoke(coverage_command, ["--data-dir", str(data), "--json"]).output)

@@ -235,7 +235,7 @@ def test_review_coverage_and_rerecord_commands(station: Station, tmp_path: Path,
     assert "mics:near" in table.output and "mics:mid" in table.output
 
     cov = runner.invoke(coverage_command, ["--data-dir", data, "--session", session.session_id])
-    assert cov.exit_code == 2, cov.output  # incomplete
+    assert cov.exit_code == 4, cov.output  # incomplete
     assert "2 of 6 item x microphone cells covered - 4 cell(s) missing" in cov.output
     assert "  c  round 2  mics:near: skipped" in cov.output
     doc = json.loads(runner.invoke(coverage_command, ["--data-dir", data, "--json"]).output)

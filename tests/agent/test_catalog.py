@@ -51,7 +51,7 @@ def test_migrations_upgrade_an_existing_database_and_keep_its_rows(tmp_path: Pat
         db.execute("UPDATE captures SET note = 'migrated'")
 
     mp = pytest.MonkeyPatch()
-    mp.setattr("agent.catalog.db.catalog_migrations", newer)
+    mp.setattr("agent.catalog.store.catalog_migrations", newer)
     try:
         with Catalog(path, "dev") as cat:
             row = cat.conn.execute("SELECT record_id, note FROM captures").fetchone()
@@ -84,10 +84,10 @@ def test_capture_and_outbox_row_commit_together(tmp_path: Path) -> None:
     with Catalog(tmp_path / "catalog.sqlite", "dev") as cat:
         media = BlobRef("ab" * 32, 5, tmp_path / "m.jpg", "image/jpeg")
         rid = add_capture(cat, media, "media/m.jpg")
-        (out,) = cat.records_to_send(10, set())
+        (out,) = cat.outbox.records_to_send(10, set())
         assert out.record_id == rid and out.blob is not None
         assert out.blob.path == tmp_path / "media/m.jpg"
-        assert cat.blobs_to_send(10, set())[0].sha256 == "ab" * 32
+        assert cat.outbox.blobs_to_send(10, set())[0].sha256 == "ab" * 32
         # A failing insert leaves neither row behind.
         with pytest.raises(sqlite3.IntegrityError), cat.transaction() as conn:
             conn.execute("INSERT INTO outbox (record_id, kind, body_json, created_utc) VALUES ('x','k','{}','t')")
@@ -100,12 +100,12 @@ def test_capture_state_follows_receipts(tmp_path: Path) -> None:
         media = BlobRef("cd" * 32, 5, tmp_path / "m.jpg", "image/jpeg")
         rid = add_capture(cat, media, "media/m.jpg")
         assert cat.captures()[0].state == "committed"
-        cat.mark_records([rid], "sent")
+        cat.outbox.mark_records([rid], "sent")
         assert cat.captures()[0].state == "synced"
-        cat.mark_records([rid], "confirmed")
+        cat.outbox.mark_records([rid], "confirmed")
         assert cat.captures()[0].state == "synced"  # the blob is not confirmed yet
-        cat.mark_blob("cd" * 32, "confirmed")
+        cat.outbox.mark_blob("cd" * 32, "confirmed")
         assert cat.captures()[0].state == "confirmed"
-        cat.mark_records([rid], "pending")  # a confirmed record never goes back
+        cat.outbox.mark_records([rid], "pending")  # a confirmed record never goes back
         assert cat.captures()[0].state == "confirmed"
         assert cat.outbox_backlog() == (0, 0)

@@ -29,7 +29,8 @@ def test_unknown_key_names_path(tmp_path: Path) -> None:
     path = write(tmp_path, BASE + '[[devices]]\nname = "cam"\ntype = "sim-camera"\nfsp = 5\n')
     with pytest.raises(ConfigError) as err:
         load_config(path)
-    assert str(err.value).startswith(f"{path}: devices[0].fsp: unknown key")
+    assert str(err.value) == f"{path}:7: devices[0].fsp: unknown key; did you mean 'fps'?"
+    assert err.value.line == 7 and err.value.key == "devices[0].fsp"
 
 
 def test_wrong_type_in_second_device(tmp_path: Path) -> None:
@@ -101,8 +102,8 @@ def test_cli_validate_prints_one_line_per_problem_and_exits_nonzero(tmp_path: Pa
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert lines[0] == f"{path}: devices[1].url: Input should be a valid string"
-    assert lines[1].startswith(f"{path}: devices[1].foo: unknown key")
+    assert lines[0] == f"{path}:10: devices[1].url: Input should be a valid string"
+    assert lines[1].startswith(f"{path}:11: devices[1].foo: unknown key")
 
 
 def test_cli_validate_missing_file_is_clear() -> None:

@@ -56,13 +56,13 @@ def test_status_reports_a_degraded_agent_and_exits_2(tmp_path: Path) -> None:
         assert line.startswith("degraded: 1/2 streams up") and "gps failed" in line and "\n" not in line
 
         done = CliRunner().invoke(cli, ["status", "--data-dir", str(data)])
-        assert done.exit_code == 2, done.output
+        assert done.exit_code == 4, done.output
         assert "health: degraded" in done.output
         assert "problem: gps failed" in done.output
         assert "cam              running" in done.output
         assert f"metrics: {snap['metrics_url']}" in done.output
         as_json = CliRunner().invoke(cli, ["status", "--data-dir", str(data), "--json"])
-        assert as_json.exit_code == 2
+        assert as_json.exit_code == 4
         parsed = json.loads(as_json.output)
         assert parsed["running"] is True and parsed["pid"] == os.getpid()
         assert parsed["streams"]["gps"]["state"] == "failed"

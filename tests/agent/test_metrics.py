@@ -13,8 +13,8 @@ from waits import wait_until
 from agent.config import MetricsSettings, parse_config
 from agent.daemon import Agent
 from agent.errors import ConfigError, FieldcapError
+from agent.ops.disk import disk_usage
 from agent.ops.metrics import MetricsServer
-from agent.ops.retention import disk_usage
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

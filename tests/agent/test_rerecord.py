@@ -104,7 +104,7 @@ def test_rerecord_reopens_an_ended_session_and_ends_it_again(tmp_path: Path, mod
     screen.child.kill(signal.SIGKILL)
     screen.child.close(force=True)
     with Catalog(data / "catalog.sqlite", DEVICE) as cat:
-        row = cat.session(session_id)
+        row = cat.sessions.session(session_id)
         assert row["ended_utc"] is None and "reopened" in json.loads(row["meta_json"])
     screen = ui._spawn(["rerecord", "latest", "x1", "--yes", "--no-mic-test", *common])
     screen.wait(r"RE-RECORD")

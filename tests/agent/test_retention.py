@@ -24,7 +24,8 @@ from agent.catalog.db import Catalog
 from agent.catalog.media import media_path
 from agent.config import StorageSettings, parse_config
 from agent.daemon import Agent
-from agent.ops.retention import PENDING_KEY, DiskGuard, disk_usage
+from agent.ops.disk import disk_usage
+from agent.ops.retention import PENDING_KEY, DiskGuard
 from central.broker import LocalBroker, free_port
 from sync.files import write_atomic
 from sync.outbox import BlobRef
@@ -99,9 +100,9 @@ class Store:
 
     def receipt(self, rid: str) -> None:
         sha = self.cat.conn.execute("SELECT sha256 FROM captures WHERE record_id = ?", (rid,)).fetchone()[0]
-        self.cat.mark_records([rid], "sent")
-        self.cat.mark_records([rid], "confirmed")
-        self.cat.mark_blob(sha, "confirmed")
+        self.cat.outbox.mark_records([rid], "sent")
+        self.cat.outbox.mark_records([rid], "confirmed")
+        self.cat.outbox.mark_blob(sha, "confirmed")
 
     def row(self, rid: str) -> Any:
         return self.cat.conn.execute("SELECT * FROM captures WHERE record_id = ?", (rid,)).fetchone()

@@ -109,7 +109,7 @@ def test_takes_retakes_and_the_session_record(booth: Capture) -> None:
         audio, rate = sf.read(str(data_dir / caps[c1]["path"]), dtype="int16", always_2d=True)
         assert audio.shape[1] == 2
         assert 1.1 <= len(audio) / rate <= 1.6  # 0.2 s pre-roll + ~0.8 s + 0.2 s post
-        row = cat.session(info.session_id)
+        row = cat.sessions.session(info.session_id)
         assert json.loads(row["environment_end_json"])["env"]["temperature_c"]["value"] is not None
         kinds = [r[0] for r in cat.conn.execute("SELECT kind FROM outbox ORDER BY seq")]
         assert kinds.count("take") == 2 and kinds.count("session") == 2 and "stream" in kinds
@@ -149,7 +149,7 @@ def test_an_ended_session_is_reopened_for_retakes_and_its_first_end_is_kept(boot
     assert final.ended_utc is not None and final.ended_utc >= ended.ended_utc
 
     with Catalog(booth.data_dir / "catalog.sqlite", "booth-01") as cat:
-        row = cat.session(info.session_id)
+        row = cat.sessions.session(info.session_id)
         meta = json.loads(row["meta_json"])
         assert meta["end_reason"] == "re-recorded" and "reopened" not in meta
         (reopening,) = meta["reopenings"]
@@ -167,7 +167,7 @@ def test_an_ended_session_is_reopened_for_retakes_and_its_first_end_is_kept(boot
             if json.loads(r[0])["body"]["session_id"] == info.session_id
         ]
         assert records == ["start", "end", "reopen", "end"]  # the central side sees every step
-        takes = cat.takes(info.session_id)
+        takes = cat.sessions.takes(info.session_id)
         assert [(t["take_no"], t["status"]) for t in takes] == [(1, "done"), (2, "done")]  # nothing overwritten
 
     with pytest.raises(SessionError, match="no session"):

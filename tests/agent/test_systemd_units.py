@@ -127,5 +127,5 @@ def test_exec_start_pre_fails_a_bad_config_with_one_line(tmp_path: Path) -> None
     good.write_text('[agent]\ndevice_id = "unit 01"\n')
     bad = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert bad.returncode == 1
-    assert bad.stderr.startswith(f"{good}: agent.device_id: ")
+    assert bad.stderr.startswith(f"{good}:2: agent.device_id: ")  # file:line: key: message
     assert "Traceback" not in bad.stderr

@@ -7,8 +7,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from agent.cli.devices import devices_group
 from drivers import probe
-from drivers.commands import devices_group
 
 from .conftest import Pty, PulseAudio
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from drivers import DriverOpenError, DriverTimeout, open_driver, parse_device_settings
-from drivers.microphone import Microphone
+from drivers.microphone import LOSS_TOLERANCE_S, Microphone
 from drivers.settings import MicrophoneSettings
 
 from .conftest import PulseAudio
@@ -131,24 +131,36 @@ def test_stall_longer_than_the_server_buffer_is_a_counted_drop(pulse: PulseAudio
     played = content[:, 0] | content[:, 1] << 15
     frame_no = np.flatnonzero(played)  # zeros: silence before the player started, or its underruns
     played = played[frame_no]
-    jumps = np.flatnonzero(np.diff(played) != 1)
-    assert len(jumps) == 1  # one hole, everything else contiguous and exact
-    true_lost = int(played[jumps[0] + 1] - played[jumps[0]] - 1)
-    hole_at = int(frame_no[jumps[0] + 1])  # first captured frame after the hole
-    assert 1.5 * RATE < true_lost < 3.5 * RATE
-    marked = [b for b in blocks if b.meta.get("overflow")]
-    assert len(marked) == 1
-    hole = marked[0]
-    assert abs(hole.meta["lost_frames"] - true_lost) < 0.05 * RATE  # measured from arrival times
+    steps = np.diff(played)
+    assert (steps >= 1).all()  # nothing repeated or reordered
+    # every hole in the ramp: (first captured frame after it, frames lost)
+    holes = [(int(frame_no[j + 1]), int(steps[j] - 1)) for j in np.flatnonzero(steps != 1)]
+    starts = np.cumsum([0] + [len(b.payload) for b in blocks])  # type: ignore[arg-type]
+    marked = [(int(starts[i]), b) for i, b in enumerate(blocks) if b.meta.get("overflow")]
+    # the stall's hole is there, and it is the one the driver found
+    at, true_lost = max(holes, key=lambda h: h[1])
+    assert 1.5 * RATE < true_lost < 3.5 * RATE, holes
+    hole_start, hole = min(marked, key=lambda m: abs(m[0] - at))
+    assert abs(hole.meta["lost_frames"] - true_lost) < 0.05 * RATE, (holes, hole.meta)  # from arrival times
     assert hole.meta["loss_detected_by"] == "arrival-timing"
     # the hole is placed at the block boundary nearest to where it really is, and device_time
     # keeps the device's timeline: the block after the hole is numbered past it
-    frames_before = sum(len(b.payload) for b in blocks[: blocks.index(hole)])  # type: ignore[arg-type]
-    assert abs(frames_before - hole_at) <= 1024
-    assert hole.device_time == frames_before + hole.meta["lost_frames"]
+    assert abs(hole_start - at) <= 1024
+    lost_so_far = sum(b.meta["lost_frames"] for start, b in marked if start <= hole_start)
+    assert hole.device_time == hole_start + lost_so_far
     assert hole.meta["clock_segment"] > blocks[0].meta["clock_segment"]
-    assert stats.overflows == 1
-    assert stats.drops == pytest.approx(true_lost / 1024, abs=3)  # counted in blocks
+    # every other hole (a load spike can starve the player or the server too) is counted as well,
+    # unless it is shorter than the detection tolerance, which the driver documents as invisible
+    tolerance = LOSS_TOLERANCE_S * RATE
+    for h_at, h_lost in holes:
+        near = [b for start, b in marked if abs(start - h_at) <= 1024 + 0.05 * RATE]
+        if h_lost > tolerance + 0.05 * RATE:
+            assert any(abs(b.meta["lost_frames"] - h_lost) < 0.05 * RATE for b in near), (holes, marked)
+    for start, b in marked:  # and no loss is declared where none happened
+        assert any(abs(start - h_at) <= 1024 + 0.05 * RATE for h_at, _ in holes), (holes, start, b.meta)
+    assert stats.overflows == len(marked)
+    declared = sum(b.meta["lost_frames"] for _, b in marked)
+    assert stats.drops == pytest.approx(declared / 1024, abs=3 * len(marked))  # counted in blocks
     assert "lost before capture" in (stats.last_error or "")
     # time stamps stay on the host clock across the hole (within the detection tolerance)
     span = (blocks[-1].t_mono_ns - blocks[0].t_mono_ns) / 1e9

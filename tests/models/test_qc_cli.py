@@ -15,7 +15,7 @@ import skimage.data
 import soundfile
 from click.testing import CliRunner
 
-from models.commands import models_group, qc_command
+from agent.cli.qc import models_group, qc_command
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_qc_json_screens_each_file(files: dict[str, pathlib.Path], model_dir: pa
         assert key in metrics
 
 
-def test_unreadable_files_get_an_error_and_exit_2(files: dict[str, pathlib.Path], model_dir: pathlib.Path) -> None:
+def test_unreadable_files_get_an_error_and_exit_4(files: dict[str, pathlib.Path], model_dir: pathlib.Path) -> None:
     args = [
         "--json",
         "--model-dir",
@@ -104,7 +104,7 @@ def test_unreadable_files_get_an_error_and_exit_2(files: dict[str, pathlib.Path]
         str(files["photo.png"].with_name("missing.wav")),
     ]
     code, rows = _run_json(args)
-    assert code == 2
+    assert code == 4
     assert len(rows) == 5
     errors = {pathlib.Path(str(r["file"])).name: str(r.get("error", "")) for r in rows}
     assert "cannot read audio corrupt.wav" in errors["corrupt.wav"]
@@ -121,7 +121,7 @@ def test_table_output_and_profile_errors(files: dict[str, pathlib.Path]) -> None
     result = runner.invoke(qc_command, ["--profile", "nope", str(files["photo.png"])])
     assert result.exit_code == 2 and "unknown profile 'nope'" in result.output
     result = runner.invoke(qc_command, ["--json", "--profile", "camera-ir", str(files["photo.png"])])
-    assert result.exit_code == 2
+    assert result.exit_code == 4
     assert "screens thermal, not visible" in json.loads(result.output)["error"]
 
 

@@ -139,7 +139,7 @@ def publisher(device: Device, sync: SyncSettings, credentials: Any = None) -> Pu
         device_id=device.device_id,
         settings=sync,
         credentials=credentials or Credentials(),
-        open_store=device.catalog,
+        open_store=lambda: device.catalog().outbox,
     )
 
 

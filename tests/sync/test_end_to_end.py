@@ -47,7 +47,7 @@ def test_records_and_verdicts_go_before_media_and_flagged_items_first(
     device.add(records=100, seed=71)
     with device.catalog() as cat:
         event = cat.add_event("note", "operator note")  # an event (priority 0) goes before every capture
-        assert cat.prioritize([media[-1]]) == 1  # the operator flags the last photo
+        assert cat.outbox.prioritize([media[-1]]) == 1  # the operator flags the last photo
         flagged = cat.conn.execute("SELECT blob_sha256 FROM outbox WHERE record_id = ?", (media[-1],)).fetchone()[0]
     published = _published(device, central, mosquitto)
     assert_exactly_once(device, central)

@@ -26,7 +26,7 @@ def main() -> None:
         device_id=device,
         settings=SyncSettings.model_validate_json(settings_json),
         credentials=Credentials(),
-        open_store=lambda: Catalog(root / "catalog.sqlite", device, synchronous="normal"),
+        open_store=lambda: Catalog(root / "catalog.sqlite", device, synchronous="normal").outbox,
     )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -1,14 +1,12 @@
-"""``fieldcap devices ...``: the device commands (the lead registers ``devices_group``)."""
+"""``fieldcap devices probe|drivers``: what this machine has and which driver types exist."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 
-from drivers.probe import probe_all
-from drivers.registry import available_drivers, driver_modality
+from agent.cli.common import echo_json, json_option
 
 __all__ = ["devices_group"]
 
@@ -31,12 +29,14 @@ def _modes(cam: dict[str, Any]) -> str:
 
 
 @devices_group.command("probe")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@json_option("Print one JSON object instead of text.")
 def probe(as_json: bool) -> None:
     """List cameras (/dev/video*), audio inputs and serial ports, with what each supports."""
+    from drivers.probe import probe_all
+
     found = probe_all()
     if as_json:
-        click.echo(json.dumps(found, indent=2, default=str))
+        echo_json(found, indent=2)
         return
     click.echo("Cameras:")
     for cam in found["cameras"] or [{"path": "(none)"}]:
@@ -66,11 +66,17 @@ def probe(as_json: bool) -> None:
 
 
 @devices_group.command("drivers")
-def list_drivers() -> None:
+@json_option("One JSON object per driver per line.")
+def list_drivers(as_json: bool) -> None:
     """List the driver types usable in ``[[devices]]`` (built-in and plug-in)."""
+    from drivers.registry import available_drivers, driver_modality
+
     for name, (module, cls) in sorted(available_drivers().items()):
         try:
             modality = driver_modality(name)
         except Exception as exc:
             modality = f"unavailable: {exc}"
-        click.echo(f"{name:16} {modality:8} {module}:{cls}")
+        if as_json:
+            echo_json({"type": name, "modality": modality, "class": f"{module}:{cls}"})
+        else:
+            click.echo(f"{name:16} {modality:8} {module}:{cls}")
