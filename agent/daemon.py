@@ -12,17 +12,10 @@ which is what the systemd watchdog is fed from.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-import cv2
-import numpy as np
-import soundfile as sf
 
 from agent.capture.clock import Clock
 from agent.capture.environment import LatestReadings
@@ -32,15 +25,15 @@ from agent.capture.streams import StreamRunner, StreamState
 from agent.capture.triggers import Trigger, TriggerBus, analyzer_event_ns
 from agent.catalog.db import Catalog
 from agent.catalog.recovery import recover
-from agent.catalog.reports import catalog_numbers, pass_rate, qc_totals
+from agent.catalog.reports import catalog_numbers, qc_totals
 from agent.catalog.writer import Writer
 from agent.config import CaptureSettings, Config, resolve_secret, resolve_secret_path
 from agent.ops.heartbeat import Heartbeats
 from agent.ops.retention import DiskGuard
 from agent.ops.status import age_seconds
+from agent.qc import QcWorker, screen_channels_pending
 from drivers import DeviceSettings
-from models import ModelError, Screener, Screening
-from models.thermal_settling import SettlingTracker
+from models import Screener, Screening
 from sync.mqtt import Credentials, tls_context
 from sync.publisher import Publisher
 
@@ -88,12 +81,10 @@ class Agent:
             triggers=lambda: self.triggers,
             recorders=lambda: {n: s.recorder for n, s in self.streams.items() if s.recorder is not None},
         )
-        self.session_of: Callable[[], str | None] = self.recording.sessions.current
         self.publisher: Publisher | None = None
         self.screener = Screener(config.qc)
-        self._settling: dict[str, SettlingTracker] = {}
+        self.qc = QcWorker(self.data_dir, lambda: self.screener, self.profile_of)
         self.qc_done = 0
-        self._qc_counts: dict[str, dict[str, Any]] = {}
         self._numbers: dict[str, Any] = {}
         self._writer_seen = (-1, 0.0)
 
@@ -107,7 +98,7 @@ class Agent:
         with self.catalog() as cat:
             recover(cat, self.data_dir)
             self._add_clock_sample(cat, self.clock.latest)
-            self._qc_counts = qc_totals(cat.conn)
+            self.qc.counts = qc_totals(cat.conn)
             self._numbers = catalog_numbers(cat.conn, with_qc=False)
         self.guard = DiskGuard(
             self.catalog_path,
@@ -181,13 +172,14 @@ class Agent:
         self.recording.stop()  # ends the continuous session and indexes its alignment
 
     def wait_screened(self, timeout: float) -> bool:
+        """True once every capture has its verdict and every multi-channel take its microphones' verdicts."""
         deadline = time.monotonic() + timeout
         with self.catalog() as cat:
             while time.monotonic() < deadline:
-                if not cat.unscreened(1):
+                if not cat.unscreened(1) and not cat.channel_unscreened(1):
                     return True
                 time.sleep(0.1)
-            return not cat.unscreened(1)
+            return not cat.unscreened(1) and not cat.channel_unscreened(1)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop everything within ``timeout``: capture and writer first, then QC, housekeeping and sync."""
@@ -317,26 +309,14 @@ class Agent:
         that writing, sessions, takes and triggers keep working. It must not block: the device is
         open and delivering while it runs.
         """
-        recorder = StreamRecorder(
-            name,
-            modality,
-            policy,
-            settings,
-            self.clock,
-            self.writer,
-            session_of=self._session_now,
-            live=self.live,
-            triggers=self.triggers,
-        )
-        if policy.policy == "triggered":
+        recorder = self.recording.recorder(name, modality, policy, settings)
+        if policy.policy == "triggered":  # the rules may have changed with a reload (a new bus)
             for rule in policy.triggers:
                 self.triggers.add_rule(rule, name)
-            self.triggers.subscribe(name, recorder.trigger)
         return recorder
 
-    def _release_recorder(self, name: str, policy: CaptureSettings) -> None:
-        if policy.policy == "triggered":
-            self.triggers.unsubscribe(name)
+    def _release_recorder(self, name: str, _policy: CaptureSettings) -> None:
+        self.recording.release(name)
 
     def _record_drops(self) -> None:
         drops = self.writer.take_drops()
@@ -347,10 +327,6 @@ class Agent:
                         totals = self.streams[stream].totals
                         totals["writer_queue"] = totals.get("writer_queue", 0) + n
                     cat.add_event("drop", f"{stream}: {n} captures dropped, writer queue full", stream=stream, count=n)
-
-    def _session_now(self) -> str | None:
-        """The session in force (``session_of`` may be replaced while streams run)."""
-        return self.session_of()
 
     def _record_trigger(self, trig: Trigger) -> None:
         """The ``trigger`` event, with its time (the same row as a booth or capture process writes)."""
@@ -404,67 +380,37 @@ class Agent:
     # ------------------------------------------------------------------ QC
 
     def _qc_loop(self) -> None:
-        """Screen every capture that has no verdict yet; resumes after a restart from the catalog."""
-        previous: dict[str, np.ndarray[Any, Any]] = {}
+        """Screen every capture that has no verdict yet; resumes after a restart from the catalog.
+
+        When none waits, takes screened before they got per-microphone verdicts are caught up.
+        """
         with self.catalog() as cat:
             while not self._stop_bg.is_set():
                 self.heartbeats.beat("qc", busy_for=QC_BUSY_S)
                 rows = cat.unscreened(16)
                 if not rows:
-                    self._stop_bg.wait(0.5)  # a new capture waits at most half a second for QC
+                    try:
+                        caught_up = screen_channels_pending(cat, self.data_dir, self.screener, self.profile_of, 1)
+                    except Exception:  # a catalog hiccup must not end QC
+                        log.exception("per-microphone QC catch-up failed")
+                        caught_up = 0
+                    if not caught_up:
+                        self._stop_bg.wait(0.5)  # a new capture waits at most half a second for QC
                     continue
                 for row in rows:
                     if self._stop_bg.is_set():
                         break
                     self.heartbeats.beat("qc", busy_for=QC_BUSY_S)
-                    self._screen_one(cat, row, previous)
+                    result = self.qc.screen(cat, row)
+                    if result is not None:
+                        self._analyzer_triggers(cat, row["record_id"], row["stream"], result)
                     self.qc_done += 1
         self.heartbeats.forget("qc")
 
-    def _count_verdict(self, profile: str, verdict: str) -> None:
-        counts = self._qc_counts.setdefault(profile, {"pass": 0, "fail": 0, "review": 0})
-        counts[verdict] = counts.get(verdict, 0) + 1
-        pass_rate(counts)
-
-    def _screen_one(self, cat: Catalog, row: Any, previous: dict[str, np.ndarray[Any, Any]]) -> None:
-        stream, modality = row["stream"], row["modality"]
-        policy = self.config.capture_for(stream) if stream in {d.name for d in self.config.devices} else None
-        profile = policy.qc_profile if policy else None
-        path = self.data_dir / row["path"]
-        try:
-            meta = json.loads(row["meta_json"])
-            meta["t_s"] = row["t_start_utc_ns"] / 1e9  # the settling tracker's time axis (UTC survives reboots)
-            result = self._screen(path, stream, modality, profile, meta, previous.get(stream))
-            if modality == "thermal":
-                raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-                if raw is not None:
-                    previous[stream] = raw
-        except (ModelError, ValueError, OSError, RuntimeError) as exc:
-            cat.add_verdict(
-                row["record_id"],
-                profile=profile or "none",
-                profile_version="-",
-                verdict="review",
-                reasons=[f"QC could not run: {exc}"],
-                metrics={},
-                analyzers=[],
-                annotations=[],
-            )
-            self._count_verdict(profile or "none", "review")
-            log.error("QC of %s failed: %s", path, exc)
-            return
-        cat.add_verdict(
-            row["record_id"],
-            profile=result.profile,
-            profile_version=result.profile_version,
-            verdict=result.verdict,
-            reasons=result.reasons,
-            metrics=result.metrics,
-            analyzers=[a.to_dict() for a in result.analyzers],
-            annotations=[a.to_dict() for a in result.annotations],
-        )
-        self._count_verdict(result.profile, result.verdict)
-        self._analyzer_triggers(cat, row["record_id"], stream, result)
+    def profile_of(self, stream: str) -> str | None:
+        """The QC profile of a stream's captures (none for a stream no longer configured)."""
+        known = {d.name for d in self.config.devices}
+        return self.config.capture_for(stream).qc_profile if stream in known else None
 
     def _analyzer_triggers(self, cat: Catalog, record_id: str, stream: str, result: Screening) -> None:
         """Analyzer trigger rules, dated at the moment the screened capture's finding happened."""
@@ -475,25 +421,6 @@ class Agent:
             return
         t_event = analyzer_event_ns(int(found["t_start_mono_ns"]), [a.to_dict() for a in result.annotations])
         self.recording.on_verdict(stream, result.metrics, t_event, detail={"capture_id": record_id})
-
-    def _screen(
-        self, path: Path, stream: str, modality: str, profile: str | None, meta: dict[str, Any], prev: Any
-    ) -> Screening:
-        if modality == "audio":
-            samples, rate = sf.read(str(path), dtype="int16", always_2d=True)
-            return self.screener.audio(samples, int(rate), profile)
-        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if img is None:
-            raise ValueError(f"{path}: cannot decode the image")
-        if modality == "thermal":
-            # One tracker per stream finds flat-field-correction steps and the drift after them
-            # from the frames themselves; a frame out of time order starts it afresh.
-            tracker = self._settling.get(stream)
-            last = tracker.last_t_s if tracker is not None else None
-            if tracker is None or (last is not None and meta["t_s"] <= last):
-                tracker = self._settling[stream] = SettlingTracker()
-            return self.screener.thermal(img, meta, profile, previous=prev, tracker=tracker)
-        return self.screener.image(img, profile)
 
     # ------------------------------------------------------------------ status
 
@@ -513,7 +440,7 @@ class Agent:
             "device_id": self.config.agent.device_id,
             # list(...) copies first: a reload or the QC thread may add entries while a scrape reads
             "streams": {n: s.as_dict(refused.get(n, 0)) for n, s in list(self.streams.items())},
-            "qc": {p: dict(c) for p, c in list(self._qc_counts.items())},
+            "qc": {p: dict(c) for p, c in list(self.qc.counts.items())},
             "outbox": numbers.get("outbox", {}),
             "last_receipt_utc": numbers.get("last_receipt_utc"),
             "last_receipt_age_s": age_seconds(numbers.get("last_receipt_utc")),
@@ -529,7 +456,3 @@ class Agent:
             "loops": loops,
             "writer": {"pending": self.writer.pending(), "written": self.writer.written, "errors": self.writer.errors},
         }
-
-    def status(self) -> dict[str, Any]:
-        """Kept for callers of the first version; the same as ``snapshot``."""
-        return self.snapshot()

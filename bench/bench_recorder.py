@@ -1,5 +1,5 @@
 """The recorder under the issue's load: 1080p30 visible + 160x120 Y16 at 9 fps + 2 x 48 kHz audio +
-2 serial sensors at 10 Hz, for 60 s, through the production path (``LocalCapture``: drivers →
+2 serial sensors at 10 Hz, for 60 s, through the production path (``LocalCapture``: the daemon's capture threads →
 ``StreamRecorder`` → ``Writer`` → catalog with outbox rows, synchronous=FULL).
 
 Reports, per stream: samples, what the drivers and the writer lost, capture-thread CPU (which for

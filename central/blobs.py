@@ -7,13 +7,11 @@ that digest and fsynced, so every final file is trustworthy by construction.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
+from sync.files import sha256_fd
 from sync.topics import SHA256_RE
-
-READ_BLOCK = 1 << 20
 
 
 class BlobMismatch(ValueError):
@@ -22,17 +20,10 @@ class BlobMismatch(ValueError):
 
 def hash_fd(fd: int, size: int) -> str:
     """sha256 of the first ``size`` bytes of an open file; BlobMismatch if it is shorter."""
-    digest = hashlib.sha256()
-    buf = bytearray(READ_BLOCK)
-    view = memoryview(buf)
-    pos = 0
-    while pos < size:
-        n = os.preadv(fd, [view[: min(READ_BLOCK, size - pos)]], pos)
-        if n == 0:
-            raise BlobMismatch(f"file ends at byte {pos}, expected {size}")
-        digest.update(view[:n])
-        pos += n
-    return digest.hexdigest()
+    digest, read = sha256_fd(fd, size)
+    if read < size:
+        raise BlobMismatch(f"file ends at byte {read}, expected {size}")
+    return digest
 
 
 class BlobTree:

@@ -20,12 +20,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from central.errors import StoreError
+from sync.wire import utc_now
 
 SCHEMA_VERSION = "2"
 
@@ -81,10 +81,6 @@ SCHEMA = [
 DEAD_LETTER_KEEP = 64 * 1024  # bytes of a rejected payload kept for inspection
 
 Table = Literal["records", "blobs", "dead_letters", "chunks", "staging"]
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def printable(text: str, limit: int) -> str:

@@ -13,7 +13,7 @@ Only the configured driver's module is imported (see ``drivers.registry``).
 
 from __future__ import annotations
 
-from drivers.base import Driver, DriverStats, Modality, RawSample, Sample
+from drivers.base import Driver, DriverStats, Modality, RawSample, Sample, jittered_backoff
 from drivers.errors import (
     DriverEndOfStream,
     DriverError,
@@ -54,6 +54,7 @@ __all__ = [
     "available_drivers",
     "device_settings_adapter",
     "driver_modality",
+    "jittered_backoff",
     "load_driver_class",
     "open_driver",
     "parse_device_settings",

@@ -24,11 +24,20 @@ if TYPE_CHECKING:
 
     from drivers.settings.common import CommonSettings
 
-__all__ = ["Driver", "DriverStats", "Modality", "RawSample", "Sample"]
+__all__ = ["Driver", "DriverStats", "Modality", "RawSample", "Sample", "jittered_backoff"]
 
 Modality = Literal["visible", "thermal", "audio", "sensor"]
 
 S = TypeVar("S", bound="CommonSettings")
+
+
+def jittered_backoff(attempt: int, initial_s: float, cap_s: float) -> float:
+    """The wait before retry ``attempt`` (0 for the first): doubling from ``initial_s``, capped at ``cap_s``.
+
+    Jittered into [base/2, base]: devices on one hub do not retry in step, and a floor remains.
+    """
+    base: float = min(cap_s, initial_s * 2.0 ** min(attempt, 64))
+    return base * (0.5 + random.random() / 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,9 +319,7 @@ class Driver(ABC, Generic[S]):
                 f" (max_reconnects={self.settings.max_reconnects})"
             )
             return
-        base = min(self.settings.backoff_max_s, self.backoff_initial_s * (2**self._attempts))
-        # Full jitter in [base/2, base]: spreads reconnect storms, keeps a floor.
-        delay = base * (0.5 + random.random() / 2)
+        delay = jittered_backoff(self._attempts, self.backoff_initial_s, self.settings.backoff_max_s)
         self._next_attempt = time.monotonic() + delay
 
     def _try_reopen(self, deadline: float) -> bool:

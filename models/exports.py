@@ -1,16 +1,13 @@
-"""Pre-annotations in the formats annotators already use.
+"""Speech segments as a Praat TextGrid (long text format), a pre-annotation annotators already use.
 
-- Speech segments → Praat TextGrid (long text format), one interval tier covering the whole take,
-  speech intervals labelled, gaps left empty: opens in Praat and imports into most ASR/TTS tools.
-- Image boxes and audio segments → a Label Studio task with ``predictions``: boxes in percent of
-  the image size (``rectanglelabels``), segments in seconds (``labels``), each with its score.
+One interval tier covers the whole take, speech intervals labelled, gaps left empty: it opens in
+Praat and imports into most ASR/TTS tools. Label Studio tasks are written by the dataset export
+(``fieldcap export --format labelstudio``).
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable
 
 from models.screening import Annotation
 
@@ -95,75 +92,3 @@ def textgrid(
             f'            text = "{_escape(text)}"',
         ]
     return "\n".join(lines) + "\n"
-
-
-def label_studio_task(
-    annotations: Sequence[Annotation],
-    data: dict[str, Any],
-    *,
-    width: int | None = None,
-    height: int | None = None,
-    from_name: str = "label",
-    to_name: str | None = None,
-) -> dict[str, Any]:
-    """A Label Studio task (``{"data": ..., "predictions": [...]}``) with one prediction per model.
-
-    ``data`` is the task data, e.g. ``{"image": "s3://bucket/frame.jpg"}`` or ``{"audio": ...}``;
-    ``to_name`` defaults to its first key. Image boxes need ``width``/``height`` (pixels) because
-    Label Studio stores boxes in percent.
-    """
-    if not data:
-        raise ValueError("task data must name the media, e.g. {'image': URL}")
-    target = to_name or next(iter(data))
-    by_model: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    scores: dict[tuple[str, str], list[float]] = {}
-    for ann in annotations:
-        result = _result(ann, width, height, from_name, target)
-        if result is None:
-            continue
-        key = (ann.model, ann.model_version)
-        by_model.setdefault(key, []).append(result)
-        if ann.score is not None:
-            scores.setdefault(key, []).append(ann.score)
-    predictions = []
-    for (model, version), results in by_model.items():
-        model_scores = scores.get((model, version), [])
-        predictions.append(
-            {
-                "model_version": f"{model}@{version}",
-                "score": round(sum(model_scores) / len(model_scores), 4) if model_scores else None,
-                "result": results,
-            }
-        )
-    return {"data": dict(data), "predictions": predictions}
-
-
-def _result(
-    ann: Annotation, width: int | None, height: int | None, from_name: str, to_name: str
-) -> dict[str, Any] | None:
-    base: dict[str, Any] = {"id": uuid.uuid4().hex[:10], "from_name": from_name, "to_name": to_name}
-    if ann.score is not None:
-        base["score"] = ann.score
-    geometry = ann.geometry or {}
-    if {"x", "y", "w", "h"} <= geometry.keys():
-        if not width or not height:
-            raise ValueError("image annotations need the image width and height")
-        base.update(
-            type="rectanglelabels",
-            original_width=width,
-            original_height=height,
-            image_rotation=0,
-            value={
-                "x": 100.0 * geometry["x"] / width,
-                "y": 100.0 * geometry["y"] / height,
-                "width": 100.0 * geometry["w"] / width,
-                "height": 100.0 * geometry["h"] / height,
-                "rotation": 0,
-                "rectanglelabels": [ann.label],
-            },
-        )
-        return base
-    if ann.t_start_s is not None and ann.t_end_s is not None and ann.kind != "trim":
-        base.update(type="labels", value={"start": ann.t_start_s, "end": ann.t_end_s, "labels": [ann.label]})
-        return base
-    return None

@@ -1,4 +1,4 @@
-"""``Screener``: the one entry point the recorder, ``fieldcap qc`` and the booth UI call.
+"""``Screener``: the one entry point the daemon's QC worker, ``fieldcap qc`` and the booth's instant check call.
 
 Create one per process. It resolves QC profiles, loads each ONNX model once (lazily, on the first
 capture that needs it), runs the signal metrics and the analyzers, and returns a ``Screening``.

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PART_SUFFIX = ".part"
+READ_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +69,27 @@ def write_atomic(final: Path, chunks: bytes | Iterable[bytes]) -> WrittenFile:
     return WrittenFile(final, digest.hexdigest(), size)
 
 
-def sha256_file(path: Path, bufsize: int = 1 << 20) -> tuple[str, int]:
+def sha256_fd(fd: int, limit: int | None = None) -> tuple[str, int]:
+    """sha256 and length of an open file's bytes from offset 0: up to ``limit`` bytes, or to its end.
+
+    Fewer than ``limit`` bytes come back when the file is shorter; the caller decides what that means.
+    """
     digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while block := fh.read(bufsize):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
+    view = memoryview(bytearray(READ_BLOCK))
+    pos = 0
+    while limit is None or pos < limit:
+        n = os.preadv(fd, [view if limit is None else view[: min(READ_BLOCK, limit - pos)]], pos)
+        if n == 0:
+            break
+        digest.update(view[:n])
+        pos += n
+    return digest.hexdigest(), pos
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """sha256 and size of a whole file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return sha256_fd(fd)
+    finally:
+        os.close(fd)

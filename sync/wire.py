@@ -8,6 +8,7 @@ bound every size, so a hostile message is rejected with a reason instead of doin
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,6 +25,11 @@ UTC_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1
 UtcTime = Annotated[str, Field(max_length=40, pattern=UTC_PATTERN)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 MediaType = Annotated[str, Field(pattern=r"^[a-z]+/[a-z0-9.+-]{1,64}$")]
+
+
+def utc_now() -> str:
+    """Wall-clock time for catalog and store rows, as ISO 8601 UTC with microseconds (a ``UtcTime``)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 M = TypeVar("M", bound=BaseModel)

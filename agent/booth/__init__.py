@@ -3,7 +3,7 @@
 ``fieldcap booth`` runs a full-screen terminal UI (``ui``) over a state machine (``session``) that
 drives the sessions API of the booth's own agent (``station``: the daemon's pipeline, so takes are
 screened, kept and synced exactly like any capture). Prompt scripts come from ``scripts``, the
-live meter from ``levels``, the per-microphone QC of each take from ``channel_qc``; ``records``,
+live meter from ``levels``, the per-microphone QC of each take from the QC pass (``agent.qc``); ``records``,
 ``coverage`` and ``review`` read what the catalog knows, which is all the state there is. The click
 commands are in ``commands``.
 """

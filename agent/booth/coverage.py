@@ -4,7 +4,7 @@ A cell (item, round, microphone) is covered when the item's newest take (retakes
 ones) finished, has a capture from the microphone's stream, and the operator accepted it — and QC
 did not fail that microphone, unless the operator accepted the take knowing it had failed (an
 override, recorded as such). Near and mid microphones are two channels of one take capture: each
-cell is judged by its own channel's verdict (``channel_qc``), so a noisy mid microphone leaves the
+cell is judged by its own channel's verdict (``agent.qc``), so a noisy mid microphone leaves the
 mid cell uncovered and says so while the near cell counts. Until a take has been screened per
 microphone, and for a take failure no single channel explains, every microphone of the take
 carries the whole take's verdict (``records.mic_verdict``). Retaking an item records both

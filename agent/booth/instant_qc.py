@@ -1,11 +1,12 @@
 """The verdict an operator sees the moment a take is committed, per microphone.
 
-The agent's QC thread screens every take with the stream's full profile and records that verdict
-(it is the one that syncs and that coverage counts). DNSMOS, its slowest part, needs seconds per
-take on a small box, which is too long to keep a subject waiting. So the booth screens the
-committed WAV itself right away with the same profile minus DNSMOS — every signal metric, the
-VAD, SNR, clipping, silence, edges — once per microphone (channel), so that the operator learns
-which mic is the problem. The full verdict replaces it on screen when it arrives.
+The agent's QC pass (``agent.qc``) screens every take with the stream's full profile and records
+its verdict and each microphone's (they are what syncs and what coverage counts). DNSMOS, its
+slowest part, needs seconds per take on a small box, which is too long to keep a subject waiting.
+So the booth runs the pass's per-microphone screening (``agent.qc.screen_channels``) on the
+committed WAV right away with the same profile minus DNSMOS — every signal metric, the VAD, SNR,
+clipping, silence, edges — so that the operator learns which mic is the problem. The full verdict
+replaces it on screen when it arrives.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from agent.qc import screen_channels
 from models import QcSettings, Screener
 
 __all__ = ["InstantQc", "MicCheck", "worst"]
@@ -60,12 +62,11 @@ class InstantQc:
         screener.audio(noise, sample_rate, name)
 
     def check(self, path: Path, profile: str | None, mics: list[str]) -> list[MicCheck]:
-        """Screen each channel of a take file on its own; ``mics`` names the channels in order."""
+        """Screen each channel of a take file on its own (as the QC pass does); ``mics`` names the channels."""
         samples, rate = sf.read(str(path), dtype="int16", always_2d=True)
         name, screener = self._screener(profile)
-        out = []
-        for c in range(samples.shape[1]):
-            mic = mics[c] if c < len(mics) else f"{path.name}:ch{c}"
-            result = screener.audio(samples[:, [c]], int(rate), name)
-            out.append(MicCheck(mic, result.verdict, tuple(result.reasons), dict(result.metrics)))
-        return out
+        names = [mics[c] if c < len(mics) else f"{path.name}:ch{c}" for c in range(samples.shape[1])]
+        return [
+            MicCheck(r["mic"], r["verdict"], tuple(r["reasons"]), dict(r["metrics"]))
+            for r in screen_channels(screener, samples, int(rate), name, names)
+        ]

@@ -3,7 +3,7 @@
 The booth keeps no state of its own. A session's script items and microphones are in the session's
 metadata, every take is a ``takes`` row (a retake supersedes, nothing is overwritten), the QC
 verdicts are ``verdicts`` rows of the take captures (one per capture, its worst channel's) and
-``channel_verdicts`` rows (one per microphone, see ``channel_qc``), and the operator's decisions
+``channel_verdicts`` rows (one per microphone, see ``agent.qc``), and the operator's decisions
 (accept, skip) are ``events`` rows of kind ``booth_decision`` — the audit log, synced like
 everything else. So a booth that crashed or quit resumes exactly where it was, and ``review`` and
 ``coverage`` read the same facts.

@@ -2,7 +2,7 @@
 
 One row per take and microphone, so the reviewer sees which microphone failed: a take records all
 its microphones together (near and mid are two channels of one capture), each channel is screened
-on its own (``channel_qc``), and each row carries its microphone's verdict, reasons and metrics
+on its own (``agent.qc``), and each row carries its microphone's verdict, reasons and metrics
 beside the whole take's verdict (its worst channel's, the one that syncs). Where a take has not
 been screened per microphone yet, its rows carry the whole take's verdict, marked as such
 (``scope``). Superseded takes are listed too, marked, because they are kept: the reviewer sees the

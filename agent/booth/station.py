@@ -4,8 +4,7 @@ The booth records through exactly what ``fieldcap run`` runs — drivers, the re
 the writer and catalog, the QC thread, the outbox and the publisher — by running the daemon's
 ``Agent`` in-process (one process per data directory, so a running daemon must be stopped first).
 What is added: every audio block also feeds the live level meter (through ``Agent.make_recorder``,
-the agent's extension point), every multi-channel take is also screened per microphone
-(``channel_qc``), and every audio device records takes: a device whose configured policy is not
+the agent's extension point), and every audio device records takes: a device whose configured policy is not
 ``take`` (a booth config written for the daemon's continuous segments) is switched to it, and the
 booth says so.
 
@@ -27,7 +26,6 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from agent.booth.channel_qc import ChannelQc
 from agent.booth.levels import LevelMeter, LevelThresholds
 from agent.booth.records import Mic
 from agent.capture.recorder import StreamRecorder
@@ -80,7 +78,7 @@ def booth_config(config: Config, config_file: str) -> tuple[Config, list[str]]:
 
 
 class BoothAgent(Agent):
-    """The daemon's ``Agent`` with a level-meter tap, per-microphone QC, and no session of its own.
+    """The daemon's ``Agent`` with a level-meter tap and no session of its own.
 
     The daemon opens a continuous session at start for captures made outside any other session.
     In a booth whose every device records takes nothing is captured outside a take, and takes
@@ -94,23 +92,9 @@ class BoothAgent(Agent):
     def __init__(self, config: Config, *, config_file: str, meter: LevelMeter) -> None:
         super().__init__(config, config_file=config_file)
         self.meter = meter
-        self.channel_qc = ChannelQc(self.catalog, self.data_dir, lambda: self.screener, self._profile_of)
 
     def needs_background_session(self) -> bool:
         return not all(self.config.capture_for(d.name).policy == "take" for d in self.config.devices)
-
-    def _profile_of(self, stream: str) -> str | None:
-        """The QC profile of a stream, as the agent's QC thread chooses it."""
-        known = {d.name for d in self.config.devices}
-        return self.config.capture_for(stream).qc_profile if stream in known else None
-
-    def start(self) -> None:
-        super().start()
-        self.channel_qc.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self.channel_qc.stop(min(10.0, timeout / 3))
-        super().stop(timeout)
 
     def make_recorder(
         self, name: str, modality: str, policy: CaptureSettings, settings: dict[str, Any]
@@ -271,8 +255,7 @@ class Station:
         if agent is not None:
             try:
                 agent.stop_capture()
-                screened = agent.wait_screened(120.0)
-                out["screened"] = agent.channel_qc.wait_idle(120.0) and screened
+                out["screened"] = agent.wait_screened(240.0)  # each capture, and each microphone of a take
                 if agent.publisher is not None and sync_wait_s > 0:
                     if progress is not None:
                         progress(f"sending the session to the central store (up to {sync_wait_s:g} s) ...")

@@ -1,6 +1,7 @@
 """Capture policies: what to keep from each stream.
 
-A ``StreamRecorder`` runs on its device's capture thread and applies the stream's policy:
+A ``StreamRecorder`` runs on its device's capture thread and applies the stream's policy, one class each
+(``agent.capture.policies``):
 
 - ``every`` / ``interval``: a frame (JPEG or PNG; thermal as 16-bit PNG) per sample / per interval;
 - ``segment``: continuous audio cut into WAV files of exactly ``segment_s`` (cut early at a
@@ -39,7 +40,7 @@ import numpy as np
 
 from agent.capture.clock import Clock
 from agent.capture.frame_set import FrameSet
-from agent.capture.triggers import hold_s
+from agent.capture.policies import policy_for
 from agent.catalog.db import new_record_id
 from agent.catalog.media import media_path
 from agent.catalog.wav_part import WavPart
@@ -48,7 +49,6 @@ from agent.catalog.writer import (
     CLOCK_POINT_EVERY_NS,
     CaptureContext,
     CaptureJob,
-    Reading,
     Writer,
     encode_image,
     scalar_meta,
@@ -127,15 +127,10 @@ class StreamRecorder:
         self.live = live
         self.triggers = triggers
         self._lock = threading.RLock()
-        self._last_kept_ns: int | None = None
-        self._segment: _AudioFile | None = None
-        self._readings: list[Reading] = []
-        self._batch_start: Sample | None = None
-        self._batch_last: Sample | None = None
+        self.strategy = policy_for(self)
         self._ring: deque[Sample] = deque()
         # The ring keeps pre_s, and longer where an analyzer result may come late (see triggers).
-        extra = hold_s(policy.triggers) if policy.policy == "triggered" else 0.0
-        self._keep_ns = round((policy.pre_s + extra) * 1e9)
+        self._keep_ns = round(self.strategy.hold_s() * 1e9)
         self._evicted_end_ns: int | None = None  # end of the newest sample the ring let go
         self._gap_ns = 0  # between the last two samples: a window opened "now" starts before the newest
         self._windows: list[_Window] = []
@@ -148,29 +143,17 @@ class StreamRecorder:
         self._arrival_ns = time.monotonic_ns()  # before the lock: when the block reached us
         with self._lock:
             self._newest_ns = max(self._newest_ns, sample.t_mono_ns)
-            policy = self.policy.policy
-            if self.modality == "sensor" or policy == "readings":
-                self._feed_reading(sample)
-            elif policy == "segment":
-                self._feed_segment(sample)
-            elif policy in ("triggered", "take"):
-                self._feed_windows(sample)
-            elif policy == "every" or self._due(sample.t_mono_ns):
-                self._last_kept_ns = sample.t_mono_ns
-                self._submit(self._frame_job(sample, None))
+            self.strategy.feed(sample)
 
-    def _submit(self, job: CaptureJob) -> None:
+    def submit(self, job: CaptureJob) -> None:
         if job.context is not None:
             job.context.job_submitted()
         job.settings = self.settings
         self.writer.submit(job)
 
-    def _due(self, t_mono_ns: int) -> bool:
-        return self._last_kept_ns is None or t_mono_ns - self._last_kept_ns >= self.policy.interval_s * 1e9
-
     # ------------------------------------------------------------------ frames
 
-    def _frame_job(self, sample: Sample, ctx: CaptureContext | None) -> CaptureJob:
+    def frame_job(self, sample: Sample, ctx: CaptureContext | None) -> CaptureJob:
         frame = sample.payload
         assert isinstance(frame, np.ndarray)
         meta: dict[str, Any] = {"device_time": sample.device_time, **sample.meta}
@@ -202,13 +185,13 @@ class StreamRecorder:
 
     # ------------------------------------------------------------------ audio files
 
-    def _rate(self) -> int:
+    def rate(self) -> int:
         return int(self.settings.get("sample_rate", 48000))
 
-    def _open_audio(
+    def open_audio(
         self, sample: Sample, offset: int, kind: str, expected: int, ctx: CaptureContext | None
     ) -> _AudioFile:
-        rate = self._rate()
+        rate = self.rate()
         block = sample.payload
         assert isinstance(block, np.ndarray)
         channels = int(block.shape[1]) if block.ndim == 2 else 1
@@ -238,7 +221,7 @@ class StreamRecorder:
         audio._last_point = t_start  # the first block's own point would repeat this one
         return audio
 
-    def _append_audio(self, audio: _AudioFile, sample: Sample, lo: int, hi: int) -> None:
+    def append_audio(self, audio: _AudioFile, sample: Sample, lo: int, hi: int) -> None:
         block = sample.payload
         assert isinstance(block, np.ndarray)
         index = sample.device_time + lo if isinstance(sample.device_time, int) else None
@@ -247,7 +230,7 @@ class StreamRecorder:
         audio.part.append(block[lo:hi])
         audio.next_index = index + (hi - lo) if index is not None else None
         audio.last = sample
-        rate = self._rate()
+        rate = self.rate()
         t_lo = sample.t_mono_ns + round(lo * 1e9 / rate)
         audio.t_end = sample.t_mono_ns + round(hi * 1e9 / rate)
         if index is not None and t_lo - audio._last_point >= CLOCK_POINT_EVERY_NS:
@@ -262,11 +245,11 @@ class StreamRecorder:
             audio._best = None
         if audio._best is None:
             audio._window_start = arrival
-        lateness = arrival - end_index * 1e9 / self._rate()
+        lateness = arrival - end_index * 1e9 / self.rate()
         if audio._best is None or lateness < audio._best[0]:
             audio._best = (lateness, end_index, arrival)
 
-    def _finish_audio(self, audio: _AudioFile, kind: str, notes: dict[str, Any] | None = None) -> None:
+    def finish_audio(self, audio: _AudioFile, kind: str, notes: dict[str, Any] | None = None) -> None:
         """Hand a filled audio file to the writer (never dropped), or discard an empty one."""
         ctx = audio.context
         if audio.part.frames == 0:
@@ -277,7 +260,7 @@ class StreamRecorder:
             return
         first = audio.first
         meta: dict[str, Any] = {
-            "sample_rate": self._rate(),
+            "sample_rate": self.rate(),
             "channels": audio.part.format.channels,
             "frames": audio.part.frames,
             "sample_index_first": audio.index_first,
@@ -309,7 +292,7 @@ class StreamRecorder:
             context=ctx,
             t_captured_ns=audio.t_end,
         )
-        self._submit(job)
+        self.submit(job)
         if ctx is not None:
             ctx.stream_closed(self.stream)
 
@@ -317,37 +300,9 @@ class StreamRecorder:
         """Ask the disk guard before a new audio file (a refused block is counted by the guard)."""
         return self.writer.allows_media(self.stream, kind, sample.t_mono_ns, sample.seq)
 
-    def _feed_segment(self, sample: Sample) -> None:
-        block = sample.payload
-        assert isinstance(block, np.ndarray)
-        target = max(1, round(self.policy.segment_s * self._rate()))
-        seg = self._segment
-        if seg is not None and self._discontinuous(seg, sample):
-            self._finish_audio(seg, "segment")  # keep every file's samples contiguous
-            self._segment = seg = None
-        offset, n = 0, block.shape[0]
-        while offset < n:
-            if seg is None:
-                if not self.writer.allows_media(self.stream, "segment", sample.t_mono_ns, sample.seq):
-                    return  # disk full of unsynced data: the block is refused (and recorded by the guard)
-                seg = self._segment = self._open_audio(sample, offset, "segment", target, None)
-            take = min(n - offset, target - seg.part.frames)
-            self._append_audio(seg, sample, offset, offset + take)
-            offset += take
-            if seg.part.frames >= target:
-                self._finish_audio(seg, "segment")
-                self._segment = seg = None
-
-    @staticmethod
-    def _discontinuous(audio: _AudioFile, sample: Sample) -> bool:
-        if audio.next_index is None or not isinstance(sample.device_time, int):
-            return False
-        segment = sample.meta.get("clock_segment")
-        return sample.device_time != audio.next_index or segment != audio.first.meta.get("clock_segment")
-
     # ------------------------------------------------------------------ windows (triggered, take)
 
-    def _feed_windows(self, sample: Sample) -> None:
+    def feed_windows(self, sample: Sample) -> None:
         if self._ring:
             self._gap_ns = min(RING_MARGIN_MAX_NS, max(0, sample.t_mono_ns - self._ring[-1].t_mono_ns))
         self._ring.append(sample)
@@ -375,7 +330,7 @@ class StreamRecorder:
     def _span_ns(self, sample: Sample) -> int:
         """How long a sample lasts (an audio block covers many frames)."""
         if self.modality == "audio" and isinstance(sample.payload, np.ndarray):
-            return round(int(sample.payload.shape[0]) * 1e9 / self._rate())
+            return round(int(sample.payload.shape[0]) * 1e9 / self.rate())
         return 0
 
     def _window_sample(self, win: _Window, sample: Sample) -> None:
@@ -385,18 +340,18 @@ class StreamRecorder:
         if self.modality == "audio":
             block = sample.payload
             assert isinstance(block, np.ndarray)
-            rate, n = self._rate(), block.shape[0]
+            rate, n = self.rate(), block.shape[0]
             lo = max(0, math.ceil((win.start_ns - sample.t_mono_ns) * rate / 1e9))
             hi = n if win.end_ns is None else min(n, math.floor((win.end_ns - sample.t_mono_ns) * rate / 1e9) + 1)
             if lo < hi and (win.audio is not None or self._admitted(sample, win.context.kind)):
                 if win.audio is None:
                     kind = "take" if win.context.kind == "take" else "clip"
                     expected = 0 if win.end_ns is None else round((win.end_ns - win.start_ns) * rate / 1e9)
-                    win.audio = self._open_audio(sample, lo, kind, expected, win.context)
-                self._append_audio(win.audio, sample, lo, hi)
+                    win.audio = self.open_audio(sample, lo, kind, expected, win.context)
+                self.append_audio(win.audio, sample, lo, hi)
         elif (win.end_ns is None or sample.t_mono_ns <= win.end_ns) and win.frames is not None:
             win.frames.add(sample)
-            self._submit(self._frame_job(sample, win.frames))
+            self.submit(self.frame_job(sample, win.frames))
         if win.end_ns is not None and sample.t_mono_ns + span >= win.end_ns:
             self._close_window(win)
 
@@ -406,7 +361,7 @@ class StreamRecorder:
             if win.audio is None:
                 win.context.stream_closed(self.stream, "no audio reached the window")
             else:
-                self._finish_audio(win.audio, "take" if win.context.kind == "take" else "clip", win.notes)
+                self.finish_audio(win.audio, "take" if win.context.kind == "take" else "clip", win.notes)
         elif win.frames is not None:
             win.frames.notes.update(
                 win.notes or {}, window_start_mono_ns=win.start_ns, window_end_mono_ns=win.end_ns or self._newest_ns
@@ -440,7 +395,7 @@ class StreamRecorder:
             meta["device_time_first"], meta["device_time_last"] = first.device_time, last.device_time
             meta["frames_missing"] = last.device_time - first.device_time + 1 - frames.submitted
         kind = "take" if ctx.kind == "take" else "clip"
-        self._submit(
+        self.submit(
             CaptureJob(
                 stream=self.stream,
                 modality=self.modality,
@@ -518,55 +473,9 @@ class StreamRecorder:
                         self._close_window(win)
                     return
 
-    # ------------------------------------------------------------------ sensor readings
-
-    def _feed_reading(self, sample: Sample) -> None:
-        values = sample.payload
-        assert isinstance(values, dict)
-        if self._batch_start is None:
-            self._batch_start = sample
-        self._batch_last = sample
-        utc = self.clock.utc_ns(sample.t_mono_ns)
-        clean: dict[str, float | None] = {}
-        for name, value in values.items():
-            number = None if value is None else float(value)
-            clean[name] = number
-            self._readings.append((sample.seq, sample.t_mono_ns, utc, name, number))
-        if self.live is not None:
-            self.live.update(self.stream, clean, sample.t_mono_ns, utc)
-        if self.triggers is not None:
-            self.triggers.check_reading(self.stream, clean, sample.t_mono_ns)
-        if sample.t_mono_ns - self._batch_start.t_mono_ns >= self.policy.batch_s * 1e9:
-            self._emit_readings()
-
-    def _emit_readings(self) -> None:
-        first, last = self._batch_start, self._batch_last
-        if first is None or last is None or not self._readings:
-            return
-        self._submit(
-            CaptureJob(
-                stream=self.stream,
-                modality="sensor",
-                kind="readings",
-                t_start_mono_ns=first.t_mono_ns,
-                t_end_mono_ns=last.t_mono_ns,
-                seq_first=first.seq,
-                seq_last=last.seq,
-                meta={"readings": len(self._readings), "units": self.settings.get("units", {})},
-                readings=self._readings,
-                session_id=self.session_of(),
-                t_captured_ns=last.t_mono_ns,
-            )
-        )
-        self._readings = []
-        self._batch_start = self._batch_last = None
-
     def flush(self) -> None:
         """On stop: finish the open segment, close every window, emit the partial readings batch."""
         with self._lock:
-            if self._segment is not None:
-                self._finish_audio(self._segment, "segment")
-                self._segment = None
+            self.strategy.flush()
             for win in list(self._windows):
                 self._close_window(win)
-            self._emit_readings()

@@ -13,7 +13,6 @@ call stops the systemd watchdog (see ``agent.ops.heartbeat``).
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +23,16 @@ from agent.capture.recorder import StreamRecorder
 from agent.catalog.db import Catalog
 from agent.config import CaptureSettings, DaemonSettings
 from agent.ops.heartbeat import Heartbeats
-from drivers import DeviceSettings, Driver, DriverEndOfStream, DriverError, DriverTimeout, driver_modality, open_driver
+from drivers import (
+    DeviceSettings,
+    Driver,
+    DriverEndOfStream,
+    DriverError,
+    DriverTimeout,
+    driver_modality,
+    jittered_backoff,
+    open_driver,
+)
 
 log = logging.getLogger("fieldcap.capture")
 
@@ -41,6 +49,7 @@ class StreamState:
     modality: str
     state: str = "starting"  # opening, running, restarting, failed, ended, stopped
     samples: int = 0
+    native_id: int | None = None  # the capture thread's kernel id (CPU accounting)
     restarts: int = 0
     failures: int = 0  # in a row; reset after restart_reset_s of delivering samples
     open: bool = False
@@ -139,6 +148,7 @@ class StreamRunner:
 
     def _main(self) -> None:
         state = self.state
+        state.native_id = threading.get_native_id()
         try:
             self._supervise()
         except Exception as exc:  # e.g. a catalog that cannot take an event: the stream stops, loudly
@@ -173,8 +183,7 @@ class StreamRunner:
                     log.error("%s", msg, extra={"stream": name, "event": "stream_failed"})
                     state.state = "failed"  # after the events: whoever sees the state finds them
                     return
-                base = min(d.restart_max_s, d.restart_initial_s * 2 ** (state.failures - 1))
-                delay = base * (0.5 + random.random() / 2)  # jitter: devices on one hub do not retry in step
+                delay = jittered_backoff(state.failures - 1, d.restart_initial_s, d.restart_max_s)
                 state.state = "restarting"
                 state.restarts += 1
                 cat.add_event(
@@ -212,13 +221,17 @@ class StreamRunner:
             return _Failure("driver_error", _unprefixed(device.name, str(exc)))
         try:
             settings = driver.settings_in_force()
-            cat.upsert_device(device.name, device.type, state.modality, settings)
             recorder = self._make_recorder(device.name, state.modality, self.policy, settings)
         except Exception as exc:  # e.g. the catalog is locked or full: close the device and retry later
             driver.close()
             state.driver = None
             state.attempted.set()
             return _Failure("stream_crash", f"cannot start recording: {type(exc).__name__}: {exc}", crash=True)
+        # The device row is written beside the capture loop: the device delivers from the moment it
+        # opened, and at start-up every stream commits its row at once (up to ~25 ms waiting for the
+        # write lock and fsync, measured), enough for a 30 fps camera with a small buffer to skip frames.
+        row = threading.Thread(target=self._record_device, args=(settings,), name=f"device-row-{device.name}")
+        row.start()
         state.recorder, state.open, state.state = recorder, True, "running"
         state.attempted.set()  # READY=1 waits for this (or for a failed open) on every stream
         slice_s = min(READ_SLICE_S, device.read_timeout_s)
@@ -265,8 +278,18 @@ class StreamRunner:
             except Exception:  # e.g. the disk failed under a streamed segment: the writer or recovery has it
                 log.exception("%s: could not flush the open capture", device.name, extra={"stream": device.name})
             driver.close()
+            row.join()
             state.open, state.driver, state.recorder = False, None, None
             self._record_stats(cat, driver.stats, reset=True)
+
+    def _record_device(self, settings: dict[str, Any]) -> None:
+        """The ``devices`` row with the settings in force (on its own connection and thread)."""
+        device = self.device
+        try:
+            with self._open_catalog() as cat:
+                cat.upsert_device(device.name, device.type, self.state.modality, settings)
+        except Exception:  # alignment and export read the row too; capture goes on
+            log.exception("%s: could not record the device row", device.name, extra={"stream": device.name})
 
     def _record_stats(self, cat: Catalog, stats: Any, *, reset: bool = False) -> None:
         """Turn new driver counter increments into loss-ledger events (and status totals)."""

@@ -20,13 +20,14 @@ from typing import Any, Literal
 from agent.catalog.booth_rows import BoothRows
 from agent.catalog.media_rows import MediaRows
 from agent.catalog.outbox_rows import OutboxRows
-from agent.catalog.records import new_record_id, utc_now
+from agent.catalog.records import new_record_id
 from agent.catalog.session_rows import SessionRows
 from agent.catalog.store import PRIORITY, Store
 from agent.catalog.timeline_rows import TimelineRows
 from sync.outbox import BlobRef
+from sync.wire import utc_now
 
-__all__ = ["PRIORITY", "CaptureRow", "Catalog", "new_record_id", "utc_now"]
+__all__ = ["PRIORITY", "CaptureRow", "Catalog", "new_record_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,8 +284,8 @@ class Catalog(Store):
         """Captures with media that have no verdict yet (QC resumes from here after a restart)."""
         return list(
             self.conn.execute(
-                "SELECT c.record_id, c.stream, c.modality, c.path, c.meta_json, c.t_start_utc_ns FROM captures c"
-                " LEFT JOIN verdicts v ON v.capture_id = c.record_id"
+                "SELECT c.record_id, c.stream, c.stream_id, c.session_id, c.kind, c.modality, c.path, c.meta_json,"
+                " c.t_start_utc_ns FROM captures c LEFT JOIN verdicts v ON v.capture_id = c.record_id"
                 " WHERE v.record_id IS NULL AND c.path IS NOT NULL AND c.media_deleted_utc IS NULL"
                 " ORDER BY c.t_start_mono_ns LIMIT ?",
                 (limit,),

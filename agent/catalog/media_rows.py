@@ -12,8 +12,8 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from agent.catalog.records import utc_now
 from agent.catalog.store import Store
+from sync.wire import utc_now
 
 
 class MediaRows:

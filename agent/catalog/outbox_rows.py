@@ -12,9 +12,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Collection, Sequence
 
-from agent.catalog.records import utc_now
 from agent.catalog.store import Store
 from sync.outbox import PRIORITY_FLAGGED, BlobRef, ItemState, OutboxChanges, OutboxItem
+from sync.wire import utc_now
 
 # The condition of the partial index outbox_blob_state (migration 0003), repeated so queries use it.
 _BLOB_IN_FLIGHT = "blob_state IN ('pending', 'sent')"

@@ -19,11 +19,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.catalog.db import Catalog, utc_now
+from agent.catalog.db import Catalog
 from agent.catalog.media import final_name_of, leftover_parts
 from agent.catalog.wav_part import boot_id, leftover_sidecars, part_of_sidecar, salvage_part
 from sync.files import fsync_dir, sha256_file
 from sync.outbox import BlobRef
+from sync.wire import utc_now
 
 log = logging.getLogger("fieldcap.recovery")
 

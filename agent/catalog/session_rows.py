@@ -13,9 +13,10 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
-from agent.catalog.records import new_record_id, utc_now
+from agent.catalog.records import new_record_id
 from agent.catalog.store import Store
 from agent.errors import CatalogError
+from sync.wire import utc_now
 
 
 class SessionRows:

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 from agent.catalog.migrations import Database, catalog_migrations
-from agent.catalog.records import new_record_id, utc_now
+from agent.catalog.records import new_record_id
 from agent.errors import CatalogError
 from sync.outbox import BlobRef
+from sync.wire import utc_now
 
 # Lower numbers go first: the small records that say what happened before the media itself.
 PRIORITY = {

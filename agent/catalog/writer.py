@@ -9,7 +9,6 @@ guard can refuse new media (``media_allowed``); the refusal is an event, not a w
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import threading
@@ -22,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
-import soundfile as sf
 
 from agent.capture.clock import Clock
 from agent.catalog.db import Catalog, new_record_id
@@ -146,12 +144,6 @@ def encode_image(frame: np.ndarray[Any, Any], fmt: str, quality: int) -> bytes:
     if not ok:
         raise ValueError(f"OpenCV could not encode a {frame.shape} frame as {fmt}")
     return bytes(buf)
-
-
-def encode_wav(samples: np.ndarray[Any, Any], sample_rate: int) -> bytes:
-    out = io.BytesIO()
-    sf.write(out, samples, sample_rate, format="WAV", subtype="PCM_16")
-    return out.getvalue()
 
 
 def scalar_meta(meta: dict[str, Any]) -> dict[str, Any]:

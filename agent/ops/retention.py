@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.catalog.db import Catalog, utc_now
+from agent.catalog.db import Catalog
 from agent.config import StorageSettings
 from agent.errors import CatalogError
 from agent.ops.disk import DiskUsage, disk_usage
+from sync.wire import utc_now
 
 log = logging.getLogger("fieldcap.retention")
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from agent.catalog.db import Catalog, utc_now
+from agent.catalog.db import Catalog
 from agent.config import Config, check_secrets, load_config
 from agent.daemon import Agent
 from agent.errors import FieldcapError
@@ -34,6 +34,7 @@ from agent.ops.heartbeat import Heartbeats
 from agent.ops.metrics import MetricsServer
 from agent.ops.notify import Notifier
 from agent.ops.status import problems_of, summary_line, write_status
+from sync.wire import utc_now
 
 log = logging.getLogger("fieldcap.supervisor")
 

@@ -39,10 +39,11 @@ from typing import TYPE_CHECKING, Any
 
 from agent.capture.clock import Clock
 from agent.capture.environment import LatestReadings
-from agent.catalog.db import Catalog, new_record_id, utc_now
+from agent.catalog.db import Catalog, new_record_id
 from agent.catalog.writer import CaptureContext
 from agent.config import resolve_secret_path
 from agent.errors import ConfigError, FieldcapError
+from sync.wire import utc_now
 
 if TYPE_CHECKING:
     from agent.capture.recorder import StreamRecorder

@@ -20,7 +20,8 @@ from central.datasets.errors import DatasetError
 from central.datasets.labelstudio import result_id
 from central.datasets.samples import load_samples
 from central.datasets.versions import add_versions
-from central.store import CentralStore, utc_now
+from central.store import CentralStore
+from sync.wire import utc_now
 
 HUMAN_MODEL = "human"
 HUMAN_VERSION = "labelstudio"

@@ -137,16 +137,3 @@ def add_versions(
             (review_id, source, "labelstudio", imported_utc, tasks, added),
         )
     return added, unchanged
-
-
-def version_history(store: CentralStore, device: str, capture_id: str) -> list[HumanVersion]:
-    """Every human version of one capture, oldest first."""
-    ensure_schema(store)
-    with store._tx() as cur:
-        rows = store._exec(
-            cur,
-            "SELECT version_no, review_id, author, reviewed_utc, content_sha256, annotations"
-            " FROM dataset_annotation_versions WHERE device = ? AND capture_id = ? ORDER BY version_no",
-            (device, capture_id),
-        ).fetchall()
-    return [HumanVersion(int(r[0]), str(r[1]), r[2], r[3], str(r[4]), tuple(json.loads(r[5]))) for r in rows]

@@ -157,7 +157,7 @@ def test_a_sitting_then_resume_skip_back_override_and_coverage(station: Station,
     with station.catalog() as cat:
         while cat.unscreened(1) and time.monotonic() < deadline:  # the agent's QC judges every take
             time.sleep(0.2)
-        assert station.agent.channel_qc.wait_idle(120)  # and the booth screens each microphone
+        assert station.agent.wait_screened(240)  # each take, and each of its microphones
         session = resolve_booth_session(cat, row.session_id[:14])
         cov = session_coverage(cat, session)
         decisions = [
@@ -330,8 +330,8 @@ def test_a_booth_with_a_free_running_sensor_keeps_a_continuous_session(tmp_path:
 def test_station_refuses_a_data_dir_the_agent_runs_on(tmp_path: Path, model_dir: Path) -> None:
     import os
 
-    from agent.catalog.db import utc_now
     from agent.ops.status import write_status
+    from sync.wire import utc_now
 
     config, _ = booth_config(parse_config(_config(tmp_path, model_dir)), "booth.toml")
     config.agent.data_dir.mkdir(parents=True)

@@ -9,22 +9,13 @@ import os
 import threading
 import time
 import tty
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from waits import wait_until
+
 from agent.config import Config, parse_config
 from agent.daemon import Agent
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def make_config(data: Path, port: str) -> Config:

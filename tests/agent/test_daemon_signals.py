@@ -8,11 +8,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from waits import wait_until
 
 FIELDCAP = str(Path(sys.executable).with_name("fieldcap"))
 
@@ -58,16 +59,6 @@ name = "env2"
 type = "sim-serial"
 rate_hz = 2
 """
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def status(data: Path) -> dict[str, Any]:

@@ -6,12 +6,11 @@ import json
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
+from waits import wait_until
 
 from agent.cli import cli
 from agent.config import parse_config
@@ -19,16 +18,6 @@ from agent.ops.logs import HumanFormatter, JsonFormatter, stderr_is_journal
 from agent.ops.notify import Notifier
 from agent.ops.status import summary_line
 from agent.ops.supervisor import Supervisor
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def test_status_reports_a_degraded_agent_and_exits_2(tmp_path: Path) -> None:

@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import socket
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from waits import wait_until
 
 from agent.config import MetricsSettings, parse_config
 from agent.daemon import Agent
 from agent.errors import ConfigError, FieldcapError
 from agent.ops.disk import disk_usage
 from agent.ops.metrics import MetricsServer
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -13,11 +13,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from waits import wait_until
 
 from agent.catalog.db import Catalog
 from agent.catalog.media import media_path
@@ -28,16 +29,6 @@ from agent.ops.retention import PENDING_KEY, DiskGuard
 from central.broker import LocalBroker, free_port
 from sync.files import write_atomic
 from sync.outbox import BlobRef
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture

@@ -13,12 +13,11 @@ the level analyzer stands in for it here; the VAD's speech onsets date triggers 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from waits import wait_until
 
 from agent.config import parse_config
 from agent.daemon import Agent
@@ -28,16 +27,6 @@ FPS = 20
 PERIOD_NS = 1e9 / FPS
 PRE_S, POST_S = 0.5, 0.3
 CYCLE = 3 * RATE  # samples from one speech onset to the next
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +72,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> dict[
             with agent.catalog() as cat:
                 return list(cat.conn.execute("SELECT meta_json FROM captures WHERE stream = 'cam' AND kind = 'clip'"))
 
-        wait_until("clips of three speech onsets (0 s, 3 s, 6 s)", lambda: len(clips()) >= 3)
+        wait_until("clips of three speech onsets (0 s, 3 s, 6 s)", lambda: len(clips()) >= 3, timeout=90)
     finally:
         agent.stop()
     with agent.catalog() as cat:

@@ -275,6 +275,11 @@ def test_mcap_export_reads_back(demo: Path, tmp_path: Path) -> None:
                 elif schema.name == "foxglove.CompressedImage":
                     images += 1
                     assert body["format"] in ("jpeg", "png") and body["data"]
+                elif schema.name == "foxglove.RawImage":  # thermal: the radiometric values, as on the device
+                    images += 1
+                    assert body["encoding"] == "mono16" and body["data"]
+                elif schema.name == "fieldcap.AudioChunk":
+                    assert body["encoding"] == "pcm_s16le" and body["frames"] > 0
     assert len(seen) == capture_count(demo)
     assert (
         images

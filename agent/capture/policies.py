@@ -1,0 +1,197 @@
+"""Capture policies, one class each: what a stream's recorder keeps of the samples it is fed.
+
+``StreamRecorder`` (``agent.capture.recorder``) holds what the policies share — the writer, the
+clock, audio files, the pre-roll ring and the windows — and picks its policy once, when it is made
+(``policy_for``); every sample then goes to that policy's ``feed``, and ``flush`` on stop hands over
+what the policy holds open. The recorder module's docstring says what each policy keeps.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from agent.capture.triggers import hold_s
+from agent.catalog.writer import CaptureJob, Reading
+
+if TYPE_CHECKING:
+    from agent.capture.recorder import StreamRecorder, _AudioFile
+    from drivers import Sample
+
+
+class CapturePolicy:
+    """The policy of one stream; ``feed`` and ``flush`` run under the recorder's lock."""
+
+    name: ClassVar[str]
+
+    def __init__(self, rec: StreamRecorder) -> None:
+        self.rec = rec
+
+    def hold_s(self) -> float:
+        """How far back the recorder's ring keeps samples for a window's pre-roll."""
+        return self.rec.policy.pre_s
+
+    def feed(self, sample: Sample) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """On stop: hand what is still open to the writer."""
+
+
+class EveryFrame(CapturePolicy):
+    """``every``: each frame is a capture."""
+
+    name = "every"
+
+    def feed(self, sample: Sample) -> None:
+        self.rec.submit(self.rec.frame_job(sample, None))
+
+
+class IntervalFrames(CapturePolicy):
+    """``interval``: a frame, then none until ``interval_s`` has passed."""
+
+    name = "interval"
+
+    def __init__(self, rec: StreamRecorder) -> None:
+        super().__init__(rec)
+        self._last_kept_ns: int | None = None
+
+    def feed(self, sample: Sample) -> None:
+        last = self._last_kept_ns
+        if last is None or sample.t_mono_ns - last >= self.rec.policy.interval_s * 1e9:
+            self._last_kept_ns = sample.t_mono_ns
+            self.rec.submit(self.rec.frame_job(sample, None))
+
+
+class Segments(CapturePolicy):
+    """``segment``: continuous audio in WAV files of exactly ``segment_s``, each contiguous."""
+
+    name = "segment"
+
+    def __init__(self, rec: StreamRecorder) -> None:
+        super().__init__(rec)
+        self._segment: _AudioFile | None = None
+
+    def feed(self, sample: Sample) -> None:
+        rec = self.rec
+        block = sample.payload
+        assert isinstance(block, np.ndarray)
+        target = max(1, round(rec.policy.segment_s * rec.rate()))
+        seg = self._segment
+        if seg is not None and self._discontinuous(seg, sample):
+            rec.finish_audio(seg, "segment")  # keep every file's samples contiguous
+            self._segment = seg = None
+        offset, n = 0, block.shape[0]
+        while offset < n:
+            if seg is None:
+                if not rec.writer.allows_media(rec.stream, "segment", sample.t_mono_ns, sample.seq):
+                    return  # disk full of unsynced data: the block is refused (and recorded by the guard)
+                seg = self._segment = rec.open_audio(sample, offset, "segment", target, None)
+            take = min(n - offset, target - seg.part.frames)
+            rec.append_audio(seg, sample, offset, offset + take)
+            offset += take
+            if seg.part.frames >= target:
+                rec.finish_audio(seg, "segment")
+                self._segment = seg = None
+
+    @staticmethod
+    def _discontinuous(audio: _AudioFile, sample: Sample) -> bool:
+        if audio.next_index is None or not isinstance(sample.device_time, int):
+            return False
+        segment = sample.meta.get("clock_segment")
+        return sample.device_time != audio.next_index or segment != audio.first.meta.get("clock_segment")
+
+    def flush(self) -> None:
+        if self._segment is not None:
+            self.rec.finish_audio(self._segment, "segment")
+            self._segment = None
+
+
+class Readings(CapturePolicy):
+    """``readings`` (every sensor stream): values in batches of ``batch_s``, the live environment
+    table and the sensor trigger rules."""
+
+    name = "readings"
+
+    def __init__(self, rec: StreamRecorder) -> None:
+        super().__init__(rec)
+        self._readings: list[Reading] = []
+        self._batch_start: Sample | None = None
+        self._batch_last: Sample | None = None
+
+    def feed(self, sample: Sample) -> None:
+        rec = self.rec
+        values = sample.payload
+        assert isinstance(values, dict)
+        if self._batch_start is None:
+            self._batch_start = sample
+        self._batch_last = sample
+        utc = rec.clock.utc_ns(sample.t_mono_ns)
+        clean: dict[str, float | None] = {}
+        for name, value in values.items():
+            number = None if value is None else float(value)
+            clean[name] = number
+            self._readings.append((sample.seq, sample.t_mono_ns, utc, name, number))
+        if rec.live is not None:
+            rec.live.update(rec.stream, clean, sample.t_mono_ns, utc)
+        if rec.triggers is not None:
+            rec.triggers.check_reading(rec.stream, clean, sample.t_mono_ns)
+        if sample.t_mono_ns - self._batch_start.t_mono_ns >= rec.policy.batch_s * 1e9:
+            self.flush()
+
+    def flush(self) -> None:
+        rec = self.rec
+        first, last = self._batch_start, self._batch_last
+        if first is None or last is None or not self._readings:
+            return
+        rec.submit(
+            CaptureJob(
+                stream=rec.stream,
+                modality="sensor",
+                kind="readings",
+                t_start_mono_ns=first.t_mono_ns,
+                t_end_mono_ns=last.t_mono_ns,
+                seq_first=first.seq,
+                seq_last=last.seq,
+                meta={"readings": len(self._readings), "units": rec.settings.get("units", {})},
+                readings=self._readings,
+                session_id=rec.session_of(),
+                t_captured_ns=last.t_mono_ns,
+            )
+        )
+        self._readings = []
+        self._batch_start = self._batch_last = None
+
+
+class Windows(CapturePolicy):
+    """Samples go through the recorder's pre-roll ring into the windows it has open."""
+
+    def feed(self, sample: Sample) -> None:
+        self.rec.feed_windows(sample)
+
+
+class Triggered(Windows):
+    """``triggered``: a trigger opens a window ``[t - pre_s, t + post_s]``; the ring also keeps the
+    longest analyzer rule's ``delay_s``, since an analyzer result arrives after the moment it is about."""
+
+    name = "triggered"
+
+    def hold_s(self) -> float:
+        return self.rec.policy.pre_s + hold_s(self.rec.policy.triggers)
+
+
+class Takes(Windows):
+    """``take``: windows opened and closed through the session API (booth takes)."""
+
+    name = "take"
+
+
+POLICIES: dict[str, type[CapturePolicy]] = {
+    cls.name: cls for cls in (EveryFrame, IntervalFrames, Segments, Readings, Triggered, Takes)
+}
+
+
+def policy_for(rec: StreamRecorder) -> CapturePolicy:
+    """The policy a recorder applies: its stream's ``policy``, and ``readings`` for every sensor."""
+    return POLICIES["readings" if rec.modality == "sensor" else rec.policy.policy](rec)
