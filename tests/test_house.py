@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import re
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,35 @@ def test_no_installed_distribution_ships_a_top_level_package_of_ours() -> None:
     owners = importlib.metadata.packages_distributions()
     clashes = {name: dists for name in PACKAGES if (dists := [d for d in owners.get(name, []) if d != "fieldcap"])}
     assert not clashes, f"other distributions install top-level packages named like fieldcap's: {clashes}"
+
+
+SQL = re.compile(
+    r"^\s*(SELECT|INSERT|UPDATE|DELETE|REPLACE|CREATE|ALTER|DROP|WITH)\b.*\b(FROM|INTO|SET|TABLE|INDEX)\b", re.I | re.S
+)
+
+
+def sql_strings(path: Path) -> list[int]:
+    """Lines of the string literals (f-strings included) in ``path`` that are SQL statements."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value
+        elif isinstance(node, ast.JoinedStr):
+            text = "".join(str(v.value) for v in node.values if isinstance(v, ast.Constant))
+        else:
+            continue
+        if SQL.search(text):
+            found.append(node.lineno)
+    return found
+
+
+def test_the_catalog_owns_every_query_on_its_tables() -> None:
+    """On the device, SQL lives in ``agent/catalog`` only: everything else asks the catalog."""
+    outside = {
+        str(path.relative_to(ROOT)): lines
+        for pkg in ("agent", "drivers", "models", "sync")
+        for path in sorted((ROOT / pkg).rglob("*.py"))
+        if "catalog" not in path.relative_to(ROOT / pkg).parts[:1] and (lines := sql_strings(path))
+    }
+    assert not outside, f"SQL outside agent/catalog: {outside}"
+    assert sql_strings(ROOT / "agent" / "catalog" / "outbox_rows.py")  # the scan does see SQL

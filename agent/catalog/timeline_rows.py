@@ -1,8 +1,9 @@
-"""The alignment index's view of a session: its device settings, frames, audio files and readings.
+"""A session along time: its device settings, frames, audio files, readings, index and clock map.
 
-``Catalog.timeline``: the queries that ``agent.sessions.alignment`` builds the index from and that
-the recorder uses to continue a session's index where an earlier run stopped. Rows come back as
-plain tuples, in time order, bounded by a monotonic-clock window.
+``Catalog.timeline``: the queries that ``agent.sessions.alignment`` builds the index from, that the
+recorder uses to continue a session's index where an earlier run stopped, and that the MCAP export
+(``agent.sessions.mcap``) reads a whole session with. Rows come back in time order; the index's
+reads are bounded by a monotonic-clock window.
 """
 
 from __future__ import annotations
@@ -69,3 +70,64 @@ class TimelineRows:
             (session_id,),
         ).fetchone()
         return (None if row[0] is None else int(row[0])), bool(row[1])
+
+    # ------------------------------------------------------------------ a whole session, for export
+
+    def streams(self, session_id: str) -> list[sqlite3.Row]:
+        """The session's streams: stream_id, device, modality, settings_json, oldest first."""
+        return list(
+            self._store.conn.execute(
+                "SELECT stream_id, device, modality, settings_json FROM streams WHERE session_id = ?"
+                " ORDER BY created_utc",
+                (session_id,),
+            )
+        )
+
+    def media(self, session_id: str, modalities: tuple[str, ...]) -> list[sqlite3.Row]:
+        """Captures of these modalities whose media is still on disk, in capture order, every column."""
+        marks = ",".join("?" * len(modalities))
+        return list(
+            self._store.conn.execute(
+                f"SELECT * FROM captures WHERE session_id = ? AND modality IN ({marks}) AND path IS NOT NULL"
+                " AND media_deleted_utc IS NULL ORDER BY t_start_mono_ns",
+                (session_id, *modalities),
+            )
+        )
+
+    def all_readings(self, session_id: str) -> list[sqlite3.Row]:
+        """Every sensor reading of the session: stream, seq, t_utc_ns, name, value."""
+        return list(
+            self._store.conn.execute(
+                "SELECT r.stream, r.seq, r.t_utc_ns, r.name, r.value FROM readings r JOIN captures c"
+                " ON c.record_id = r.record_id WHERE c.session_id = ? ORDER BY r.stream, r.seq, r.name",
+                (session_id,),
+            )
+        )
+
+    def alignment_runs(self, session_id: str) -> list[sqlite3.Row]:
+        """The session's alignment runs (run_id, summary_json), oldest first."""
+        return list(
+            self._store.conn.execute(
+                "SELECT run_id, summary_json FROM alignment_runs WHERE session_id = ? ORDER BY created_utc",
+                (session_id,),
+            )
+        )
+
+    def alignment_pairs(self, session_id: str) -> list[sqlite3.Row]:
+        """Every row of the session's index, with the capture time of its first record."""
+        return list(
+            self._store.conn.execute(
+                "SELECT a.kind, a.stream_a, a.stream_b, a.record_a, a.record_b, a.offset_ns, a.matched,"
+                " a.t_mono_ns, a.detail_json, c.t_start_utc_ns, c.t_start_mono_ns FROM alignments a"
+                " LEFT JOIN captures c ON c.record_id = a.record_a WHERE a.session_id = ? ORDER BY a.id",
+                (session_id,),
+            )
+        )
+
+    def clock_map(self) -> list[sqlite3.Row]:
+        """The device's monotonic -> UTC map entries, oldest first."""
+        return list(
+            self._store.conn.execute(
+                "SELECT t_mono_ns, t_realtime_ns, reason, health_json FROM clock_map ORDER BY t_mono_ns"
+            )
+        )

@@ -57,10 +57,7 @@ class _Exporter:
         self.session_id = session_id
         self.data_dir = cat.data_dir
         self.streams: dict[str, dict[str, Any]] = {}
-        for row in cat.conn.execute(
-            "SELECT stream_id, device, modality, settings_json FROM streams WHERE session_id = ? ORDER BY created_utc",
-            (session_id,),
-        ):
+        for row in cat.timeline.streams(session_id):
             entry = self.streams.setdefault(row["device"], {"modality": row["modality"], "stream_ids": []})
             entry["stream_ids"].append(row["stream_id"])
             entry["settings"] = json.loads(row["settings_json"])
@@ -95,12 +92,7 @@ class _Exporter:
         return fallback
 
     def frames(self) -> None:
-        rows = self.cat.conn.execute(
-            "SELECT record_id, stream, modality, path, media_type, t_start_utc_ns, meta_json FROM captures"
-            " WHERE session_id = ? AND modality IN ('visible', 'thermal') AND path IS NOT NULL"
-            " AND media_deleted_utc IS NULL ORDER BY t_start_mono_ns",
-            (self.session_id,),
-        )
+        rows = self.cat.timeline.media(self.session_id, ("visible", "thermal"))
         for row in rows:
             stream, utc = row["stream"], int(row["t_start_utc_ns"])
             meta = json.loads(row["meta_json"])
@@ -123,12 +115,7 @@ class _Exporter:
                 self.messages.append(Message(utc, publish, f"/{stream}", compressed_image(path, stream, utc, fmt)))
 
     def audio(self) -> None:
-        rows = self.cat.conn.execute(
-            "SELECT record_id, stream, path, t_start_mono_ns, t_start_utc_ns, meta_json FROM captures"
-            " WHERE session_id = ? AND modality = 'audio' AND path IS NOT NULL AND media_deleted_utc IS NULL"
-            " ORDER BY t_start_mono_ns",
-            (self.session_id,),
-        )
+        rows = self.cat.timeline.media(self.session_id, ("audio",))
         for row in rows:
             stream = row["stream"]
             meta = json.loads(row["meta_json"])
@@ -156,11 +143,7 @@ class _Exporter:
             )
 
     def readings(self) -> None:
-        rows = self.cat.conn.execute(
-            "SELECT r.stream, r.seq, r.t_utc_ns, r.name, r.value FROM readings r JOIN captures c"
-            " ON c.record_id = r.record_id WHERE c.session_id = ? ORDER BY r.stream, r.seq, r.name",
-            (self.session_id,),
-        )
+        rows = self.cat.timeline.all_readings(self.session_id)
         grouped: dict[tuple[str, int], tuple[int, dict[str, float | None]]] = {}
         for stream, seq, utc, name, value in rows:
             grouped.setdefault((stream, seq), (utc, {}))[1][name] = value
@@ -173,18 +156,10 @@ class _Exporter:
             self.messages.append(Message(utc, utc, f"/{stream}", sensor_reading(utc, seq, values)))
 
     def alignment(self) -> dict[str, str]:
-        run = self.cat.conn.execute(
-            "SELECT run_id, summary_json FROM alignment_runs WHERE session_id = ? ORDER BY created_utc",
-            (self.session_id,),
-        ).fetchall()
+        run = self.cat.timeline.alignment_runs(self.session_id)
         if not run:
             return {}
-        rows = self.cat.conn.execute(
-            "SELECT a.kind, a.stream_a, a.stream_b, a.record_a, a.record_b, a.offset_ns, a.matched, a.t_mono_ns,"
-            " a.detail_json, c.t_start_utc_ns, c.t_start_mono_ns FROM alignments a"
-            " LEFT JOIN captures c ON c.record_id = a.record_a WHERE a.session_id = ? ORDER BY a.id",
-            (self.session_id,),
-        )
+        rows = self.cat.timeline.alignment_pairs(self.session_id)
         self._channel(
             "/alignment",
             "fieldcap.AlignmentPair",
@@ -238,9 +213,7 @@ def export_session(cat: Catalog, session_ref: str, out: Path) -> dict[str, Any]:
     ex.readings()
     alignment = ex.alignment()
     info = {k: ("" if v is None else str(v)) for k, v in dict(session).items()}
-    clock = cat.conn.execute(
-        "SELECT t_mono_ns, t_realtime_ns, reason, health_json FROM clock_map ORDER BY t_mono_ns"
-    ).fetchall()
+    clock = cat.timeline.clock_map()
     metadata: list[tuple[str, dict[str, str]]] = [
         ("fieldcap.session", info),
         (
