@@ -395,8 +395,8 @@ class Catalog(Store):
                 ],
             )
             conn.executemany(
-                "INSERT INTO clock_fits (run_id, session_id, stream, device_time, drift_ppm, points, span_s,"
-                " residual_rms_ns, detail_json) VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO clock_fits (run_id, session_id, stream, device_time, drift_ppm, drift_uncertainty_ppm,"
+                " drift_significant, points, span_s, residual_rms_ns, detail_json) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         run_id,
@@ -404,10 +404,16 @@ class Catalog(Store):
                         f["stream"],
                         f["device_time"],
                         f.get("drift_ppm"),
+                        f.get("drift_uncertainty_ppm"),
+                        None if f.get("drift_significant") is None else int(bool(f["drift_significant"])),
                         f["points"],
                         f["span_s"],
                         f.get("residual_rms_ns"),
-                        json.dumps(f.get("detail") or {}, default=str, sort_keys=True),
+                        json.dumps(
+                            {**(f.get("detail") or {}), **({"note": f["drift_note"]} if f.get("drift_note") else {})},
+                            default=str,
+                            sort_keys=True,
+                        ),
                     )
                     for f in fits
                 ],

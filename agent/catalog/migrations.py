@@ -297,3 +297,14 @@ def m0004_channel_verdicts(db: Database) -> None:
         CREATE INDEX IF NOT EXISTS captures_takes ON captures(t_start_mono_ns) WHERE kind = 'take';
         """
     )
+
+
+@catalog_migrations(name="0005_drift_uncertainty")
+def m0005_drift_uncertainty(db: Database) -> None:
+    """Each clock fit's drift uncertainty and whether the drift is significant (its interval excludes zero)."""
+    db.executescript(
+        """
+        ALTER TABLE clock_fits ADD COLUMN drift_uncertainty_ppm REAL;
+        ALTER TABLE clock_fits ADD COLUMN drift_significant INTEGER;
+        """
+    )

@@ -120,6 +120,9 @@ def test_injected_audio_drift_is_estimated_within_5_ppm(recorded: dict[str, Any]
     assert {f["stream"] for f in cams} == {"vis", "ir"}
     # The cameras are paced by the host clock (0 ppm); under heavy CPU load their stamps wander more.
     assert all(abs(f["drift_ppm"]) <= 20.0 for f in cams), cams
+    # ... which their uncertainty says: the microphone's drift is significant, the cameras' is not
+    assert mic["drift_significant"] == 1 and abs(mic["drift_ppm"] - DRIFT_PPM) <= mic["drift_uncertainty_ppm"], mic
+    assert all(f["drift_significant"] == 0 and f["drift_uncertainty_ppm"] > 0 for f in cams), cams
 
 
 def test_sensor_values_interpolated_at_frame_times(recorded: dict[str, Any]) -> None:
