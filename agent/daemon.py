@@ -387,7 +387,19 @@ class Agent:
         with self.catalog() as cat:
             while not self._stop_bg.is_set():
                 self.heartbeats.beat("qc", busy_for=QC_BUSY_S)
+                qc = self.config.qc
+                backlog = self.qc.measure_backlog(cat, qc.max_backlog_s, qc.when_behind)
                 rows = cat.unscreened(16)
+                if rows and backlog.behind and qc.when_behind == "sample":
+                    k = qc.sample_one_in
+                    skipped = [r for i, r in enumerate(rows) if i % k]
+                    waiting = f"{backlog.captures}{'+' if backlog.capped else ''}"
+                    why = (
+                        f"{waiting} waiting, oldest {backlog.oldest_age_s:.0f} s > [qc] max_backlog_s"
+                        f" {qc.max_backlog_s:g} s; screening 1 in {k}"
+                    )
+                    self.qc.mark_unscreened(cat, skipped, why)
+                    rows = rows[::k]
                 if not rows:
                     try:
                         caught_up = screen_channels_pending(cat, self.data_dir, self.screener, self.profile_of, 1)
@@ -441,6 +453,7 @@ class Agent:
             # list(...) copies first: a reload or the QC thread may add entries while a scrape reads
             "streams": {n: s.as_dict(refused.get(n, 0)) for n, s in list(self.streams.items())},
             "qc": {p: dict(c) for p, c in list(self.qc.counts.items())},
+            "qc_backlog": self.qc.backlog.as_dict(),
             "outbox": numbers.get("outbox", {}),
             "last_receipt_utc": numbers.get("last_receipt_utc"),
             "last_receipt_age_s": age_seconds(numbers.get("last_receipt_utc")),

@@ -14,13 +14,21 @@ version) is caught up by ``screen_channels_pending`` when nothing else waits.
 The booth's instant check (``agent.booth.instant_qc``) uses the same per-channel screening
 (``screen_channels``) on the committed file, with the profile minus DNSMOS, so the operator sees a
 per-microphone verdict within about a second; this pass's verdicts replace it.
+
+QC can fall behind capture (a loaded machine, heavy models). The worker measures its backlog
+(``Backlog``: how many captures wait, the oldest's age) for status and metrics; past
+``[qc] max_backlog_s`` the agent is degraded and, with ``when_behind = "sample"``, only one capture
+in ``sample_one_in`` is screened while the others get a ``review`` verdict that says they were not
+screened, plus a ``qc_unscreened`` event: never a silent skip.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +41,32 @@ from agent.catalog.reports import pass_rate
 from models import ModelError, Screener, Screening
 from models.thermal_settling import SettlingTracker
 
-__all__ = ["QC_ERRORS", "QcWorker", "channel_mics", "screen_channels", "screen_channels_pending"]
+__all__ = ["QC_ERRORS", "Backlog", "QcWorker", "channel_mics", "screen_channels", "screen_channels_pending"]
 
 log = logging.getLogger("fieldcap.qc")
 
 QC_ERRORS = (ModelError, ValueError, OSError, RuntimeError)
 CHANNEL_KEYS = ("profile", "profile_version", "verdict", "reasons", "metrics")
+BACKLOG_CAP = 10_000  # counted up to this many; beyond, the count says "at least"
+
+
+@dataclass
+class Backlog:
+    """Captures waiting for QC, for ``fieldcap status`` and the metrics."""
+
+    captures: int = 0
+    capped: bool = False  # more than ``captures`` wait
+    oldest_age_s: float | None = None
+    max_age_s: float = 600.0
+    policy: str = "sample"
+    unscreened: int = 0  # captures marked unscreened since start
+
+    @property
+    def behind(self) -> bool:
+        return self.oldest_age_s is not None and self.oldest_age_s > self.max_age_s
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "behind": self.behind}
 
 
 def channel_mics(cat: Catalog, row: Any, channels: int) -> list[str]:
@@ -135,6 +163,7 @@ class QcWorker:
         self.screener = screener
         self.profile_of = profile_of
         self.counts: dict[str, dict[str, Any]] = {}
+        self.backlog = Backlog()
         self._settling: dict[str, SettlingTracker] = {}
         self._previous: dict[str, np.ndarray[Any, Any]] = {}
 
@@ -183,6 +212,40 @@ class QcWorker:
         if _per_channel(row):
             _store_channels(cat, row, screener, profile, audio, path)
         return result
+
+    def measure_backlog(self, cat: Catalog, max_age_s: float, policy: str) -> Backlog:
+        """Count what waits for QC (cheap: one indexed query, counted up to ``BACKLOG_CAP``)."""
+        count, oldest_ns = cat.qc_backlog(BACKLOG_CAP)
+        age = None if oldest_ns is None else max(0.0, time.time() - oldest_ns / 1e9)
+        b = self.backlog
+        b.captures, b.capped, b.max_age_s, b.policy = count, count >= BACKLOG_CAP, max_age_s, policy
+        b.oldest_age_s = None if age is None else round(age, 3)
+        return b
+
+    def mark_unscreened(self, cat: Catalog, rows: Sequence[Any], why: str) -> None:
+        """Give captures QC skipped a ``review`` verdict that says so, and record one event for them."""
+        for row in rows:
+            profile = self.profile_of(row["stream"]) or "none"
+            cat.add_verdict(
+                row["record_id"],
+                profile=profile,
+                profile_version="-",
+                verdict="review",
+                reasons=[f"unscreened: {why}"],
+                metrics={"unscreened": True},
+                analyzers=[],
+                annotations=[],
+            )
+            self._count(profile, "review")
+        if rows:
+            self.backlog.unscreened += len(rows)
+            cat.add_event(
+                "qc_unscreened",
+                f"QC fell behind: {len(rows)} capture(s) marked unscreened ({why})",
+                count=len(rows),
+                detail={"record_ids": [r["record_id"] for r in rows], "why": why},
+            )
+            log.warning("QC behind: %d capture(s) marked unscreened (%s)", len(rows), why)
 
     def _screen_image(
         self, screener: Screener, path: Path, stream: str, modality: str, profile: str | None, meta: dict[str, Any]

@@ -310,6 +310,21 @@ class QcSettings(BaseModel):
     threads: int | None = Field(
         None, ge=1, le=256, description="Intra-op threads per ONNX session; default: ORT's choice."
     )
+    max_backlog_s: float = Field(
+        600.0,
+        gt=0,
+        description="QC is behind when the oldest capture waiting for its verdict is older than this (seconds): "
+        "`fieldcap status` says degraded, and `when_behind` applies.",
+    )
+    when_behind: Literal["queue", "sample"] = Field(
+        "sample",
+        description="What QC does while behind: 'sample' screens one capture in `sample_one_in` (oldest first) "
+        "and marks the others unscreened (a 'review' verdict saying so, and a qc_unscreened event); 'queue' "
+        "screens everything, however late.",
+    )
+    sample_one_in: int = Field(
+        4, ge=2, le=1000, description="While behind with 'sample': screen one capture in this many."
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -292,6 +292,17 @@ class Catalog(Store):
             )
         )
 
+    def qc_backlog(self, cap: int = 10_000) -> tuple[int, int | None]:
+        """How many captures wait for QC (counted up to ``cap``) and the oldest one's UTC time (ns)."""
+        row = self.conn.execute(
+            "SELECT COUNT(*), MIN(t) FROM (SELECT c.t_start_utc_ns AS t FROM captures c"
+            " LEFT JOIN verdicts v ON v.capture_id = c.record_id"
+            " WHERE v.record_id IS NULL AND c.path IS NOT NULL AND c.media_deleted_utc IS NULL"
+            " ORDER BY c.t_start_mono_ns LIMIT ?)",
+            (cap,),
+        ).fetchone()
+        return int(row[0]), None if row[1] is None else int(row[1])
+
     def stream_summary(self) -> list[dict[str, Any]]:
         """Per stream: captured, QC pass/fail/review, synced, confirmed."""
         rows = self.conn.execute(

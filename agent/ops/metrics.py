@@ -92,7 +92,20 @@ def _qc(snap: dict[str, Any]) -> Iterator[Metric]:
             verdicts.add_metric([profile, verdict], float(q.get(verdict, 0)))
         if q.get("pass_rate") is not None:
             rate.add_metric([profile], float(q["pass_rate"]))
-    yield from (verdicts, rate)
+    backlog = snap.get("qc_backlog") or {}
+    waiting = GaugeMetricFamily(
+        "fieldcap_qc_backlog_captures", "Captures waiting for their QC verdict (counted up to 10,000)."
+    )
+    waiting.add_metric([], float(backlog.get("captures", 0)))
+    oldest = GaugeMetricFamily(
+        "fieldcap_qc_backlog_oldest_seconds", "Age of the oldest capture waiting for QC (0 when none waits)."
+    )
+    oldest.add_metric([], float(backlog.get("oldest_age_s") or 0.0))
+    unscreened = CounterMetricFamily(
+        "fieldcap_qc_unscreened", "Captures QC marked unscreened because it fell behind ([qc] when_behind)."
+    )
+    unscreened.add_metric([], float(backlog.get("unscreened", 0)))
+    yield from (verdicts, rate, waiting, oldest, unscreened)
 
 
 def _sync(snap: dict[str, Any]) -> Iterator[Metric]:

@@ -48,6 +48,13 @@ def problems_of(snap: dict[str, Any]) -> tuple[list[str], list[str]]:
             f"media paused: disk {disk['used_pct']:.1f}% full with only unsynced media"
             f" (high watermark {disk['high_watermark_pct']:g}%)"
         )
+    backlog = snap.get("qc_backlog") or {}
+    if backlog.get("behind"):
+        problems.append(
+            f"QC behind: {backlog['captures']}{'+' if backlog.get('capped') else ''} capture(s) waiting, oldest"
+            f" {backlog['oldest_age_s']:.0f} s (limit {backlog['max_age_s']:g} s)"
+            + ("; screening a sample, the rest marked unscreened" if backlog.get("policy") == "sample" else "")
+        )
     for name, loop in snap.get("loops", {}).items():
         if loop.get("stalled"):
             problems.append(f"loop {name} stalled for {loop['age_s']:.0f} s")
@@ -127,6 +134,14 @@ def render_text(snap: dict[str, Any]) -> str:
         lines.append(
             f"qc {profile}: pass {q['pass']} fail {q['fail']} review {q['review']}"
             + (f" (pass rate {rate:.0%})" if rate is not None else "")
+        )
+    backlog = snap.get("qc_backlog") or {}
+    if backlog:
+        age = backlog.get("oldest_age_s")
+        lines.append(
+            f"qc backlog: {backlog.get('captures', 0)}{'+' if backlog.get('capped') else ''} waiting"
+            + (f", oldest {age:.0f} s" if age is not None else "")
+            + (f"; {backlog['unscreened']} marked unscreened" if backlog.get("unscreened") else "")
         )
     outbox = snap.get("outbox") or {}
     lines.append(
