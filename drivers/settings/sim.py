@@ -21,9 +21,11 @@ SimSensorField = Literal["temperature_c", "humidity_pct", "pressure_hpa", "volta
 
 
 class SimFaults(StrictModel):
-    """Failures a twin produces on purpose (the ``[devices.faults]`` table), so a demo or a test can
-    show each one. Counts are in the twin's samples (frames, audio blocks, readings); every switch
-    is off by default."""
+    """Failures a twin produces on purpose, so a demo or a test can show each one; all off by default.
+
+    Counts are in the twin's samples (frames, audio blocks, readings). The plan is a function of
+    the sample index, so a faulty run is as reproducible as a clean one.
+    """
 
     drop_every: int | None = Field(
         default=None,

@@ -99,7 +99,7 @@ class SimMicrophone(Driver[SimMicrophoneSettings]):
             return []
         signal, segments = self._voice()
         loop = len(signal)
-        out = []
+        out: list[tuple[int, int]] = []
         for rep in range(max(0, first) // loop, max(0, stop - 1) // loop + 1):
             shift = rep * loop
             out.extend((a + shift, b + shift) for a, b in segments if a + shift < stop and b + shift > first)
