@@ -161,13 +161,17 @@ class SimMicrophoneSettings(CommonSettings):
     )
     speech_like: bool = Field(default=False, description="Shorthand for speech = 'voice'.")
     speech_dbfs: float = Field(
-        default=-20.0, ge=-60, le=-6, description="RMS level of active speech on the near mic (voice)."
+        default=-20.0,
+        ge=-60,
+        le=-15,
+        description="RMS level of active speech on the near mic (voice); peaks reach ~15 dB above it.",
     )
     phrase_s: float = Field(
         default=2.0,
-        ge=1.0,
+        ge=2.0,
         le=60,
-        description="One phrase per this long (voice), from index 0: takes cut on this grid start and end in a pause.",
+        description="One phrase (~1.3 s of speech after a 0.3 s pause) per this long (voice), from index 0: "
+        "takes cut on this grid start and end in a pause.",
     )
     tones: bool | None = Field(
         default=None,

@@ -4,13 +4,14 @@ The simulated booth microphone speaks this, so a demo take passes speech QC (Sil
 speech, DNSMOS rates it fair, SNR and loudness land in the booth's range) while the twin still
 knows exactly where the speech is and how loud it is.
 
-The voice is additive: each harmonic of a falling, slightly jittered pitch contour is weighted by
-a -6 dB/octave source slope times a cascade of formant resonances that glide between syllable
-targets; fricatives, plosive bursts and a little breath are white noise shaped frame by frame in
-the frequency domain. Everything is numpy, computed once per (seed, rate) as a loop of
-``phrases`` phrases, one every ``phrase_s`` seconds: a pause at the start of each phrase slot, then
+The voice is additive: each harmonic of a falling, accented, slightly jittered pitch contour
+(around 200 Hz) is weighted by a ~-7 dB/octave source slope times a cascade of formant resonances
+that glide between syllable targets; fricatives, plosive bursts and a little breath are white
+noise shaped frame by frame in the frequency domain. Everything is numpy and deterministic. A loop
+holds ``PHRASES_PER_LOOP`` phrases, one every ``phrase_s`` seconds: a 0.3 s pause, ~1.3 s of
 speech at ~4.5 syllables/s, then a pause to the slot's end, so takes cut on the phrase grid start
-and end in silence.
+and end in silence. Only phrases screened to pass ``booth-speech`` are spoken (``PHRASES``); the
+seed picks which and in what order.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Voice", "synthesize"]
+__all__ = ["PHRASES", "PHRASES_PER_LOOP", "Voice", "phrase", "synthesize"]
 
 FloatArray = np.ndarray[Any, np.dtype[np.float64]]
 
@@ -73,8 +74,8 @@ _CONSONANTS: dict[str, tuple[str, float, float, float]] = {
 
 @dataclass(frozen=True)
 class Voice:
-    """A synthesized loop: ``signal`` (unit peak-safe float, active-speech RMS ``speech_rms``)
-    and ``segments``: ``(start, end)`` sample indices of speech within the loop."""
+    """A synthesized loop: ``signal`` (float, active-speech RMS ``speech_rms`` = 1, peaks below
+    5.5, i.e. ~15 dB over it) and ``segments``: ``(start, end)`` sample indices of speech."""
 
     signal: FloatArray
     segments: tuple[tuple[int, int], ...]
