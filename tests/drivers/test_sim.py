@@ -220,7 +220,9 @@ def test_stall_is_a_late_read_then_a_timeout() -> None:
         stats = sensor.stats
     assert [s.device_time for s in first] == [0, 1, 2, 3] and late.device_time == 4
     assert late.meta["faults"] == ["stall"] and stats.timeouts == 1
-    assert (late.t_mono_ns - first[-1].t_mono_ns) / 1e9 >= 0.6 + 0.05 - 0.02  # stall plus one period
+    # the stalled reading came a stall plus one period after the previous one was due
+    assert (late.t_mono_ns - first[-1].meta["t_truth_ns"]) / 1e9 >= 0.6 + 0.05 - 0.005
+    assert (late.meta["t_truth_ns"] - first[-1].meta["t_truth_ns"]) / 1e9 == pytest.approx(0.65, abs=1e-6)
 
 
 def test_disconnect_raises_the_io_error_and_reopen_works() -> None:
