@@ -221,12 +221,23 @@ def config_reference() -> str:
     out += ["## `[[devices]]`", "", "One table per device, chosen by `type`.", ""]
     settings = drivers.DeviceSettings
     union = get_args(get_args(settings)[0]) if get_origin(settings) is typing.Annotated else get_args(settings)
+    shown: set[type[BaseModel]] = set()
     for model in union:
         (driver,) = get_args(model.model_fields["type"].annotation)
         out += [f'### `type = "{driver}"`', ""]
         if first := _first_line(model.__doc__):
             out += [first, ""]
-        _model_table(model, "devices", out, [])
+        nested: Nested = []
+        _model_table(model, "devices", out, nested)
+        while nested:  # a device's sub-tables (e.g. [devices.faults]), each model once
+            path, sub = nested.pop(0)
+            if sub in shown:
+                continue
+            shown.add(sub)
+            out += [f"#### `[{path}]` ({sub.__name__})", ""]
+            if first := _first_line(sub.__doc__):
+                out += [first, ""]
+            _model_table(sub, path, out, nested)
     return "\n".join(out).rstrip() + "\n"
 
 

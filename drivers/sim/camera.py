@@ -10,16 +10,15 @@ for per-pixel arithmetic).
 from __future__ import annotations
 
 import functools
-import time
 from typing import Any
 
 import cv2
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from drivers.base import Driver, RawSample
-from drivers.pacing import Pacer
+from drivers.base import RawSample
 from drivers.settings.sim import SimCameraSettings
+from drivers.sim.faults import PacedTwin
 
 __all__ = ["SimCamera", "render_frame"]
 
@@ -71,51 +70,31 @@ def render_frame(
     return frame
 
 
-class SimCamera(Driver[SimCameraSettings]):
+class SimCamera(PacedTwin[SimCameraSettings]):
     """Frames at ``fps`` in real time; a reader late by whole periods skips (counted as drops).
 
     ``meta``: ``frame_index`` and ``t_truth_ns`` (the monotonic instant the frame was "exposed");
-    ``device_time`` is the frame counter.
+    ``device_time`` is the frame counter. ``faults`` inject drops, stalls, disconnects, a clock
+    jump and drift (``drivers.sim.faults``).
     """
 
     modality = "visible"
 
     def __init__(self, settings: SimCameraSettings) -> None:
-        super().__init__(settings)
-        self._pacer: Pacer | None = None
-        self._next = 0
+        super().__init__(settings, settings.fps, settings.faults)
 
     def describe(self) -> str:
         s = self.settings
         return f"simulated camera {s.width}x{s.height}@{s.fps:g}"
 
-    def _open(self) -> None:
-        if self._pacer is None:  # a reopen keeps the timeline, like a camera that kept running
-            s = self.settings
-            render_frame(s.width, s.height, 0, 0, s.seed)  # one-time costs (strip, font) before frame 0 is due
-            self._pacer = Pacer(s.fps)
-
-    def _read_raw(self, timeout: float) -> RawSample | None:
-        assert self._pacer is not None
-        index, skipped = self._pacer.next_index(self._next)
-        if not self._pacer.wait(index, timeout):
-            return None
-        t_mono = time.monotonic_ns()  # acquisition: stamped before the rendering
-        t_truth = self._pacer.due_ns(index)
+    def _prepare(self) -> None:
         s = self.settings
-        frame = render_frame(s.width, s.height, index, t_truth, s.seed)
-        self._next = index + 1
-        return RawSample(
-            t_mono_ns=t_mono,
-            payload=frame,
-            device_time=index,
-            device_seq=index,
-            skipped=skipped,
-            meta={"frame_index": index, "t_truth_ns": t_truth},
-        )
+        render_frame(s.width, s.height, 0, 0, s.seed)  # one-time costs (strip, font) before frame 0 is due
 
-    def _close(self) -> None:
-        pass
+    def _sample(self, index: int, t_truth_ns: int, t_mono_ns: int) -> RawSample:
+        s = self.settings
+        frame = render_frame(s.width, s.height, index, t_truth_ns, s.seed)
+        return RawSample(t_mono_ns=t_mono_ns, payload=frame, meta={"frame_index": index, "t_truth_ns": t_truth_ns})
 
     def _settings_in_force(self) -> dict[str, Any]:
         s = self.settings

@@ -7,14 +7,13 @@ time since the stream started, so a recorded reading can be checked against the 
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import numpy as np
 
-from drivers.base import Driver, RawSample
-from drivers.pacing import Pacer
+from drivers.base import RawSample
 from drivers.settings.sim import SimSerialSettings
+from drivers.sim.faults import PacedTwin
 
 __all__ = ["WAVEFORMS", "SimSerial", "waveform_value"]
 
@@ -35,50 +34,37 @@ def waveform_value(field: str, t_s: float, period_s: float) -> float:
     return centre + amp * math.sin(2 * math.pi * t_s / period_s + phase)
 
 
-class SimSerial(Driver[SimSerialSettings]):
-    """Readings at ``rate_hz``; ``device_time`` is the sensor's sequence number."""
+class SimSerial(PacedTwin[SimSerialSettings]):
+    """Readings at ``rate_hz``; ``device_time`` is the sensor's sequence number.
+
+    ``faults`` inject drops, stalls, disconnects, garbage on the line, a clock jump and drift.
+    """
 
     modality = "sensor"
+    max_backlog = 16
 
     def __init__(self, settings: SimSerialSettings) -> None:
-        super().__init__(settings)
-        self._pacer: Pacer | None = None
-        self._next = 0
+        super().__init__(settings, settings.rate_hz, settings.faults)
         self._units = {f: WAVEFORMS[f][3] for f in settings.fields}
 
     def describe(self) -> str:
         return f"simulated serial sensor at {self.settings.rate_hz:g} Hz"
 
-    def _open(self) -> None:
-        if self._pacer is None:
-            self._pacer = Pacer(self.settings.rate_hz)
-
-    def _read_raw(self, timeout: float) -> RawSample | None:
-        assert self._pacer is not None
+    def _sample(self, index: int, t_truth_ns: int, t_mono_ns: int) -> RawSample | None:
         s = self.settings
-        index, skipped = self._pacer.next_index(self._next, max_backlog=16)
-        if not self._pacer.wait(index, timeout):
+        every = s.faults.garbage_every
+        if every is not None and index % every == every - 1:
+            line = np.random.default_rng((s.seed, 13, index)).integers(0, 256, 24, dtype=np.uint8).tobytes()
+            self._count("bad_frames", why=f"{self.name}: garbled line {line[:12]!r}... (faults.garbage_every)")
             return None
-        t_mono = time.monotonic_ns()  # acquisition: stamped before the (slow) rendering
         t_s = index / s.rate_hz
         payload: dict[str, float] = {f: waveform_value(f, t_s, s.period_s) for f in s.fields}
         if s.noise > 0:
             rng = np.random.default_rng((s.seed, index))
             for f in s.fields:
                 payload[f] += float(rng.normal(0.0, s.noise * WAVEFORMS[f][1]))
-        self._next = index + 1
-        meta = {"t_truth_ns": self._pacer.due_ns(index), "t_s": t_s, "units": self._units}
-        return RawSample(
-            payload=payload,
-            t_mono_ns=t_mono,
-            device_time=index,
-            device_seq=index,
-            skipped=skipped,
-            meta=meta,
-        )
-
-    def _close(self) -> None:
-        pass
+        meta = {"t_truth_ns": t_truth_ns, "t_s": t_s, "units": self._units}
+        return RawSample(payload=payload, t_mono_ns=t_mono_ns, meta=meta)
 
     def _settings_in_force(self) -> dict[str, Any]:
         return {

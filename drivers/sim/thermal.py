@@ -7,14 +7,13 @@ Gaussian sensor noise; the object's true position and temperature are in ``meta`
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import numpy as np
 
-from drivers.base import Driver, RawSample
-from drivers.pacing import Pacer
+from drivers.base import RawSample
 from drivers.settings.sim import SimThermalSettings
+from drivers.sim.faults import PacedTwin
 
 __all__ = ["SimThermal", "celsius_to_ck"]
 
@@ -26,15 +25,16 @@ def celsius_to_ck(celsius: float) -> int:
     return round((celsius + 273.15) * 100)
 
 
-class SimThermal(Driver[SimThermalSettings]):
-    """Thermal frames at ``fps`` in real time, uint16 centi-kelvin, never reduced to 8 bits."""
+class SimThermal(PacedTwin[SimThermalSettings]):
+    """Thermal frames at ``fps`` in real time, uint16 centi-kelvin, never reduced to 8 bits.
+
+    ``faults`` inject drops, stalls, disconnects, a clock jump and drift (``drivers.sim.faults``).
+    """
 
     modality = "thermal"
 
     def __init__(self, settings: SimThermalSettings) -> None:
-        super().__init__(settings)
-        self._pacer: Pacer | None = None
-        self._next = 0
+        super().__init__(settings, settings.fps, settings.faults)
         h, w = settings.height, settings.width
         yy, xx = np.mgrid[0:h, 0:w]
         self._yy = yy.astype(np.float32)
@@ -46,10 +46,6 @@ class SimThermal(Driver[SimThermalSettings]):
     def describe(self) -> str:
         s = self.settings
         return f"simulated thermal camera {s.width}x{s.height}@{s.fps:g}"
-
-    def _open(self) -> None:
-        if self._pacer is None:
-            self._pacer = Pacer(self.settings.fps)
 
     def _frame(self, index: int) -> tuple[np.ndarray[Any, np.dtype[np.uint16]], dict[str, Any]]:
         s = self.settings
@@ -68,33 +64,17 @@ class SimThermal(Driver[SimThermalSettings]):
         truth = {"object_x": cx, "object_y": cy, "object_radius": radius, "object_ck": hot}
         return frame, truth
 
-    def _read_raw(self, timeout: float) -> RawSample | None:
-        assert self._pacer is not None
-        index, skipped = self._pacer.next_index(self._next)
-        if not self._pacer.wait(index, timeout):
-            return None
-        t_mono = time.monotonic_ns()  # acquisition: stamped before the (slow) rendering
+    def _sample(self, index: int, t_truth_ns: int, t_mono_ns: int) -> RawSample:
         frame, truth = self._frame(index)
-        self._next = index + 1
         meta: dict[str, Any] = {
             "frame_index": index,
-            "t_truth_ns": self._pacer.due_ns(index),
+            "t_truth_ns": t_truth_ns,
             "units": "centikelvin",
             "fpa_temp_c": 30.0 + 0.001 * index / self.settings.fps,
             "ffc_state": "done",
             **truth,
         }
-        return RawSample(
-            payload=frame,
-            t_mono_ns=t_mono,
-            device_time=index,
-            device_seq=index,
-            skipped=skipped,
-            meta=meta,
-        )
-
-    def _close(self) -> None:
-        pass
+        return RawSample(payload=frame, t_mono_ns=t_mono_ns, meta=meta)
 
     def _settings_in_force(self) -> dict[str, Any]:
         s = self.settings
