@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import pathlib
 import sys
 from collections.abc import Iterator
@@ -34,7 +33,9 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from models import Screener  # noqa: E402
+import itertools
+
+from models import Screener
 
 Image = npt.NDArray[np.uint8]
 WIDTH = 1280
@@ -64,7 +65,7 @@ def sources() -> dict[str, Image]:
     ]:  # fmt: skip
         out[name] = _rgb_to_bgr(getattr(skimage.data, name)())
     for name in ["motorcycle_left.png", "motorcycle_right.png"]:
-        out[name.split(".")[0]] = _rgb_to_bgr(skimage.io.imread(os.path.join(skimage.data.data_dir, name)))
+        out[name.split(".")[0]] = _rgb_to_bgr(skimage.io.imread(pathlib.Path(skimage.data.data_dir) / name))
     hopper = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
     out["grace_hopper"] = _rgb_to_bgr(skimage.io.imread(hopper))
     try:  # only where the files are already on disk: no download from a benchmark
@@ -72,7 +73,7 @@ def sources() -> dict[str, Image]:
 
         out["scipy_face"] = _rgb_to_bgr(scipy.datasets.face())
         out["scipy_ascent"] = np.clip(scipy.datasets.ascent(), 0, 255).astype(np.uint8)
-    except Exception:  # noqa: BLE001, S110 - pooch missing or files not cached
+    except Exception:  # noqa: S110 - pooch missing or files not cached
         pass
     return out
 
@@ -213,7 +214,7 @@ def main() -> int:
             values = [s[key] for s in series]
             # higher = sharper for 'blur'; higher = more blurred for 'blur_effect'
             ordered = values if key == "blur" else [-v for v in values]
-            if not all(a > b for a, b in zip(ordered, ordered[1:], strict=False)):
+            if not all(a > b for a, b in itertools.pairwise(ordered)):
                 monotone_breaks.append(f"{key} not monotone in sigma: {case.name}: {values}")
         if args.details:
             shown = " | ".join(", ".join(f"{k} {v:.4g}" for k, v in s.items()) for s in series)
