@@ -38,6 +38,8 @@ from models.thermal_settling import SettlingTracker
 from models.verdicts import Findings, judge_audio, judge_thermal, judge_visible
 
 SIGNAL_VERSION = "1"
+# 2: blur_effect (re-blur ratio) next to the Laplacian variance
+IMAGE_SIGNAL_VERSION = "2"
 SNR_RANGE = (-30.0, 100.0)
 MAX_CHANNELS = 64
 T = TypeVar("T")
@@ -262,12 +264,13 @@ class Screener:
             "width": m.width,
             "height": m.height,
             "blur": round(m.blur, 3),
+            "blur_effect": round(m.blur_effect, 4),
             "tenengrad": round(m.tenengrad, 3),
             "mean_luma": round(m.mean_luma, 3),
             "underexposed_ratio": round(m.underexposed_ratio, 6),
             "overexposed_ratio": round(m.overexposed_ratio, 6),
         }
-        used = [AnalyzerInfo("fieldcap.image-signal", SIGNAL_VERSION)]
+        used = [AnalyzerInfo("fieldcap.image-signal", IMAGE_SIGNAL_VERSION)]
         annotations: list[Annotation] = []
         findings = Findings(metrics)
         if prof.detect_faces:

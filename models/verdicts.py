@@ -203,16 +203,30 @@ def judge_audio(metrics: Mapping[str, MetricValue], p: AudioProfile, findings: F
     )
 
 
+BLURRED = "image is blurred, hold the camera steady, focus and retake"
+
+
+def _judge_blur(p: VisibleProfile, f: Findings) -> None:
+    """Blurred when the Laplacian variance is low (little fine detail) and, where the profile sets
+    ``max_blur_effect``, re-blurring the image also removes little of its detail: a sharp wall,
+    sky or face has little detail but loses most of it to a re-blur, a defocused photo does not."""
+    blur, effect = f.metrics.get("blur"), f.metrics.get("blur_effect")
+    if p.max_blur_effect is None or effect is None:
+        f.below("blur", p.min_blur, "fail", "blur", BLURRED)
+        return
+    low_detail = p.min_blur is None or (blur is not None and float(blur) < p.min_blur)
+    if not low_detail or float(effect) <= p.max_blur_effect:
+        return
+    shown = f"blur effect {_num(float(effect))} > {_num(p.max_blur_effect)}"
+    if p.min_blur is not None and blur is not None:
+        shown = f"blur {_num(float(blur))} < {_num(p.min_blur)} and {shown}"
+    f.add("fail", f"{shown}: {BLURRED}")
+
+
 def judge_visible(p: VisibleProfile, f: Findings) -> None:
     f.below("width", p.min_width, "fail", "width", "resolution too low", unit="px")
     f.below("height", p.min_height, "fail", "height", "resolution too low", unit="px")
-    f.below(
-        "blur",
-        p.min_blur,
-        "fail",
-        "blur",
-        "image is blurred, hold the camera steady, focus and retake",
-    )
+    _judge_blur(p, f)
     f.below("tenengrad", p.min_tenengrad, "review", "tenengrad", "image looks soft")
     f.above(
         "underexposed_ratio",
