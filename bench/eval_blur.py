@@ -35,7 +35,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import itertools
 
-from models import Screener
+from models import Screener, image_metrics
 
 Image = npt.NDArray[np.uint8]
 WIDTH = 1280
@@ -179,8 +179,8 @@ def main() -> int:
 
     def judge(image: Image) -> tuple[bool, dict[str, float]]:
         result = screener.image(image, args.profile)
-        keys = ("blur", "blur_effect")
-        scores = {k: float(v) for k, v in result.metrics.items() if k in keys and v is not None}
+        m = image_metrics.measure(image, 1280, 0, 255)  # both scores, also where the verdict needs only one
+        scores = {"blur": m.blur, "blur_effect": float(m.blur_effect or 0)}
         return any(r.startswith("blur") for r in result.reasons), scores
 
     photos = sources()

@@ -33,7 +33,7 @@ class ImageMetrics:
     width: int
     height: int
     blur: float
-    blur_effect: float
+    blur_effect: float | None  # computed only where the Laplacian finds little detail (see measure)
     tenengrad: float
     mean_luma: float
     underexposed_ratio: float
@@ -120,7 +120,15 @@ def tenengrad(gray: UInt8Array) -> float:
     return total
 
 
-def measure(image: Any, blur_width: int, dark: int, bright: int) -> ImageMetrics:
+def measure(
+    image: Any, blur_width: int, dark: int, bright: int, *, reblur_below: float | None = float("inf")
+) -> ImageMetrics:
+    """The image's metrics; ``blur_effect`` only where the Laplacian variance is below ``reblur_below``.
+
+    A verdict needs the re-blur ratio only for an image the Laplacian already finds short of detail
+    (a sharp, textured photo passes on the Laplacian alone), so the screen passes the profile's
+    ``min_blur`` and sharp photos cost no more than before; ``None`` never computes it.
+    """
     gray_full = to_gray(image)
     h, w = gray_full.shape
     gray = normalise_width(gray_full, blur_width)
@@ -135,11 +143,12 @@ def measure(image: Any, blur_width: int, dark: int, bright: int) -> ImageMetrics
     total = float(hist.sum())
     levels = np.arange(256, dtype=np.float64)
     half = np.asarray(cv2.pyrDown(gray), dtype=np.uint8)
+    blur = laplacian_variance(gray)
     return ImageMetrics(
         width=int(w),
         height=int(h),
-        blur=laplacian_variance(gray),
-        blur_effect=blur_effect(half),
+        blur=blur,
+        blur_effect=blur_effect(half) if reblur_below is not None and blur < reblur_below else None,
         tenengrad=tenengrad(half),
         mean_luma=float((hist * levels).sum() / total),
         underexposed_ratio=float(hist[: dark + 1].sum() / total),

@@ -259,12 +259,13 @@ class Screener:
         """Screen a visible image: uint8 HxWx3 BGR (or HxW gray)."""
         name, prof = self.settings.profile(profile, "visible")
         assert isinstance(prof, VisibleProfile)
-        m = image_metrics.measure(bgr, prof.blur_width, prof.dark_level, prof.bright_level)
+        reblur_below = None if prof.max_blur_effect is None else (prof.min_blur or float("inf"))
+        m = image_metrics.measure(bgr, prof.blur_width, prof.dark_level, prof.bright_level, reblur_below=reblur_below)
         metrics: dict[str, MetricValue] = {
             "width": m.width,
             "height": m.height,
             "blur": round(m.blur, 3),
-            "blur_effect": round(m.blur_effect, 4),
+            "blur_effect": None if m.blur_effect is None else round(m.blur_effect, 4),
             "tenengrad": round(m.tenengrad, 3),
             "mean_luma": round(m.mean_luma, 3),
             "underexposed_ratio": round(m.underexposed_ratio, 6),

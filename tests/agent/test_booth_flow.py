@@ -35,7 +35,7 @@ def _config(tmp: Path, model_dir: Path, **extra: Any) -> dict[str, Any]:
     key.write_bytes(b"\x00\xff" * 16)
     return {
         "agent": {"device_id": "booth-sim", "site": "lab", "station": "b1", "data_dir": str(tmp / "data")},
-        "devices": [{"name": "mics", "type": "sim-microphone", "channels": 2, "speech_like": True}],
+        "devices": [{"name": "mics", "type": "sim-microphone", "channels": 2, "speech": "band-noise"}],
         "session": {"subject_key_file": str(key)},
         "qc": {"model_dir": str(model_dir)},
         "sync": {"enabled": False},

@@ -66,7 +66,7 @@ def test_rerecord_reopens_an_ended_session_and_ends_it_again(tmp_path: Path, mod
     config = tmp_path / "sim.toml"
     config.write_text(
         f'[agent]\ndevice_id = "{DEVICE}"\ndata_dir = "{data}"\n'
-        '[[devices]]\nname = "mics"\ntype = "sim-microphone"\nchannels = 2\nspeech_like = true\n'
+        '[[devices]]\nname = "mics"\ntype = "sim-microphone"\nchannels = 2\nspeech = "band-noise"\n'
         f'[session]\nsubject_key_file = "{key}"\n[qc]\nmodel_dir = "{model_dir}"\n[sync]\nenabled = false\n'
     )
     script = tmp_path / "s.csv"

@@ -36,7 +36,13 @@ def recorded(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> dict[
         {
             "agent": {"device_id": "trig-01", "data_dir": str(data)},
             "devices": [
-                {"name": "mic", "type": "sim-microphone", "channels": 1, "speech_like": True, "tone_interval_s": 3600},
+                {
+                    "name": "mic",
+                    "type": "sim-microphone",
+                    "channels": 1,
+                    "speech": "band-noise",
+                    "tone_interval_s": 3600,
+                },
                 {"name": "cam", "type": "sim-camera", "width": 64, "height": 48, "fps": FPS},
             ],
             "capture": {
