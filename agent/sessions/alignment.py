@@ -476,7 +476,8 @@ class Aligner:
             p = partners.get(f.pair.get("id"))
             if p is None or p.pair is None:
                 reason = f"no {stream_b} frame was kept for this one (stream not running, or frame not committed)"
-                rows.append({**row, "record_b": None, "offset_ns": None, "matched": False, "detail": {"reason": reason}})
+                why: dict[str, Any] = {"reason": reason}
+                rows.append({**row, "record_b": None, "offset_ns": None, "matched": False, "detail": why})
                 continue
             off = int(p.t_mono_ns) - int(f.t_mono_ns)
             skew = int(p.pair.get("skew_ns") or 0)
