@@ -120,12 +120,3 @@ def check_pairing(config: Config) -> None:
             raise ValueError(
                 f"{where}: {leader!r} has policy {lead.policy!r}; a leader keeps frames by {', '.join(LEADER_POLICIES)}"
             )
-
-
-def followers_of(config: Config) -> dict[str, list[str]]:
-    """Leader stream -> its followers."""
-    out: dict[str, list[str]] = {}
-    for name, cap in config.capture.items():
-        if cap.pair_with is not None:
-            out.setdefault(cap.pair_with, []).append(name)
-    return out

@@ -162,7 +162,8 @@ class StreamRecorder:
     # ------------------------------------------------------------------ pairing
 
     def lead(self, followers: Callable[[], list[StreamRecorder]]) -> None:
-        """Make this camera a leader: each frame it keeps asks ``followers()`` for their nearest frame."""
+        """Let this camera lead: each frame it keeps asks the running ``followers()`` (those paired
+        with it now, so a reload that pairs a camera needs no restart of this one) for a partner."""
         with self._lock:
             self.followers = followers
             if self.frame_clock is None:
@@ -181,12 +182,15 @@ class StreamRecorder:
             return sample.t_mono_ns, False
         return self.frame_clock.time_of(sample)
 
-    def _lead_pair(self, sample: Sample) -> dict[str, Any]:
-        """Ask the followers for a partner of a frame being kept; the leader frame's ``pair`` meta."""
-        assert self.followers is not None
+    def _lead_pair(self, sample: Sample) -> dict[str, Any] | None:
+        """Ask the running followers for a partner of a frame being kept; the leader frame's ``pair``
+        meta (None when no follower is running)."""
+        followers = self.followers() if self.followers is not None else []
+        if not followers:
+            return None
         t, placed = self.frame_time(sample)
         req = PairRequest(new_record_id(), self.stream, sample.seq, t, placed)
-        for follower in self.followers():
+        for follower in followers:
             follower.pair_request(req)
         return {"id": req.pair_id, "t_mono_ns": t, "time": "device" if placed else "stamps"}
 
@@ -196,10 +200,10 @@ class StreamRecorder:
         frame = sample.payload
         assert isinstance(frame, np.ndarray)
         meta: dict[str, Any] = {"device_time": sample.device_time, **sample.meta}
+        if pair is None and self.followers is not None:
+            pair = self._lead_pair(sample)
         if pair is not None:
             meta["pair"] = pair
-        elif self.followers is not None:
-            meta["pair"] = self._lead_pair(sample)
         if self.modality == "thermal":
             fmt, media_type = "png", "image/png"
         else:

@@ -29,7 +29,7 @@ from typing import Any
 
 from agent.capture.clock import Clock, ClockSample
 from agent.capture.environment import LatestReadings
-from agent.capture.pairing import followers_of
+from agent.capture.pairing import FRAME_MODALITIES
 from agent.capture.recorder import StreamRecorder
 from agent.capture.triggers import Trigger, TriggerBus, hold_s
 from agent.catalog.db import Catalog
@@ -247,15 +247,15 @@ class Recording:
         return rec
 
     def _pair(self, rec: StreamRecorder) -> None:
-        """Wire a paired camera (``pair_with``): a leader asks its running followers for partners; a
+        """Wire pairing (``pair_with``): every camera may lead the running recorders paired with it; a
         follower's ring reaches as far back as its leader's pre-roll."""
-        followers = followers_of(self.config).get(rec.stream)
-        if followers:
-            names = tuple(followers)
-            rec.lead(lambda: [r for name, r in self._running().items() if name in names])
+        if rec.modality in FRAME_MODALITIES:
+            stream = rec.stream
+            rec.lead(lambda: [r for r in self._running().values() if r.policy.pair_with == stream])
         leader = rec.policy.pair_with
         if leader is not None:
-            lead = self.config.capture_for(leader)
+            running = self._running().get(leader)
+            lead = running.policy if running is not None else self.config.capture_for(leader)
             if lead.policy == "triggered":
                 rec.pair_hold_s = lead.pre_s + hold_s(lead.triggers)
 

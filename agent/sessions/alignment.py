@@ -464,7 +464,7 @@ class Aligner:
         stream_b = follower[0].stream
         rows, offsets, skews = [], [], []
         for f in leader:
-            if not f.pair or not in_window[0] <= f.t_mono_ns < in_window[1]:
+            if not in_window[0] <= f.t_mono_ns < in_window[1]:
                 continue
             row: dict[str, Any] = {
                 "kind": "frame_pair",
@@ -473,9 +473,13 @@ class Aligner:
                 "record_a": f.record_id,
                 "t_mono_ns": int(f.t_mono_ns),
             }
-            p = partners.get(f.pair.get("id"))
+            p = partners.get(f.pair.get("id")) if f.pair else None
             if p is None or p.pair is None:
-                reason = f"no {stream_b} frame was kept for this one (stream not running, or frame not committed)"
+                reason = (
+                    f"no {stream_b} frame was kept for this one (frame not committed)"
+                    if f.pair
+                    else f"kept while {stream_b} was not running paired with {f.stream}"
+                )
                 why: dict[str, Any] = {"reason": reason}
                 rows.append({**row, "record_b": None, "offset_ns": None, "matched": False, "detail": why})
                 continue

@@ -62,16 +62,19 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_every_kept_visible_frame_has_exactly_one_ir_partner(recorded: dict[str, Any]) -> None:
     frames = recorded["frames"]
-    vis = {m["pair"]["id"]: m for s, m in frames.values() if s == "vis"}
+    vis = {m["pair"]["id"]: m for s, m in frames.values() if s == "vis" and "pair" in m}
     ir = [m for s, m in frames.values() if s == "ir"]
     assert len(vis) >= 20
+    # Only a frame kept while the IR recorder was still starting may lack a partner.
+    alone = [m for s, m in frames.values() if s == "vis" and "pair" not in m]
+    assert len(alone) <= 1 and all(m["t_truth_ns"] < min(i["t_truth_ns"] for i in ir) for m in alone)
     assert sorted(m["pair"]["id"] for m in ir) == sorted(vis)  # one IR frame per visible frame, no other
     assert all(m["pair"]["with"] == "vis" and m["pair"]["time"] == "device" for m in ir)
 
 
 def test_skew_p99_within_half_the_ir_period_against_truth(recorded: dict[str, Any]) -> None:
     frames = recorded["frames"]
-    vis = {m["pair"]["id"]: m for s, m in frames.values() if s == "vis"}
+    vis = {m["pair"]["id"]: m for s, m in frames.values() if s == "vis" and "pair" in m}
     ir = [m for s, m in frames.values() if s == "ir"]
     half_period_ms = 1e3 / IR_FPS / 2
     truth = np.array([(m["t_truth_ns"] - vis[m["pair"]["id"]]["t_truth_ns"]) / 1e6 for m in ir])
@@ -87,13 +90,16 @@ def test_the_index_treats_the_pair_as_one_sample(recorded: dict[str, Any]) -> No
     frames = recorded["frames"]
     rows = [r for r in recorded["rows"] if r["stream_a"] in ("vis", "ir") and r["stream_b"] in ("vis", "ir")]
     assert rows and all(r["kind"] == "frame_pair" for r in rows)  # no nearest-frame search beside the pairs
-    assert all(r["matched"] and r["stream_a"] == "vis" for r in rows)
+    assert all(r["stream_a"] == "vis" for r in rows)
     assert sorted(r["record_a"] for r in rows) == sorted(k for k, (s, _) in frames.items() if s == "vis")
+    alone = [r for r in rows if not r["matched"]]  # a frame kept before IR was running, at most
+    assert len(alone) <= 1 and all("was not running" in json.loads(r["detail_json"])["reason"] for r in alone)
+    rows = [r for r in rows if r["matched"]]
     for r in rows:
         assert frames[r["record_b"]][1]["pair"]["id"] == frames[r["record_a"]][1]["pair"]["id"]
         assert json.loads(r["detail_json"])["skew_ns"] == frames[r["record_b"]][1]["pair"]["skew_ns"]
     (summary,) = [p for s in recorded["summaries"] for p in s["pairs"] if p["kind"] == "frame_pair"]
-    assert summary["matched"] == len(rows) and summary["unmatched_a"] == 0
+    assert summary["matched"] == len(rows) and summary["unmatched_a"] == len(alone)
     assert summary["recorded_abs_skew_p99_ns"] <= 1e9 / IR_FPS / 2 + 2e6
     # Other streams still line up with each frame of the pair on its own.
     assert any(r["kind"] == "frame_audio" and r["stream_a"] == "ir" and r["matched"] for r in recorded["rows"])
