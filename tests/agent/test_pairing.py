@@ -165,3 +165,59 @@ def test_frame_clock_places_jittered_stamps_on_the_counter() -> None:
     clock.note(restarted)  # a counter that went back starts a new edge instead of placing it 22 s early
     assert clock.time_of(restarted)[0] == restarted.t_mono_ns
     assert FrameClock(None).time_of(restarted) == (restarted.t_mono_ns, False)
+
+
+class _Jobs:
+    """Stands in for the writer: keeps the submitted jobs."""
+
+    media_root = Path("/nonexistent")
+
+    def __init__(self) -> None:
+        self.jobs: list[Any] = []
+
+    def submit(self, job: Any) -> bool:
+        self.jobs.append(job)
+        return True
+
+
+def test_the_follower_keeps_its_nearest_frame_by_counter_not_by_jittered_stamp() -> None:
+    """Crafted streams, fed in arrival order: stamps up to 40 ms late, one frame in ten on time.
+
+    Whatever the jitter, the follower frame kept is the one whose true time is nearest the leader
+    frame's, including when the nearest frame arrives after the leader's (a pending request)."""
+    from agent.capture.recorder import StreamRecorder
+    from agent.config import CaptureSettings
+
+    rng = np.random.default_rng(7)
+    jobs = _Jobs()
+    clock = Clock(probe_daemons=False)
+    lead = StreamRecorder(
+        "vis", "visible", CaptureSettings(policy="interval", interval_s=1.0), {"fps": VIS_FPS}, clock, jobs
+    )  # type: ignore[arg-type]
+    follow = StreamRecorder(
+        "ir", "thermal", CaptureSettings(policy="interval", pair_with="vis"), {"fps": IR_FPS}, clock, jobs
+    )  # type: ignore[arg-type]
+    lead.lead(lambda: [follow])
+    t0, seconds = 10_000_000_000, 30
+    events = []
+    for stream, fps, phase in (("vis", VIS_FPS, 0), ("ir", IR_FPS, 37_000_000)):
+        for n in range(seconds * fps):
+            truth = t0 + phase + round(n * 1e9 / fps)
+            late = 0 if n % 10 == 0 else int(rng.uniform(0, 40e6))
+            events.append((truth + late, stream, n, truth))
+    payload = np.zeros((2, 2), np.uint16)
+    truth_of: dict[tuple[str, int], int] = {}
+    for stamp, stream, n, truth in sorted(events):
+        truth_of[(stream, n)] = truth
+        rec = lead if stream == "vis" else follow
+        rec.feed(Sample(stream, "visible" if stream == "vis" else "thermal", n, stamp, n, payload, {}))
+    follow.flush()
+    vis = {j.meta["pair"]["id"]: j for j in jobs.jobs if j.stream == "vis"}
+    ir = [j for j in jobs.jobs if j.stream == "ir"]
+    assert len(vis) >= seconds - 1 and sorted(j.meta["pair"]["id"] for j in ir) == sorted(vis)
+    ir_truth = np.array(sorted(t for (s, _), t in truth_of.items() if s == "ir"))
+    for j in ir:
+        t_lead = truth_of[("vis", vis[j.meta["pair"]["id"]].seq_first)]
+        nearest = int(ir_truth[np.argmin(np.abs(ir_truth - t_lead))])
+        assert abs(truth_of[("ir", j.seq_first)] - nearest) <= 1_000_000  # the nearest frame (ties aside)
+        assert abs(j.meta["pair"]["skew_ns"] - (truth_of[("ir", j.seq_first)] - t_lead)) <= 1_000_000
