@@ -76,14 +76,26 @@ def test_skew_p99_within_half_the_ir_period_against_truth(recorded: dict[str, An
     frames = recorded["frames"]
     vis = {m["pair"]["id"]: m for s, m in frames.values() if s == "vis" and "pair" in m}
     ir = [m for s, m in frames.values() if s == "ir"]
-    half_period_ms = 1e3 / IR_FPS / 2
-    truth = np.array([(m["t_truth_ns"] - vis[m["pair"]["id"]]["t_truth_ns"]) / 1e6 for m in ir])
-    recorded_skew = np.array([m["pair"]["skew_ns"] / 1e6 for m in ir])
-    # The promise: the nearest IR frame, so at most half its period from the visible frame (a
-    # little more where a scheduling hiccup outlasted the 2 s the stamps' lower edge looks back).
-    assert np.percentile(np.abs(truth), 99) <= half_period_ms + 2.0
+    period_ns = 1e9 / IR_FPS
+    # The IR device's frame k was exposed at t_ir0 + k * period (the simulator's ground truth).
+    t_ir0 = ir[0]["t_truth_ns"] - ir[0]["frame_index"] * period_ns
+    truth, steady, chosen_vs_nearest = [], [], []
+    for m in ir:
+        t_vis = vis[m["pair"]["id"]]["t_truth_ns"]
+        truth.append((m["t_truth_ns"] - t_vis) / 1e6)
+        nearest = max(0, round((t_vis - t_ir0) / period_ns))  # the nearest frame the IR camera produced
+        chosen_vs_nearest.append(abs(m["frame_index"] - nearest))
+        if t_vis >= t_ir0 + period_ns / 2:  # after the IR camera started delivering
+            steady.append(abs(truth[-1]))
+    # Each partner is the IR frame nearest the visible one (a tie may go either way: off by one at
+    # most, and then only within a couple of ms of the midpoint)...
+    assert all(d == 0 or abs(abs(t) - period_ns / 2e6) <= 2.0 for d, t in zip(chosen_vs_nearest, truth, strict=True))
+    assert max(chosen_vs_nearest) <= 1
+    # ... so the promise holds: |skew| p99 at most half the IR period (55.6 ms), with 2 ms of tolerance
+    assert len(steady) >= len(ir) - 1 and np.percentile(steady, 99) <= period_ns / 2e6 + 2.0
     # ... and the skew written down is the true one (the counter-placed times remove the jitter)
-    assert np.percentile(np.abs(recorded_skew - truth), 99) <= 2.0
+    written = np.array([m["pair"]["skew_ns"] / 1e6 for m in ir])
+    assert np.percentile(np.abs(written - np.array(truth)), 99) <= 2.0
 
 
 def test_the_index_treats_the_pair_as_one_sample(recorded: dict[str, Any]) -> None:
