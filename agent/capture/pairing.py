@@ -12,8 +12,9 @@ nominal rate: each recorder places its counter on the host clock along the lower
 last ``WINDOW_NS`` of its stamps (``t = counter * period + min(stamp - counter * period)``: a
 stamp is only ever late, so the earliest one in a couple of seconds is nearly on time). That
 removes the scheduling jitter of the stamps, not the cameras' exposure-to-delivery latencies,
-which the host cannot see; a camera without a counter or rate is placed by its raw stamps
-(``time: "stamps"`` in the meta).
+which the host cannot see. Until the edge spans ``SETTLE_NS`` (just after a camera opens, when
+its first stamps are all late) a placed time is marked ``settling``; a camera without a counter or
+rate is placed by its raw stamps (``stamps``). The ``time`` of a pair is the weaker of its two.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 WINDOW_NS = 2_000_000_000  # the lower edge of the stamps is taken over this much host time
 JUMP_NS = 1_000_000_000  # an offset this far from the edge means the counter restarted: start over
+SETTLE_NS = 1_000_000_000  # an edge younger than this may still sit on late stamps
+PLACEMENTS = ("device", "settling", "stamps")  # from trustworthy to least
 LEADER_POLICIES = ("every", "interval", "triggered")
 FOLLOWER_POLICIES = ("every", "interval")
 FRAME_MODALITIES = ("visible", "thermal")
@@ -39,6 +42,8 @@ class FrameClock:
     def __init__(self, fps: float | None) -> None:
         self.period = 1e9 / fps if fps else None
         self._edge: deque[tuple[int, int]] = deque()  # (stamp, offset), offsets increasing: a sliding minimum
+        self._since_ns: int | None = None  # first stamp of the current edge
+        self._newest_ns = 0
 
     def note(self, sample: Sample) -> None:
         """Take a frame's stamp into the lower edge."""
@@ -49,18 +54,27 @@ class FrameClock:
         edge = self._edge
         if edge and abs(off - edge[0][1]) > JUMP_NS:
             edge.clear()
+        if not edge:
+            self._since_ns = t
+        self._newest_ns = t
         while edge and edge[-1][1] >= off:
             edge.pop()
         edge.append((t, off))
         while edge[0][0] < t - WINDOW_NS:
             edge.popleft()
 
-    def time_of(self, sample: Sample) -> tuple[int, bool]:
-        """The frame's placed time, and whether it came from the counter (else the raw stamp)."""
+    def time_of(self, sample: Sample) -> tuple[int, str]:
+        """The frame's placed time and how it was placed (one of ``PLACEMENTS``)."""
         if self.period is None or not isinstance(sample.device_time, int) or not self._edge:
-            return sample.t_mono_ns, False
+            return sample.t_mono_ns, "stamps"
         placed = round(sample.device_time * self.period) + self._edge[0][1]
-        return min(sample.t_mono_ns, placed), True
+        settled = self._since_ns is not None and self._newest_ns - self._since_ns >= SETTLE_NS
+        return min(sample.t_mono_ns, placed), "device" if settled else "settling"
+
+
+def weaker(a: str, b: str) -> str:
+    """The less trustworthy of two placements."""
+    return max(a, b, key=PLACEMENTS.index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +85,10 @@ class PairRequest:
     leader: str
     leader_seq: int
     t_ns: int  # the leader frame's placed time
-    placed: bool  # from the leader's counter (else its stamp)
+    placed: str  # how the leader frame's time was placed (``PLACEMENTS``)
 
 
-def pair_meta(req: PairRequest, t_ns: int, placed: bool) -> dict[str, Any]:
+def pair_meta(req: PairRequest, t_ns: int, placed: str) -> dict[str, Any]:
     """The ``pair`` meta of a follower frame kept for ``req``."""
     return {
         "id": req.pair_id,
@@ -83,7 +97,7 @@ def pair_meta(req: PairRequest, t_ns: int, placed: bool) -> dict[str, Any]:
         "leader_t_mono_ns": req.t_ns,
         "t_mono_ns": t_ns,
         "skew_ns": t_ns - req.t_ns,
-        "time": "device" if placed and req.placed else "stamps",
+        "time": weaker(placed, req.placed),
     }
 
 

@@ -111,7 +111,7 @@ class PairedFrames(CapturePolicy):
     def _keep(self, req: PairRequest) -> None:
         if not self._ring:
             return  # no frame at all yet: the leader's frame stays unpaired (the index says so)
-        best, t_best, placed = None, 0, False
+        best, t_best, placed = None, 0, "stamps"
         for s in self._ring:
             t, p = self.rec.frame_time(s)
             if best is None or abs(t - req.t_ns) < abs(t_best - req.t_ns):

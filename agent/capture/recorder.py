@@ -176,10 +176,10 @@ class StreamRecorder:
             with self._lock:
                 request(req)
 
-    def frame_time(self, sample: Sample) -> tuple[int, bool]:
-        """A frame's placed time (see ``FrameClock``) and whether its counter placed it."""
+    def frame_time(self, sample: Sample) -> tuple[int, str]:
+        """A frame's placed time and how it was placed (see ``FrameClock``)."""
         if self.frame_clock is None:
-            return sample.t_mono_ns, False
+            return sample.t_mono_ns, "stamps"
         return self.frame_clock.time_of(sample)
 
     def _lead_pair(self, sample: Sample) -> dict[str, Any] | None:
@@ -192,7 +192,7 @@ class StreamRecorder:
         req = PairRequest(new_record_id(), self.stream, sample.seq, t, placed)
         for follower in followers:
             follower.pair_request(req)
-        return {"id": req.pair_id, "t_mono_ns": t, "time": "device" if placed else "stamps"}
+        return {"id": req.pair_id, "t_mono_ns": t, "time": placed}
 
     # ------------------------------------------------------------------ frames
 

@@ -69,7 +69,10 @@ def test_every_kept_visible_frame_has_exactly_one_ir_partner(recorded: dict[str,
     alone = [m for s, m in frames.values() if s == "vis" and "pair" not in m]
     assert len(alone) <= 1 and all(m["t_truth_ns"] < min(i["t_truth_ns"] for i in ir) for m in alone)
     assert sorted(m["pair"]["id"] for m in ir) == sorted(vis)  # one IR frame per visible frame, no other
-    assert all(m["pair"]["with"] == "vis" and m["pair"]["time"] == "device" for m in ir)
+    assert all(m["pair"]["with"] == "vis" for m in ir)
+    # Placed by the frame counters, except while a camera's stamps have not yet spanned a second
+    assert sum(m["pair"]["time"] == "settling" for m in ir) <= 2
+    assert all(m["pair"]["time"] in ("device", "settling") for m in ir)
 
 
 def test_skew_p99_within_half_the_ir_period_against_truth(recorded: dict[str, Any]) -> None:
@@ -93,9 +96,11 @@ def test_skew_p99_within_half_the_ir_period_against_truth(recorded: dict[str, An
     assert max(chosen_vs_nearest) <= 1
     # ... so the promise holds: |skew| p99 at most half the IR period (55.6 ms), with 2 ms of tolerance
     assert len(steady) >= len(ir) - 1 and np.percentile(steady, 99) <= period_ns / 2e6 + 2.0
-    # ... and the skew written down is the true one (the counter-placed times remove the jitter)
+    # ... and the skew written down is the true one (the counter-placed times remove the jitter),
+    # once both cameras' stamps have settled
+    settled = [m["pair"]["time"] == "device" for m in ir]
     written = np.array([m["pair"]["skew_ns"] / 1e6 for m in ir])
-    assert np.percentile(np.abs(written - np.array(truth)), 99) <= 2.0
+    assert np.percentile(np.abs(written - np.array(truth))[settled], 99) <= 2.0
 
 
 def test_the_index_treats_the_pair_as_one_sample(recorded: dict[str, Any]) -> None:
@@ -169,14 +174,18 @@ def test_frame_clock_places_jittered_stamps_on_the_counter() -> None:
         sample = Sample("ir", "thermal", n, t0 + round(n * period) + late, n, np.zeros((1, 1), np.uint16), {})
         clock.note(sample)
         t, placed = clock.time_of(sample)
-        assert placed and t <= sample.t_mono_ns
+        assert t <= sample.t_mono_ns
+        if n < IR_FPS:  # under a second of stamps
+            assert placed == "settling"
+        elif n > IR_FPS:
+            assert placed == "device"
         if n >= 20:
             errors.append(abs(t - (t0 + n * period)) / 1e6)
     assert max(errors) <= 1.0
     restarted = Sample("ir", "thermal", 201, t0 + round(201 * period), 0, np.zeros((1, 1), np.uint16), {})
     clock.note(restarted)  # a counter that went back starts a new edge instead of placing it 22 s early
     assert clock.time_of(restarted)[0] == restarted.t_mono_ns
-    assert FrameClock(None).time_of(restarted) == (restarted.t_mono_ns, False)
+    assert FrameClock(None).time_of(restarted) == (restarted.t_mono_ns, "stamps")
 
 
 class _Jobs:
