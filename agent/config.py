@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agent.capture.pairing import check_pairing
 from agent.capture.triggers import TriggerRule, check_capture_policies
 from agent.errors import ConfigError
 from drivers import DeviceSettings, available_drivers, driver_modality
@@ -77,6 +78,13 @@ class CaptureSettings(_Strict):
     qc_profile: str | None = Field(
         default=None,
         description="QC profile screening this stream (default by modality: booth-speech, camera-visible, camera-ir).",
+    )
+    pair_with: str | None = Field(
+        default=None,
+        description="Another camera (policy every, interval or triggered) this camera is paired with: for each "
+        "frame that camera keeps, this one keeps its frame nearest in time (frame-counter-placed where the "
+        "camera has one) and records the skew; this stream's own policy (every or interval) then keeps nothing "
+        "by itself.",
     )
 
 
@@ -215,6 +223,7 @@ class Config(_Strict):
             if name not in seen:
                 raise ValueError(f"[capture.{name}] names no device; known devices: {sorted(seen) or 'none'}")
         check_capture_policies(self)
+        check_pairing(self)
         return self
 
     def capture_for(self, name: str) -> CaptureSettings:

@@ -8,10 +8,12 @@ what the policy holds open. The recorder module's docstring says what each polic
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from agent.capture.pairing import PairRequest, pair_meta
 from agent.capture.triggers import hold_s
 from agent.catalog.writer import CaptureJob, Reading
 
@@ -62,6 +64,64 @@ class IntervalFrames(CapturePolicy):
         if last is None or sample.t_mono_ns - last >= self.rec.policy.interval_s * 1e9:
             self._last_kept_ns = sample.t_mono_ns
             self.rec.submit(self.rec.frame_job(sample, None))
+
+
+class PairedFrames(CapturePolicy):
+    """``pair_with``: for each frame the leader keeps, the frame of this stream nearest in time.
+
+    A ring holds the last ``RING_PERIODS`` periods of frames (longer where the leader's pre-roll
+    reaches further back, at most ``RING_MAX`` frames); a request whose time lies after the newest
+    frame waits for the next one, then the nearer of the two is kept. See ``agent.capture.pairing``.
+    """
+
+    name = "paired"
+    RING_PERIODS = 4
+    RING_MAX = 256
+    PENDING_MAX = 64
+
+    def __init__(self, rec: StreamRecorder) -> None:
+        super().__init__(rec)
+        self._ring: deque[Sample] = deque()
+        self._pending: deque[PairRequest] = deque()
+        fps = rec.settings.get("fps")
+        self._period_ns = 1e9 / float(fps) if fps else 100_000_000.0
+
+    def hold_s(self) -> float:
+        return 0.0
+
+    def feed(self, sample: Sample) -> None:
+        ring = self._ring
+        ring.append(sample)
+        keep_ns = self.RING_PERIODS * self._period_ns + self.rec.pair_hold_s * 1e9
+        while len(ring) > self.RING_MAX or (len(ring) > 1 and ring[0].t_mono_ns < sample.t_mono_ns - keep_ns):
+            ring.popleft()
+        t_new, _ = self.rec.frame_time(sample)
+        while self._pending and self._pending[0].t_ns <= t_new:
+            self._keep(self._pending.popleft())
+
+    def request(self, req: PairRequest) -> None:
+        newest = self._ring[-1] if self._ring else None
+        if newest is not None and self.rec.frame_time(newest)[0] >= req.t_ns:
+            self._keep(req)
+            return
+        self._pending.append(req)  # the next frame may be nearer
+        while len(self._pending) > self.PENDING_MAX:  # the stream stalled: the best there is
+            self._keep(self._pending.popleft())
+
+    def _keep(self, req: PairRequest) -> None:
+        if not self._ring:
+            return  # no frame at all yet: the leader's frame stays unpaired (the index says so)
+        best, t_best, placed = None, 0, "stamps"
+        for s in self._ring:
+            t, p = self.rec.frame_time(s)
+            if best is None or abs(t - req.t_ns) < abs(t_best - req.t_ns):
+                best, t_best, placed = s, t, p
+        assert best is not None
+        self.rec.submit(self.rec.frame_job(best, None, pair_meta(req, t_best, placed)))
+
+    def flush(self) -> None:
+        while self._pending:
+            self._keep(self._pending.popleft())
 
 
 class Segments(CapturePolicy):
@@ -188,10 +248,15 @@ class Takes(Windows):
 
 
 POLICIES: dict[str, type[CapturePolicy]] = {
-    cls.name: cls for cls in (EveryFrame, IntervalFrames, Segments, Readings, Triggered, Takes)
+    cls.name: cls for cls in (EveryFrame, IntervalFrames, PairedFrames, Segments, Readings, Triggered, Takes)
 }
 
 
 def policy_for(rec: StreamRecorder) -> CapturePolicy:
-    """The policy a recorder applies: its stream's ``policy``, and ``readings`` for every sensor."""
-    return POLICIES["readings" if rec.modality == "sensor" else rec.policy.policy](rec)
+    """The policy a recorder applies: its stream's ``policy``, ``paired`` for a camera with
+    ``pair_with``, and ``readings`` for every sensor."""
+    if rec.modality == "sensor":
+        return Readings(rec)
+    if rec.policy.pair_with is not None:
+        return PairedFrames(rec)
+    return POLICIES[rec.policy.policy](rec)

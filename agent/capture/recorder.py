@@ -40,6 +40,7 @@ import numpy as np
 
 from agent.capture.clock import Clock
 from agent.capture.frame_set import FrameSet
+from agent.capture.pairing import FrameClock, PairRequest
 from agent.capture.policies import policy_for
 from agent.catalog.db import new_record_id
 from agent.catalog.media import media_path
@@ -127,6 +128,11 @@ class StreamRecorder:
         self.live = live
         self.triggers = triggers
         self._lock = threading.RLock()
+        # Pairing (agent.capture.pairing): a follower places its frames by their counter; a leader
+        # too, once ``lead`` names its followers.
+        self.frame_clock: FrameClock | None = FrameClock(settings_in_force.get("fps")) if policy.pair_with else None
+        self.followers: Callable[[], list[StreamRecorder]] | None = None
+        self.pair_hold_s = 0.0  # how far back a leader may ask for a frame (its pre-roll), beyond a few periods
         self.strategy = policy_for(self)
         self._ring: deque[Sample] = deque()
         # The ring keeps pre_s, and longer where an analyzer result may come late (see triggers).
@@ -143,6 +149,8 @@ class StreamRecorder:
         self._arrival_ns = time.monotonic_ns()  # before the lock: when the block reached us
         with self._lock:
             self._newest_ns = max(self._newest_ns, sample.t_mono_ns)
+            if self.frame_clock is not None:
+                self.frame_clock.note(sample)
             self.strategy.feed(sample)
 
     def submit(self, job: CaptureJob) -> None:
@@ -151,12 +159,51 @@ class StreamRecorder:
         job.settings = self.settings
         self.writer.submit(job)
 
+    # ------------------------------------------------------------------ pairing
+
+    def lead(self, followers: Callable[[], list[StreamRecorder]]) -> None:
+        """Let this camera lead: each frame it keeps asks the running ``followers()`` (those paired
+        with it now, so a reload that pairs a camera needs no restart of this one) for a partner."""
+        with self._lock:
+            self.followers = followers
+            if self.frame_clock is None:
+                self.frame_clock = FrameClock(self.settings.get("fps"))
+
+    def pair_request(self, req: PairRequest) -> None:
+        """A leader kept a frame (called on the leader's thread): keep this stream's nearest one."""
+        request = getattr(self.strategy, "request", None)
+        if request is not None:
+            with self._lock:
+                request(req)
+
+    def frame_time(self, sample: Sample) -> tuple[int, str]:
+        """A frame's placed time and how it was placed (see ``FrameClock``)."""
+        if self.frame_clock is None:
+            return sample.t_mono_ns, "stamps"
+        return self.frame_clock.time_of(sample)
+
+    def _lead_pair(self, sample: Sample) -> dict[str, Any] | None:
+        """Ask the running followers for a partner of a frame being kept; the leader frame's ``pair``
+        meta (None when no follower is running)."""
+        followers = self.followers() if self.followers is not None else []
+        if not followers:
+            return None
+        t, placed = self.frame_time(sample)
+        req = PairRequest(new_record_id(), self.stream, sample.seq, t, placed)
+        for follower in followers:
+            follower.pair_request(req)
+        return {"id": req.pair_id, "t_mono_ns": t, "time": placed}
+
     # ------------------------------------------------------------------ frames
 
-    def frame_job(self, sample: Sample, ctx: CaptureContext | None) -> CaptureJob:
+    def frame_job(self, sample: Sample, ctx: CaptureContext | None, pair: dict[str, Any] | None = None) -> CaptureJob:
         frame = sample.payload
         assert isinstance(frame, np.ndarray)
         meta: dict[str, Any] = {"device_time": sample.device_time, **sample.meta}
+        if pair is None and self.followers is not None:
+            pair = self._lead_pair(sample)
+        if pair is not None:
+            meta["pair"] = pair
         if self.modality == "thermal":
             fmt, media_type = "png", "image/png"
         else:

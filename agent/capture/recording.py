@@ -29,8 +29,9 @@ from typing import Any
 
 from agent.capture.clock import Clock, ClockSample
 from agent.capture.environment import LatestReadings
+from agent.capture.pairing import FRAME_MODALITIES
 from agent.capture.recorder import StreamRecorder
-from agent.capture.triggers import Trigger, TriggerBus
+from agent.capture.triggers import Trigger, TriggerBus, hold_s
 from agent.catalog.db import Catalog
 from agent.catalog.writer import Writer
 from agent.config import CaptureSettings, Config
@@ -238,11 +239,25 @@ class Recording:
             live=self.live,
             triggers=self.triggers,
         )
+        self._pair(rec)
         with self._lock:
             self.recorders[stream] = rec
         if policy.policy == "triggered":
             self.triggers.subscribe(stream, rec.trigger)
         return rec
+
+    def _pair(self, rec: StreamRecorder) -> None:
+        """Wire pairing (``pair_with``): every camera may lead the running recorders paired with it; a
+        follower's ring reaches as far back as its leader's pre-roll."""
+        if rec.modality in FRAME_MODALITIES:
+            stream = rec.stream
+            rec.lead(lambda: [r for r in self._running().values() if r.policy.pair_with == stream])
+        leader = rec.policy.pair_with
+        if leader is not None:
+            running = self._running().get(leader)
+            lead = running.policy if running is not None else self.config.capture_for(leader)
+            if lead.policy == "triggered":
+                rec.pair_hold_s = lead.pre_s + hold_s(lead.triggers)
 
     def release(self, stream: str) -> None:
         """The stream's device closed: its recorder has been flushed and takes no more work."""

@@ -8,6 +8,9 @@ with an uncertainty; an estimate whose interval includes zero is stored as not s
 
 - frame↔frame (visible↔IR): for each frame of the slower stream, the nearest frame of the other
   within a tolerance (default half the slower stream's period); the signed offset is kept;
+- paired frames (``pair_with``, see ``agent.capture.pairing``): the pair the recorder kept is one
+  sample: a ``frame_pair`` row per leader frame names its partner by the recorded pair id, with
+  the offset of the two matching times and the skew measured at capture; no nearest-frame search;
 - frame↔audio: the audio file and sample index that were being captured at each frame's
   instant, from the fitted index→monotonic relation of that audio stream;
 - frame↔sensor: each sensor field linearly interpolated at the frame's instant between the two
@@ -51,6 +54,7 @@ class Frame:
     t_mono_ns: int  # the time used for matching: the fitted device time when trustworthy, else the stamp
     device_time: int | float | None
     t_stamp_ns: int = 0  # the host stamp the driver took
+    pair: dict[str, Any] | None = None  # the recorded pairing (``pair`` meta), if any
 
 
 @dataclass
@@ -247,7 +251,8 @@ class Aligner:
         out: dict[str, list[Frame]] = defaultdict(list)
         rows = self.cat.timeline.frames(self.session_id, lo, hi)
         for record_id, stream, t, meta_json in rows:
-            out[stream].append(Frame(record_id, stream, t, json.loads(meta_json).get("device_time"), t))
+            meta = json.loads(meta_json)
+            out[stream].append(Frame(record_id, stream, t, meta.get("device_time"), t, meta.get("pair")))
         return out
 
     def _audio(self, lo: int, hi: int) -> dict[str, list[AudioFile]]:
@@ -451,6 +456,54 @@ class Aligner:
         }
         return rows, summary
 
+    def _paired(
+        self, leader: list[Frame], follower: list[Frame], in_window: tuple[int, int]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """``frame_pair`` rows: each leader frame with the partner the recorder kept for it."""
+        partners = {f.pair["id"]: f for f in follower if f.pair and "id" in f.pair}
+        stream_b = follower[0].stream
+        rows, offsets, skews = [], [], []
+        for f in leader:
+            if not in_window[0] <= f.t_mono_ns < in_window[1]:
+                continue
+            row: dict[str, Any] = {
+                "kind": "frame_pair",
+                "stream_a": f.stream,
+                "stream_b": stream_b,
+                "record_a": f.record_id,
+                "t_mono_ns": int(f.t_mono_ns),
+            }
+            p = partners.get(f.pair.get("id")) if f.pair else None
+            if p is None or p.pair is None:
+                reason = (
+                    f"no {stream_b} frame was kept for this one (frame not committed)"
+                    if f.pair
+                    else f"kept while {stream_b} was not running paired with {f.stream}"
+                )
+                why: dict[str, Any] = {"reason": reason}
+                rows.append({**row, "record_b": None, "offset_ns": None, "matched": False, "detail": why})
+                continue
+            off = int(p.t_mono_ns) - int(f.t_mono_ns)
+            skew = int(p.pair.get("skew_ns") or 0)
+            offsets.append(off)
+            skews.append(skew)
+            detail = {"pair_id": p.pair["id"], "skew_ns": skew, "time": p.pair.get("time")}
+            rows.append({**row, "record_b": p.record_id, "offset_ns": off, "matched": True, "detail": detail})
+        recorded = _offset_stats(skews)
+        summary = {
+            "kind": "frame_pair",
+            "stream_a": leader[0].stream,
+            "stream_b": stream_b,
+            "items_a": len(rows),
+            "matched": len(offsets),
+            "unmatched_a": len(rows) - len(offsets),
+            **_offset_stats(offsets),
+            "recorded_skew_ns": recorded["skew_ns"],
+            "recorded_abs_skew_p50_ns": recorded["abs_offset_p50_ns"],
+            "recorded_abs_skew_p99_ns": recorded["abs_offset_p99_ns"],
+        }
+        return rows, summary
+
     def _frames_to_audio(
         self,
         frames: list[Frame],
@@ -609,7 +662,12 @@ class Aligner:
         names = sorted(frames)
         for i, a in enumerate(names):
             for b in names[i + 1 :]:
-                r, s = self._pair_frames(frames[a], frames[b], window)
+                leader = _leader_of(frames[a], frames[b])
+                if leader is not None:  # a recorded pairing: the pair is one sample
+                    lead, follow = (frames[a], frames[b]) if leader == a else (frames[b], frames[a])
+                    r, s = self._paired(lead, follow, window)
+                else:
+                    r, s = self._pair_frames(frames[a], frames[b], window)
                 rows += r
                 pairs.append(s)
         for name in names:
@@ -632,6 +690,14 @@ class Aligner:
             },
         }
         return AlignmentReport(new_record_id(), self.session_id, summary, rows, fit_rows)
+
+
+def _leader_of(a: list[Frame], b: list[Frame]) -> str | None:
+    """The leader's stream when one of two frame streams was recorded paired with the other."""
+    for follower, other in ((a, b), (b, a)):
+        if any(f.pair and f.pair.get("with") == other[0].stream for f in follower):
+            return other[0].stream
+    return None
 
 
 def _offset_stats(offsets: list[int]) -> dict[str, Any]:

@@ -81,6 +81,15 @@ class _Exporter:
             "settings": info.get("settings", {}),
             "log_time": "capture time, UTC ns (host CLOCK_MONOTONIC through the session's clock map)",
             "publish_time": publish_time,
+            **(
+                {
+                    "pair_with": info["pair_with"],
+                    "pairing": "each frame was kept as the partner of a /" + info["pair_with"] + " frame; "
+                    "the pairs are the frame_pair messages on /alignment (record ids, offset, skew)",
+                }
+                if info.get("pair_with")
+                else {}
+            ),
         }
 
     def _device_ns(self, stream: str, device_time: Any, fallback: int) -> int:
@@ -98,6 +107,10 @@ class _Exporter:
             meta = json.loads(row["meta_json"])
             path = self.data_dir / row["path"]
             publish = self._device_ns(stream, meta.get("device_time"), utc)
+            pair = meta.get("pair")
+            if isinstance(pair, dict) and pair.get("with") and f"/{stream}" not in self.channel_info:
+                # A paired camera (pair_with): its frames are partners of the leader's, one sample each.
+                self.streams.setdefault(stream, {})["pair_with"] = pair["with"]
             if row["modality"] == "thermal":
                 self._channel(
                     f"/{stream}",
