@@ -51,18 +51,34 @@ class EveryFrame(CapturePolicy):
 
 
 class IntervalFrames(CapturePolicy):
-    """``interval``: a frame, then none until ``interval_s`` has passed."""
+    """``interval``: one frame per ``interval_s``, on a schedule rather than from the last kept stamp.
+
+    Each kept frame is due one interval after the previous one was *due*, and the first frame within
+    half a frame period of that moment is kept: a 9 fps camera at ``interval_s = 1`` keeps every
+    ninth frame (nine periods are a hair under 1 s) instead of drifting to every tenth, and two
+    cameras on the same interval stay in step. After a gap longer than an interval (a stall, a
+    reopen) the schedule restarts from the next frame instead of catching up.
+    """
 
     name = "interval"
 
     def __init__(self, rec: StreamRecorder) -> None:
         super().__init__(rec)
-        self._last_kept_ns: int | None = None
+        self._due_ns: float | None = None
+        self._last_ns: int | None = None
+        self._period_ns: float | None = None
 
     def feed(self, sample: Sample) -> None:
-        last = self._last_kept_ns
-        if last is None or sample.t_mono_ns - last >= self.rec.policy.interval_s * 1e9:
-            self._last_kept_ns = sample.t_mono_ns
+        t = sample.t_mono_ns
+        if self._last_ns is not None and t > self._last_ns:  # the frame period, smoothed
+            step = float(t - self._last_ns)
+            self._period_ns = step if self._period_ns is None else 0.9 * self._period_ns + 0.1 * step
+        self._last_ns = t
+        interval = self.rec.policy.interval_s * 1e9
+        due = self._due_ns
+        slack = 0.5 * min(self._period_ns or 0.0, interval)
+        if due is None or t >= due - slack:
+            self._due_ns = (t if due is None or t - due > interval else due) + interval
             self.rec.submit(self.rec.frame_job(sample, None))
 
 
