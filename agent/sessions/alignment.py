@@ -20,7 +20,8 @@ Host stamps are taken when a capture thread wakes, so they carry scheduling jitt
 on a loaded 2-core box). Device clocks do not: a camera's frame counter or an audio sample index
 advances at the device's own steady rate. Each such relation is fitted along its *lower edge*
 (stamps are only ever late, never early): a camera's through the earliest frame of each second
-(``envelope_fit``), audio through the recorder's per-second earliest block arrivals minus the
+(``envelope_points``, from ten seconds of frames on; a shorter run through the earlier half of its
+stamps, ``lower_fit``), audio through the recorder's per-second earliest block arrivals minus the
 input latency the driver reports (``lower_fit``). Where the fit is tight the fitted time replaces
 the raw stamp for matching. Each drift comes with an uncertainty (``drift_estimate``).
 
@@ -154,6 +155,7 @@ def fit_line(x: np.ndarray[Any, Any], t: np.ndarray[Any, Any]) -> LineFit | None
     return LineFit(x0, t0 + intercept, slope, float(np.sqrt((resid**2).mean())), len(x), float(np.ptp(x)), slope_se)
 
 
+MIN_ENVELOPE_POINTS = 10  # seconds of frames before a camera is fitted through its per-second envelope
 MIN_DRIFT_SPAN_S = 20.0  # below this a drift estimate is reported but never judged significant
 DRIFT_BLOCKS = 8  # contiguous blocks for the jackknife
 DRIFT_COVERAGE = 4.0  # the interval is this many standard errors wide on each side
@@ -371,12 +373,16 @@ class Aligner:
                     continue
                 x = np.array([f.device_time for f in run], dtype=np.int64)
                 t = np.array([f.t_stamp_ns for f in run], dtype=np.int64)
+                # the per-second envelope needs seconds to stand on; a short run keeps every stamp
                 xe, te = envelope_points(x, t)
-                fit = fit_line(xe, te)
+                refit = fit_line if len(xe) >= MIN_ENVELOPE_POINTS else lower_fit
+                if refit is lower_fit:
+                    xe, te = x, t
+                fit = refit(xe, te)
                 if fit is None:
                     continue
                 span_s = float(x[-1] - x[0]) / float(fps)
-                drift = drift_estimate(xe, te, fit, period, span_s, fit_line)
+                drift = drift_estimate(xe, te, fit, period, span_s, refit)
                 used = fit.residual_rms_ns <= max(500_000.0, 0.02 * period) and abs(drift["drift_ppm"]) < 1000
                 if used:
                     for f in run:
