@@ -388,8 +388,9 @@ class Agent:
             while not self._stop_bg.is_set():
                 self.heartbeats.beat("qc", busy_for=QC_BUSY_S)
                 qc = self.config.qc
-                backlog = self.qc.measure_backlog(cat, qc.max_backlog_s, qc.when_behind)
                 rows = cat.unscreened(16)
+                # an idle agent runs no extra query: nothing waits when the oldest 16 are none
+                backlog = self.qc.measure_backlog(cat if rows else None, qc.max_backlog_s, qc.when_behind)
                 if rows and backlog.behind and qc.when_behind == "sample":
                     k = qc.sample_one_in
                     skipped = [r for i, r in enumerate(rows) if i % k]

@@ -213,9 +213,9 @@ class QcWorker:
             _store_channels(cat, row, screener, profile, audio, path)
         return result
 
-    def measure_backlog(self, cat: Catalog, max_age_s: float, policy: str) -> Backlog:
-        """Count what waits for QC (cheap: one indexed query, counted up to ``BACKLOG_CAP``)."""
-        count, oldest_ns = cat.qc_backlog(BACKLOG_CAP)
+    def measure_backlog(self, cat: Catalog | None, max_age_s: float, policy: str) -> Backlog:
+        """Count what waits for QC (one query, counted up to ``BACKLOG_CAP``); ``None``: nothing waits."""
+        count, oldest_ns = cat.qc_backlog(BACKLOG_CAP) if cat is not None else (0, None)
         age = None if oldest_ns is None else max(0.0, time.time() - oldest_ns / 1e9)
         b = self.backlog
         b.captures, b.capped, b.max_age_s, b.policy = count, count >= BACKLOG_CAP, max_age_s, policy
