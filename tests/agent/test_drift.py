@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.sessions.alignment import (
+from agent.sessions.clock_fit import (
     MIN_DRIFT_SPAN_S,
     drift_estimate,
     envelope_fit,
