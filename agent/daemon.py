@@ -40,6 +40,7 @@ from sync.publisher import Publisher
 log = logging.getLogger("fieldcap.agent")
 
 STATS_PERIOD_S = 5.0
+QC_RELOOK_S = 10.0  # an idle QC loop looks again this often even without a commit (a reload)
 QC_BUSY_S = 600.0  # screening one long audio file may take minutes; not a stall
 
 
@@ -384,9 +385,15 @@ class Agent:
 
         When none waits, takes screened before they got per-microphone verdicts are caught up.
         """
+        idle_at: tuple[int, float] | None = None  # data_version and time of the last look that found nothing
         with self.catalog() as cat:
             while not self._stop_bg.is_set():
                 self.heartbeats.beat("qc", busy_for=QC_BUSY_S)
+                version = cat.data_version()
+                if idle_at is not None and idle_at[0] == version and time.monotonic() - idle_at[1] < QC_RELOOK_S:
+                    self._stop_bg.wait(0.5)  # nothing committed since: an idle agent runs no query
+                    continue
+                idle_at = None
                 qc = self.config.qc
                 rows = cat.unscreened(16)
                 # an idle agent runs no extra query: nothing waits when the oldest 16 are none
@@ -408,6 +415,7 @@ class Agent:
                         log.exception("per-microphone QC catch-up failed")
                         caught_up = 0
                     if not caught_up:
+                        idle_at = (version, time.monotonic())
                         self._stop_bg.wait(0.5)  # a new capture waits at most half a second for QC
                     continue
                 for row in rows:

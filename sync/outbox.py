@@ -81,6 +81,13 @@ class OutboxStore(Protocol):
     def unconfirmed(self, limit: int) -> tuple[Sequence[str], Sequence[BlobRef]]:
         """Record ids and blobs that were sent but have no receipt yet."""
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits to the outbox's database.
+
+        An idle publisher compares it with the one read at its last look, and looks again only
+        when something was committed since: an idle device then runs no outbox query at all.
+        """
+
     def apply(self, changes: OutboxChanges) -> None:
         """Apply record and blob state changes in one transaction.
 

@@ -108,6 +108,7 @@ class Publisher:
         #: Monotonic time of the loop's last iteration (the daemon's watchdog reads it).
         self.heartbeat: float | None = None
         self._idle_checked = 0.0  # when the last look at the outbox for idleness began
+        self._idle_version = -1  # the outbox's data_version at that look
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: mqtt.Client | None = None
@@ -439,6 +440,8 @@ class Publisher:
         busy |= self._query()
         if time.monotonic() < self._hold_until:
             return busy
+        if not busy and self._quiet(store):
+            return False
         busy |= self._send_records(store)
         busy |= self._send_blobs(store)
         if busy or self._inflight or self._uploads:
@@ -483,8 +486,21 @@ class Publisher:
             sent = True
         return sent
 
+    def _quiet(self, store: Closable) -> bool:
+        """Idle at the last look, nothing held in memory, and nothing committed since: still idle.
+
+        This publisher's own writes do not move ``data_version``, but each makes its round busy,
+        which clears ``stats.idle`` until the next full look.
+        """
+        held = self._queue or self._inflight or self._uploads or self._awaiting or self._changes or self._events
+        if not self.stats.idle or held or store.data_version() != self._idle_version:
+            return False
+        self._idle_checked = time.monotonic()
+        return True
+
     def _check_idle(self, store: Closable) -> None:
         started = time.monotonic()
+        self._idle_version = store.data_version()  # before the queries: a commit meanwhile is seen
         recs, blobs = store.unconfirmed(1)
         self.stats.idle = not (
             recs or blobs or self._awaiting or store.records_to_send(1, ()) or store.blobs_to_send(1, ())

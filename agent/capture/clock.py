@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import ctypes
 import ctypes.util
+import functools
 import shutil
 import subprocess
 import threading
@@ -89,13 +90,24 @@ class ClockHealth:
         }
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """libc, looked up once: ``find_library`` runs ``ldconfig -p``, a subprocess per call."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name, use_errno=True)
+    except OSError:
+        return None
+
+
 def kernel_clock_health() -> ClockHealth:
     """Read (never set) the kernel's NTP state; works with or without systemd."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
+    libc = _libc()
+    if libc is None:
         return ClockHealth(False, None, None, None, "unavailable")
     try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
         tx = _Timex()
         state = int(libc.ntp_adjtime(ctypes.byref(tx)))
     except (OSError, AttributeError):

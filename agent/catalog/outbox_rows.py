@@ -59,6 +59,9 @@ class OutboxRows:
         )
         return [self._blob(r) for r in rows if r["blob_sha256"] not in skip][:limit]
 
+    def data_version(self) -> int:
+        return self._store.data_version()
+
     def unconfirmed(self, limit: int) -> tuple[Sequence[str], Sequence[BlobRef]]:
         recs = [
             r[0]

@@ -61,6 +61,11 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: a poller that saw nothing to do need not
+        look again until it does (this connection's own commits do not change it)."""
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
     def __enter__(self) -> Self:
         return self
 
