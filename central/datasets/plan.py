@@ -111,6 +111,7 @@ def sample_row(s: Sample, media: str | None) -> dict[str, Any]:
             "profile_version": verdict.get("profile_version"),
             "reasons": verdict.get("reasons"),
             "metrics": verdict.get("metrics"),
+            "channels": s.channel_verdicts or None,
         },
         "annotations": s.annotations,
         "annotation_source": s.annotation_source,
