@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 runtime_pkgs="mosquitto libportaudio2 libsndfile1 python3-venv fontconfig fonts-dejavu-core"
 test_pkgs="$runtime_pkgs postgresql socat espeak-ng sox pulseaudio pulseaudio-utils alsa-utils libasound2-plugins \
 gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-tools systemd \
-util-linux"
+util-linux chromium"
 case "$mode" in
   runtime) pkgs="$runtime_pkgs" ;;
   test) pkgs="$test_pkgs" ;;

@@ -19,7 +19,15 @@ from typing import Any
 from agent.booth.records import BoothSessionRow, Mic, TakeFacts, mic_verdict, session_takes, skipped_items
 from agent.catalog.db import Catalog
 
-__all__ = ["ACCEPTED_QC_PENDING", "Cell", "SessionCoverage", "cell_status", "latest_takes", "session_coverage"]
+__all__ = [
+    "ACCEPTED_QC_PENDING",
+    "Cell",
+    "SessionCoverage",
+    "cell_status",
+    "coverage_of",
+    "latest_takes",
+    "session_coverage",
+]
 
 ACCEPTED_QC_PENDING = "accepted, QC pending"
 
@@ -118,8 +126,13 @@ def session_coverage(
 ) -> SessionCoverage:
     """Every item x round x microphone cell of a booth session, covered or not (``takes``: already read)."""
     takes = session_takes(cat, session.session_id) if takes is None else takes
+    return coverage_of(session, takes, skipped_items(cat, session.session_id))
+
+
+def coverage_of(session: BoothSessionRow, takes: list[TakeFacts], skipped: set[str]) -> SessionCoverage:
+    """The cells of a session from its facts: the one rule, whether they come from the device's
+    catalog (``fieldcap coverage``) or from the records it synced (the central dataset card)."""
     newest = latest_takes(takes)
-    skipped = skipped_items(cat, session.session_id)
     items = [i.item_id for i in session.items]
     for t in takes:  # takes of items the script no longer has still count
         if t.item_id not in items:

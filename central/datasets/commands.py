@@ -117,7 +117,13 @@ def _filters(kw: dict[str, Any]) -> Any:
     "--out",
     required=True,
     type=click.Path(path_type=Path),
-    help="Export directory (new, or an earlier export to resume).",
+    help="Export directory (new, or an earlier export of the same format and filters to resume).",
+)
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="If --out holds an export of another format, filters or layout, delete that export's files"
+    " (only those) and write this one; without it such an export is refused.",
 )
 @click.option(
     "--format",
@@ -150,6 +156,7 @@ def export_command(
     store_url: str,
     blob_dir: Path | None,
     out: Path,
+    replace: bool,
     fmt: str,
     name: str | None,
     shard_size: float,
@@ -176,7 +183,7 @@ def export_command(
             description=description,
             media_url_prefix=media_url_prefix,
         )
-        result = export(store, blobs, out, options, progress=not (quiet or as_json))
+        result = export(store, blobs, out, options, replace=replace, progress=not (quiet or as_json))
     m = result.manifest
     if as_json:
         echo_json(
@@ -187,13 +194,16 @@ def export_command(
                 "files": len(m["files"]),
                 "written": result.stats.written,
                 "kept": result.stats.kept,
+                "removed": result.stats.removed,
                 "skipped": len(m["skipped"]),
             }
         )
         return
     click.echo(
         f"{out}: version {result.version_id[:16]} ({m['samples']} samples, {len(m['files'])} files;"
-        f" {result.stats.written} written, {result.stats.kept} kept, {len(m['skipped'])} skipped)"
+        f" {result.stats.written} written, {result.stats.kept} kept, {len(m['skipped'])} skipped"
+        + (f", {result.stats.removed} removed" if result.stats.removed else "")
+        + ")"
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from central.blobs import BlobTree
 from central.datasets.errors import DatasetError
+from central.datasets.outdir import SCHEMA, prepare
 from central.datasets.plan import FORMATS, ExportContext, ExportOptions
 from central.datasets.samples import Sample, load_samples
 from central.datasets.selection import select, unknown_values
@@ -55,15 +56,27 @@ def _exportable(samples: Sequence[Sample], blobs: BlobTree) -> tuple[list[Sample
 
 
 def export(
-    store: CentralStore, blobs: BlobTree, out: Path, options: ExportOptions, *, progress: bool = False
+    store: CentralStore,
+    blobs: BlobTree,
+    out: Path,
+    options: ExportOptions,
+    *,
+    replace: bool = False,
+    progress: bool = False,
 ) -> ExportResult:
-    """Write the selected samples as one version in ``out``; resumes an interrupted export there."""
+    """Write the selected samples as one version in ``out``; resumes an interrupted export there.
+
+    An export with another plan in ``out`` is refused unless ``replace`` (``outdir.prepare``).
+    """
     everything = load_samples(store)
     unknown = unknown_values(everything, options.filters)
     if unknown:
         raise DatasetError(
             f"{unknown[0]}: no sample in the store has it; check the spelling (fieldcap report lists them)"
         )
+    plan = {"schema": SCHEMA, "format": options.fmt, "filters": options.filters.as_dict(), "layout": options.layout()}
+    if not replace:  # refuse before the (slow) planning when the directory holds another export
+        prepare(out, plan, replace=False)
     chosen = select(everything, options.filters)
     samples, skipped = _exportable(chosen, blobs)
     if not samples:
@@ -84,5 +97,5 @@ def export(
         "license": options.license,
         "description": options.description,
     }
-    manifest, stats = write_snapshot(out, options.fmt, specs, header, progress=progress)
+    manifest, stats = write_snapshot(out, options.fmt, specs, header, plan=plan, replace=replace, progress=progress)
     return ExportResult(out, manifest, stats)

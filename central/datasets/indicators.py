@@ -1,6 +1,7 @@
 """The dataset card's numbers, after the usual data-quality dimensions.
 
-completeness (script coverage, missing fields), uniqueness (identical and near-duplicate media),
+completeness (script coverage — computed by ``booth_coverage`` with the device's own rule —,
+missing fields), uniqueness (identical and near-duplicate media),
 balance (per class, device, site, subject, microphone), accuracy proxies (QC pass rates and metric
 distributions), timeliness (capture → central latency), traceability (full lineage) and
 accessibility (license, documentation, open media formats). Every number is computed from the
@@ -9,8 +10,6 @@ selected samples only, so the card describes exactly what an export with the sam
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import re
 from collections import Counter, defaultdict
@@ -46,70 +45,6 @@ def _share(part: int, whole: int) -> float:
 
 
 # ---------------------------------------------------------------------------- completeness
-
-
-def read_script_items(path: Path) -> list[str]:
-    """Item ids of a prompt script (JSON list/objects, or TSV/CSV with an id or item_id column)."""
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
-        data = json.loads(text)
-        items = data.get("items", []) if isinstance(data, dict) else data
-        return [str(i.get("item_id") or i.get("id")) if isinstance(i, dict) else str(i) for i in items]
-    rows = list(csv.reader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
-    rows = [r for r in rows if r and r[0].strip() and not r[0].startswith("#")]
-    if not rows:
-        return []
-    header = [c.strip().lower() for c in rows[0]]
-    col = next((header.index(n) for n in ("item_id", "id") if n in header), None)
-    body = rows[1:] if col is not None else rows
-    return [r[col or 0].strip() for r in body if len(r) > (col or 0)]
-
-
-def _targets(session: dict[str, Any], scripts_dir: Path | None) -> tuple[list[str] | None, str]:
-    raw = session.get("meta")
-    meta: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    for key in ("script_items", "items"):
-        if isinstance(meta.get(key), list):
-            return [str(i) for i in meta[key]], f"session meta {key}"
-    script = session.get("script")
-    if scripts_dir is not None and script:
-        path = scripts_dir / Path(str(script)).name
-        if path.is_file():
-            return read_script_items(path), f"script file {path.name}"
-    return None, "no script targets known (items prompted so far)"
-
-
-def coverage(samples: Sequence[Sample], scripts_dir: Path | None) -> list[dict[str, Any]]:
-    """Per scripted session: target items, items recorded, items with an accepted (done) take."""
-    sessions: dict[tuple[str, str], dict[str, Any]] = {}
-    takes: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
-    for s in samples:
-        if s.session and s.session.get("script"):
-            key = (s.device, str(s.session["session_id"]))
-            sessions[key] = s.session
-            for t in [s.take] if s.take else []:
-                takes[key][str(t.get("take_id"))] = t
-    out = []
-    for key, session in sorted(sessions.items()):
-        targets, source = _targets(session, scripts_dir)
-        recorded = {str(t.get("item_id")) for t in takes[key].values()}
-        accepted = {str(t.get("item_id")) for t in takes[key].values() if t.get("status") == "done"}
-        goal = set(targets) if targets is not None else recorded
-        out.append(
-            {
-                "device": key[0],
-                "session_id": key[1],
-                "script": session.get("script"),
-                "round": session.get("round"),
-                "targets": len(goal),
-                "target_source": source,
-                "recorded": len(recorded & goal),
-                "accepted": len(accepted & goal),
-                "coverage": _share(len(accepted & goal), len(goal)),
-                "missing_items": sorted(goal - accepted)[:50],
-            }
-        )
-    return out
 
 
 def missing_fields(samples: Sequence[Sample]) -> dict[str, dict[str, float | int]]:
@@ -158,7 +93,10 @@ def balance(samples: Sequence[Sample]) -> dict[str, Any]:
         dims["modality"][s.modality] += 1
         if s.session is not None and s.session.get("subject_pseudonym"):
             dims["subject"][str(s.session["subject_pseudonym"])[:12]] += 1
-        if s.modality == "audio":
+        if s.channel_verdicts:  # a multi-channel take: one count per microphone it recorded
+            for ch in s.channel_verdicts:
+                dims["microphone"][f"{s.device}/{ch.get('mic')}"] += 1
+        elif s.modality == "audio":
             dims["microphone"][f"{s.device}/{s.stream_name}"] += 1
     return {k: _balance(v) for k, v in dims.items()}
 
@@ -193,6 +131,23 @@ def accuracy(samples: Sequence[Sample]) -> dict[str, Any]:
             "metrics": {k: distribution(v) for k, v in sorted(metrics.items())},
         }
     return out
+
+
+def microphones(samples: Sequence[Sample]) -> dict[str, Any]:
+    """QC per microphone (``device/mic``) from the channel verdicts of multi-channel takes: a take's
+    own verdict is its worst channel's, so only these say which microphone failed."""
+    per: dict[str, Counter[str]] = defaultdict(Counter)
+    for s in samples:
+        for ch in s.channel_verdicts:
+            per[f"{s.device}/{ch.get('mic')}"][str(ch.get("verdict"))] += 1
+    return {
+        mic: {
+            "samples": sum(c.values()),
+            "verdicts": dict(sorted(c.items())),
+            "pass_rate": _share(c["pass"], sum(c.values())),
+        }
+        for mic, c in sorted(per.items())
+    }
 
 
 def latency_s(s: Sample) -> float | None:
@@ -254,7 +209,7 @@ def compute(
     samples: Sequence[Sample],
     blob_path: Callable[[Sample], Path | None],
     *,
-    scripts_dir: Path | None = None,
+    coverage: Sequence[dict[str, Any]] = (),
     license: str | None = None,
     description: str | None = None,
     near_duplicate_bits: int = duplicates.DEFAULT_MAX_BITS,
@@ -262,13 +217,14 @@ def compute(
     return {
         "samples": len(samples),
         "modalities": dict(sorted(Counter(s.modality for s in samples).items())),
-        "completeness": {"coverage": coverage(samples, scripts_dir), "missing_fields": missing_fields(samples)},
+        "completeness": {"coverage": list(coverage), "missing_fields": missing_fields(samples)},
         "uniqueness": {
             "identical": duplicates.identical(samples),
             "near_duplicates": duplicates.near_duplicates(samples, blob_path, near_duplicate_bits),
         },
         "balance": balance(samples),
         "accuracy": accuracy(samples),
+        "microphones": microphones(samples),
         "timeliness": timeliness(samples),
         "traceability": traceability(samples),
         "accessibility": accessibility(samples, license, description),

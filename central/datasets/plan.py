@@ -41,6 +41,15 @@ class ExportOptions:
         if self.shard_bytes < 1024:
             raise DatasetError(f"--shard-size {self.shard_bytes}: too small; give at least 1024 bytes")
 
+    def layout(self) -> dict[str, Any]:
+        """The options that shape this format's files (part of the plan an export resumes only when equal)."""
+        out: dict[str, Any] = {}
+        if self.fmt in ("hf", "webdataset"):
+            out["shard_bytes"] = self.shard_bytes
+        if self.fmt == "labelstudio":
+            out["media_url_prefix"] = self.media_url_prefix
+        return out
+
 
 @dataclass(frozen=True, slots=True)
 class ExportContext:
@@ -102,6 +111,7 @@ def sample_row(s: Sample, media: str | None) -> dict[str, Any]:
             "profile_version": verdict.get("profile_version"),
             "reasons": verdict.get("reasons"),
             "metrics": verdict.get("metrics"),
+            "channels": s.channel_verdicts or None,
         },
         "annotations": s.annotations,
         "annotation_source": s.annotation_source,

@@ -1,21 +1,22 @@
 """``fieldcap report``: the dataset card — ``report.json``, ``report.html`` and ``plots/*.png``.
 
-The JSON holds every indicator (see ``indicators``) plus what the central store holds per record
-kind, so a pipeline can gate on it; the HTML shows the same numbers with the plots for people.
+The JSON holds every indicator (see ``indicators``) plus the headline and what the central store
+holds per record kind, so a pipeline can gate on it; the HTML (``templates/report.html.j2``,
+autoescaped: every string in it may have come from a device) shows the same numbers with the plots.
 """
 
 from __future__ import annotations
 
-import html
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.extras import require
 from central.blobs import BlobTree
-from central.datasets import indicators, plots
+from central.datasets import booth_coverage, indicators, plots
 from central.datasets.errors import DatasetError
+from central.datasets.headline import headline, human_bytes
 from central.datasets.samples import Sample, load_samples
 from central.datasets.selection import Filters, select, unknown_values
 from central.store import CentralStore
@@ -62,19 +63,21 @@ def build_report(store: CentralStore, blobs: BlobTree, out: Path, options: Repor
     ind = indicators.compute(
         samples,
         blob_path,
-        scripts_dir=options.scripts_dir,
+        coverage=booth_coverage.session_coverage(store, samples, options.scripts_dir),
         license=options.license,
         description=options.description,
         near_duplicate_bits=options.near_duplicate_bits,
     )
     report = {
+        "headline": headline(samples),
         "name": options.name,
         "filters": options.filters.as_dict(),
         "store": store_counts(store),
         **ind,
     }
     out.mkdir(parents=True, exist_ok=True)
-    report["plots"] = plots.draw_all(ind, samples, out / "plots") if samples else []
+    drawn = plots.draw_all(ind, samples, out / "plots")
+    report["plots"], report["plot_notes"] = drawn.files, drawn.notes
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n")
     (out / "report.html").write_text(render_html(report), encoding="utf-8")
     return report
@@ -83,140 +86,33 @@ def build_report(store: CentralStore, blobs: BlobTree, out: Path, options: Repor
 # ---------------------------------------------------------------------------- HTML
 
 
-def _fmt(value: Any) -> str:
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "–" if value is None else ("yes" if value else "no")
     if isinstance(value, float):
         return f"{value:.4g}"
-    if value is None:
-        return "–"
-    return html.escape(str(value))
+    return str(value)
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _percent(value: Any) -> str:
+    return "–" if not isinstance(value, int | float) else f"{100 * value:.1f}%"
 
 
-def _img(report: dict[str, Any], name: str) -> str:
-    return f'<img src="plots/{html.escape(name)}" alt="{html.escape(name)}">' if name in report["plots"] else ""
-
-
-def render_html(r: dict[str, Any]) -> str:
-    parts = [f"<h1>{html.escape(r['name'] or 'fieldcap dataset card')}</h1>"]
-    acc = r["accessibility"]
-    parts.append(
-        f"<p>{r['samples']} samples ({', '.join(f'{k}: {v}' for k, v in r['modalities'].items())}). "
-        f"License: {_fmt(acc['license'])}. Filters: {html.escape(json.dumps(r['filters']))}</p>"
+def render_html(report: dict[str, Any]) -> str:
+    """The card as HTML: a Jinja2 template with autoescaping, so a device-chosen string (a modality,
+    a stream or profile name, a QC reason) is shown as text and never runs as markup."""
+    jinja2 = require("jinja2", "central", "the dataset card")
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("central.datasets", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-    if acc["description"]:
-        parts.append(f"<p>{html.escape(acc['description'])}</p>")
-    parts.append("<h2>Store</h2>" + _table(["record kind", "records"], sorted(r["store"]["records"].items())))
-    comp = r["completeness"]
-    parts.append("<h2>Completeness</h2>")
-    parts.append(
-        _table(
-            ["field", "applicable", "missing", "share missing"],
-            [(k, v["applicable"], v["missing"], v["share"]) for k, v in comp["missing_fields"].items()],
-        )
-    )
-    if comp["coverage"]:
-        parts.append(
-            _table(
-                ["session", "script", "round", "targets", "accepted", "coverage", "target source"],
-                [
-                    (
-                        c["session_id"],
-                        c["script"],
-                        c["round"],
-                        c["targets"],
-                        c["accepted"],
-                        c["coverage"],
-                        c["target_source"],
-                    )
-                    for c in comp["coverage"]
-                ],
-            )
-            + _img(r, "coverage.png")
-        )
-    uni = r["uniqueness"]
-    parts.append(
-        "<h2>Uniqueness</h2>"
-        + _table(
-            ["indicator", "value"],
-            [
-                ("samples with media", uni["identical"]["samples_with_media"]),
-                ("identical media (extra copies)", uni["identical"]["duplicate_samples"]),
-                ("images hashed (dHash)", uni["near_duplicates"]["images_hashed"]),
-                (
-                    f"near-duplicate pairs (≤ {uni['near_duplicates']['max_bits']} bits)",
-                    uni["near_duplicates"]["near_duplicate_pairs"],
-                ),
-                ("images in a near-duplicate pair", uni["near_duplicates"]["near_duplicate_images"]),
-            ],
-        )
-    )
-    parts.append(
-        "<h2>Balance</h2>"
-        + _table(
-            ["dimension", "groups", "imbalance (max/min)", "normalized entropy"],
-            [(k, v["groups"], v["imbalance_ratio"], v["normalized_entropy"]) for k, v in r["balance"].items()],
-        )
-        + "".join(_img(r, f"balance_{k}.png") for k in r["balance"])
-    )
-    parts.append(
-        "<h2>Accuracy proxies (QC)</h2>"
-        + _table(
-            ["profile", "samples", "pass", "review", "fail", "pass rate"],
-            [
-                (
-                    p,
-                    a["samples"],
-                    a["verdicts"].get("pass", 0),
-                    a["verdicts"].get("review", 0),
-                    a["verdicts"].get("fail", 0),
-                    a["pass_rate"],
-                )
-                for p, a in r["accuracy"].items()
-            ],
-        )
-        + _img(r, "qc_verdicts.png")
-    )
-    for p, a in r["accuracy"].items():
-        parts.append(
-            f"<h3>{html.escape(p)}</h3>"
-            + _table(
-                ["metric", "count", "mean", "p5", "p50", "p95"],
-                [(m, d["count"], d["mean"], d["p5"], d["p50"], d["p95"]) for m, d in a["metrics"].items()],
-            )
-            + _table(["top reason", "samples"], a["top_reasons"])
-            + _img(r, f"qc_metrics_{p}.png")
-        )
-    lat = r["timeliness"]["latency_s"]
-    parts.append(
-        "<h2>Timeliness</h2>"
-        + _table(
-            ["capture → central (s)", "count", "p50", "p90", "p99", "max"],
-            [("all devices", lat["count"], lat["p50"], lat.get("p90"), lat.get("p99"), lat["max"])],
-        )
-        + _img(r, "latency.png")
-    )
-    tr = r["traceability"]
-    parts.append(
-        f"<h2>Traceability</h2><p>{tr['full_lineage']} of {r['samples']} samples have full lineage "
-        f"({100 * tr['share']:.1f}%).</p>"
-        + _table(["lineage field", "samples lacking it"], sorted(tr["missing"].items()))
-        + _img(r, "traceability.png")
-    )
-    parts.append(
-        "<h2>Accessibility</h2>"
-        + _table(["check", "met"], sorted(acc["checks"].items()))
-        + _table(["media type", "samples"], sorted(acc["media_types"].items()))
-    )
-    style = (
-        "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}img{max-width:100%;display:block}"
-    )
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>fieldcap dataset card</title>'
-        f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
-    )
+    env.filters["num"] = _number
+    env.filters["pct"] = _percent
+    env.filters["bytes"] = human_bytes
+    env.globals["plot_file"] = plots.file_name
+    env.filters["canonical"] = lambda v: json.dumps(v, sort_keys=True, ensure_ascii=False)
+    text: str = env.get_template("report.html.j2").render(r=report)
+    return text

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from central.datasets.versions import HumanVersion, latest_versions
 from central.store import CentralStore
 
-KINDS = ("capture", "verdict", "annotation", "session", "stream", "take")
+KINDS = ("capture", "verdict", "channel_verdict", "annotation", "session", "stream", "take")
 
 MEDIA_EXTENSIONS = {
     "image/jpeg": "jpg",
@@ -55,6 +56,7 @@ class Sample:
     capture: dict[str, Any]
     blob: Blob | None
     verdict: dict[str, Any] | None = None
+    channel_verdicts: list[dict[str, Any]] = field(default_factory=list)  # per microphone, multi-channel takes
     machine_annotations: list[dict[str, Any]] = field(default_factory=list)
     human: HumanVersion | None = None
     session: dict[str, Any] | None = None
@@ -146,6 +148,11 @@ def _machine_annotation(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _channel_verdict(ch: dict[str, Any]) -> dict[str, Any]:
+    """One microphone's verdict as sent (``agent.catalog.db.add_channel_verdicts``), nothing else kept."""
+    return {k: ch.get(k) for k in ("channel", "mic", "profile", "profile_version", "verdict", "reasons", "metrics")}
+
+
 def _annotation_order(ann: dict[str, Any]) -> tuple[str, float, str, str]:
     start = ann.get("t_start_s")
     return (
@@ -156,16 +163,19 @@ def _annotation_order(ann: dict[str, Any]) -> tuple[str, float, str, str]:
     )
 
 
-def _read(store: CentralStore) -> list[tuple[str, str, str, str, dict[str, Any], bool]]:
-    """(device, record_id, kind, received_utc, envelope, blob stored) of the kinds samples need."""
-    marks = ",".join("?" * len(KINDS))
+def read_records(
+    store: CentralStore, kinds: Sequence[str] = KINDS
+) -> list[tuple[str, str, str, str, dict[str, Any], bool]]:
+    """(device, record_id, kind, received_utc, envelope, blob stored) of ``kinds``, by device and
+    record id (record ids sort by time, so the newest of several comes last)."""
+    marks = ",".join("?" * len(kinds))
     with store._tx() as cur:
         rows = store._exec(
             cur,
             "SELECT r.device, r.record_id, r.kind, r.received_utc, r.body, b.sha256 IS NOT NULL"
             " FROM records r LEFT JOIN blobs b ON b.sha256 = r.blob_sha256"
             f" WHERE r.kind IN ({marks}) ORDER BY r.device, r.record_id",
-            KINDS,
+            tuple(kinds),
         ).fetchall()
     out = []
     for device, record_id, kind, received, body, stored in rows:
@@ -182,11 +192,12 @@ def load_samples(store: CentralStore) -> list[Sample]:
     """Every capture in the store as a sample, in capture-time order."""
     captures: list[Sample] = []
     verdicts: dict[tuple[str, str], dict[str, Any]] = {}
+    channels: dict[tuple[str, str], list[dict[str, Any]]] = {}
     annotations: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     sessions: dict[tuple[str, str], dict[str, Any]] = {}
     streams: dict[tuple[str, str], dict[str, Any]] = {}
     takes: dict[tuple[str, str], dict[str, Any]] = {}
-    for device, record_id, kind, received, env, stored in _read(store):
+    for device, record_id, kind, received, env, stored in read_records(store):
         body = env["body"]
         if kind == "capture":
             blob = env.get("blob")
@@ -203,6 +214,10 @@ def load_samples(store: CentralStore) -> list[Sample]:
             )
         elif kind == "verdict" and body.get("capture_id"):
             verdicts[(device, str(body["capture_id"]))] = body  # ordered by record id: the newest wins
+        elif kind == "channel_verdict" and body.get("capture_id") and isinstance(body.get("channels"), list):
+            channels[(device, str(body["capture_id"]))] = [
+                _channel_verdict(ch) for ch in body["channels"] if isinstance(ch, dict)
+            ]  # the newest record wins, as for verdicts
         elif kind == "annotation" and body.get("capture_id"):
             annotations[(device, str(body["capture_id"]))].append(_machine_annotation({"record_id": record_id, **body}))
         elif kind == "session" and body.get("session_id"):
@@ -212,6 +227,8 @@ def load_samples(store: CentralStore) -> list[Sample]:
         elif kind == "take" and body.get("take_id"):
             takes[(device, str(body["take_id"]))] = body
     _link(captures, verdicts, annotations, sessions, streams, takes, latest_versions(store))
+    for c in captures:
+        c.channel_verdicts = channels.get((c.device, c.record_id), [])
     captures.sort(key=lambda s: s.sort_key)
     return captures
 

@@ -8,6 +8,7 @@ headers, sorted keys, no wall-clock values), so exporting the same store twice g
 Exports resume: a journal beside the files remembers, for each file, a fingerprint of what it was
 made from and the sha256 it got. A file whose fingerprint is unchanged and whose bytes still hash to
 the journal's sha256 (or, for media, to its content address) is kept instead of written again.
+Only an export with the same plan is resumed; ``outdir`` guards the directory.
 """
 
 from __future__ import annotations
@@ -20,13 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from central.datasets import outdir
 from central.datasets.errors import DatasetError
+from central.datasets.outdir import JOURNAL, MANIFEST, SCHEMA
 from central.datasets.versions import canonical_json
 from sync.files import fsync_dir, sha256_file
-
-SCHEMA = "fieldcap-dataset/1"
-MANIFEST = "manifest.json"
-JOURNAL = ".fieldcap-export.journal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,38 +52,6 @@ def _safe_path(out: Path, rel: str) -> Path:
     if rel.startswith("/") or ".." in Path(rel).parts:
         raise DatasetError(f"refusing to write outside the export directory: {rel!r}")
     return path
-
-
-def _previous(out: Path) -> tuple[dict[str, tuple[str, str, int]], set[str]]:
-    """Journal entries (path → fingerprint, sha256, size) and the files a previous export made."""
-    entries: dict[str, tuple[str, str, int]] = {}
-    owned: set[str] = set()
-    journal = out / JOURNAL
-    if journal.exists():
-        for line in journal.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-                entries[str(row["path"])] = (str(row["fingerprint"]), str(row["sha256"]), int(row["size"]))
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by a crash: that file is simply written again
-        owned |= set(entries)
-    manifest = out / MANIFEST
-    if manifest.exists():
-        try:
-            owned |= {str(f["path"]) for f in json.loads(manifest.read_text(encoding="utf-8"))["files"]}
-        except (ValueError, KeyError, TypeError):
-            raise DatasetError(f"{manifest}: not a fieldcap manifest; give an empty or new --out directory") from None
-    return entries, owned
-
-
-def check_out_dir(out: Path) -> None:
-    """An export goes into an empty directory or over an earlier fieldcap export (to resume or update)."""
-    if out.exists() and not out.is_dir():
-        raise DatasetError(f"--out {out}: is a file; give a directory")
-    if out.is_dir() and any(out.iterdir()) and not ((out / MANIFEST).exists() or (out / JOURNAL).exists()):
-        raise DatasetError(
-            f"--out {out}: the directory holds other files and no fieldcap export; give an empty or new directory"
-        )
 
 
 def _write_one(out: Path, spec: FileSpec) -> tuple[str, int]:
@@ -138,15 +105,23 @@ def write_snapshot(
     specs: Sequence[FileSpec],
     header: dict[str, Any],
     *,
+    plan: dict[str, Any] | None = None,
+    replace: bool = False,
     progress: bool = False,
 ) -> tuple[dict[str, Any], WriteStats]:
-    """Write (or resume) a version in ``out``; return its manifest and what was written or kept."""
-    check_out_dir(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write (or resume) a version in ``out``; return its manifest and what was written or kept.
+
+    ``plan`` (schema, format, filters, layout) decides whether an export already in ``out`` may be
+    resumed; another plan is refused unless ``replace`` (see ``outdir``).
+    """
+    plan = {"schema": SCHEMA, "format": fmt, "filters": header.get("filters") or {}, **(plan or {})}
     paths = [s.path for s in specs]
-    if len(set(paths)) != len(paths) or MANIFEST in paths or JOURNAL in paths:
+    if len(set(paths)) != len(paths) or set(paths) & set(outdir.BOOKKEEPING):
         raise RuntimeError("an export plan names one file twice")
-    entries, owned = _previous(out)
+    replaced = outdir.prepare(out, plan, replace=replace)
+    out.mkdir(parents=True, exist_ok=True)
+    entries, owned = outdir.read_journal(out), outdir.owned_files(out)
+    outdir.write_plan(out, plan)
     done: dict[str, tuple[str, str, int]] = {}
     written = kept = 0
     ordered = sorted(specs, key=lambda s: s.path)
@@ -170,14 +145,21 @@ def write_snapshot(
                 kept += 1
             done[spec.path] = (spec.fingerprint, *found)
             bar.advance(spec.size_hint)
-    removed = 0
+    removed = replaced
     for stale in sorted(owned - set(done)):
         path = out / stale
         if ".." not in Path(stale).parts and path.is_file():
             path.unlink()
             removed += 1
     files = [{"path": p, "sha256": done[p][1], "size": done[p][2]} for p in sorted(done)]
-    manifest = {**header, "schema": SCHEMA, "format": fmt, "files": files, "version_id": version_id(fmt, files)}
+    manifest = {
+        **header,
+        "schema": SCHEMA,
+        "format": fmt,
+        "plan": plan,
+        "files": files,
+        "version_id": version_id(fmt, files),
+    }
     _replace(
         out / JOURNAL,
         "".join(
