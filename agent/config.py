@@ -79,6 +79,19 @@ class CaptureSettings(_Strict):
         default=None,
         description="QC profile screening this stream (default by modality: booth-speech, camera-visible, camera-ir).",
     )
+    redact_faces: bool = Field(
+        default=False,
+        description="Visible cameras: blur every face the CenterFace detector finds before the frame is encoded, so "
+        "no unredacted frame reaches the disk or the broker; a frame the detector fails on is dropped and recorded "
+        "(event redaction_failed), never written as it is.",
+    )
+    redact_min_score: float = Field(
+        default=0.4,
+        gt=0,
+        lt=1,
+        description="Detector score from which a face is blurred (redact_faces); lower blurs more, including some "
+        "non-faces.",
+    )
     pair_with: str | None = Field(
         default=None,
         description="Another camera (policy every, interval or triggered) this camera is paired with: for each "
@@ -224,7 +237,17 @@ class Config(_Strict):
                 raise ValueError(f"[capture.{name}] names no device; known devices: {sorted(seen) or 'none'}")
         check_capture_policies(self)
         check_pairing(self)
+        self._check_redaction()
         return self
+
+    def _check_redaction(self) -> None:
+        modality = {d.name: driver_modality(d.type) for d in self.devices}
+        for name, cap in self.capture.items():
+            if cap.redact_faces and modality[name] != "visible":
+                raise ValueError(
+                    f"capture.{name}.redact_faces: only a visible camera's frames can be redacted; {name!r} is"
+                    f" {modality[name]}"
+                )
 
     def capture_for(self, name: str) -> CaptureSettings:
         """The capture policy of a device, or the default for its modality."""
