@@ -10,12 +10,18 @@ sent several (a session's start and end records, a re-screened verdict).
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from central.datasets.versions import HumanVersion, latest_versions
 from central.store import CentralStore
+from sync.records import body_problem
+from sync.topics import SHA256_RE
+
+log = logging.getLogger("fieldcap.datasets")
 
 KINDS = ("capture", "verdict", "annotation", "session", "stream", "take")
 
@@ -156,14 +162,27 @@ def _annotation_order(ann: dict[str, Any]) -> tuple[str, float, str, str]:
     )
 
 
-def _read(store: CentralStore) -> list[tuple[str, str, str, str, dict[str, Any], bool]]:
-    """(device, record_id, kind, received_utc, envelope, blob stored) of the kinds samples need."""
+class Samples(list[Sample]):
+    """The samples of a store, and how many stored records of each kind could not be read as samples."""
+
+    def __init__(self, items: Iterable[Sample] = ()) -> None:
+        super().__init__(items)
+        self.invalid: dict[str, int] = {}
+
+
+def _read(store: CentralStore, invalid: Counter[str]) -> list[tuple[str, str, str, str, dict[str, Any], bool]]:
+    """(device, record_id, kind, received_utc, envelope, blob stored) of the kinds samples need.
+
+    Every body is checked against its kind's schema (``sync.records``) again: rows stored before the
+    ingester validated bodies, or edited by hand, are skipped and counted instead of breaking a report.
+    A blob counts as stored for a record only if the record's own device uploaded it.
+    """
     marks = ",".join("?" * len(KINDS))
     with store._tx() as cur:
         rows = store._exec(
             cur,
-            "SELECT r.device, r.record_id, r.kind, r.received_utc, r.body, b.sha256 IS NOT NULL"
-            " FROM records r LEFT JOIN blobs b ON b.sha256 = r.blob_sha256"
+            "SELECT r.device, r.record_id, r.kind, r.received_utc, r.body, o.sha256 IS NOT NULL"
+            " FROM records r LEFT JOIN blob_owners o ON o.device = r.device AND o.sha256 = r.blob_sha256"
             f" WHERE r.kind IN ({marks}) ORDER BY r.device, r.record_id",
             KINDS,
         ).fetchall()
@@ -171,22 +190,38 @@ def _read(store: CentralStore) -> list[tuple[str, str, str, str, dict[str, Any],
     for device, record_id, kind, received, body, stored in rows:
         try:
             env = json.loads(body)
-        except ValueError:
-            continue  # the ingester validated it; a hand-edited row is not a sample
-        if isinstance(env, dict) and isinstance(env.get("body"), dict):
-            out.append((str(device), str(record_id), str(kind), str(received), env, bool(stored)))
+        except (ValueError, RecursionError):
+            env = None
+        problem = body_problem(str(kind), env)
+        if problem is None and isinstance(env, dict) and env.get("blob") is not None:
+            blob = env["blob"]
+            if not (
+                isinstance(blob, dict) and SHA256_RE.fullmatch(str(blob.get("sha256"))) and _is_int(blob.get("size"))
+            ):
+                problem = "the envelope's blob is malformed"
+        if problem is not None:
+            invalid[str(kind)] += 1
+            log.warning("record %s/%s (%s) skipped: %s", device, record_id, kind, problem[:200])
+            continue
+        assert isinstance(env, dict)
+        out.append((str(device), str(record_id), str(kind), str(received), env, bool(stored)))
     return out
 
 
-def load_samples(store: CentralStore) -> list[Sample]:
-    """Every capture in the store as a sample, in capture-time order."""
-    captures: list[Sample] = []
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def load_samples(store: CentralStore) -> Samples:
+    """Every capture in the store as a sample, in capture-time order (``invalid``: rows skipped per kind)."""
+    invalid: Counter[str] = Counter()
+    captures = Samples()
     verdicts: dict[tuple[str, str], dict[str, Any]] = {}
     annotations: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     sessions: dict[tuple[str, str], dict[str, Any]] = {}
     streams: dict[tuple[str, str], dict[str, Any]] = {}
     takes: dict[tuple[str, str], dict[str, Any]] = {}
-    for device, record_id, kind, received, env, stored in _read(store):
+    for device, record_id, kind, received, env, stored in _read(store, invalid):
         body = env["body"]
         if kind == "capture":
             blob = env.get("blob")
@@ -213,6 +248,7 @@ def load_samples(store: CentralStore) -> list[Sample]:
             takes[(device, str(body["take_id"]))] = body
     _link(captures, verdicts, annotations, sessions, streams, takes, latest_versions(store))
     captures.sort(key=lambda s: s.sort_key)
+    captures.invalid = dict(sorted(invalid.items()))
     return captures
 
 
