@@ -199,6 +199,12 @@ def ingest_command(
         store.close()
 
 
+def shown(value: object) -> str:
+    """Text from a device made safe for a terminal: control characters (ESC, BEL, C1, DEL...) escaped."""
+    text = str(value)
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 @click.group("central")
 def central_group() -> None:
     """Inspect the central store."""
@@ -227,6 +233,7 @@ def central_ls(store_url: str, device: str | None, kind: str | None, as_json: bo
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     cols = ("received_utc", "device", "topic", "reason") if dead_letters else ("device", "record_id", "kind", "sha256")
     table = Table()
@@ -234,14 +241,22 @@ def central_ls(store_url: str, device: str | None, kind: str | None, as_json: bo
         table.add_column(col)
     for r in rows:
         if dead_letters:
-            table.add_row(r["received_utc"], r["device"] or "-", r["topic"][:60], r["reason"])
+            # Device-chosen text: shown literally, never as markup, links or terminal escapes.
+            table.add_row(
+                *(Text(shown(v)) for v in (r["received_utc"], r["device"] or "-", r["topic"][:60], r["reason"]))
+            )
         else:
             table.add_row(
-                r["device"],
-                r["record_id"],
-                r["kind"],
-                (r["sha256"] or "-")[:16],
-                str(r["size"] or "-"),
-                r["received_utc"],
+                *(
+                    Text(shown(v))
+                    for v in (
+                        r["device"],
+                        r["record_id"],
+                        r["kind"],
+                        (r["sha256"] or "-")[:16],
+                        str(r["size"] or "-"),
+                        r["received_utc"],
+                    )
+                )
             )
     Console().print(table)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from sync.wire import RecordId, Sha256, UtcTime, WireError
 
@@ -26,6 +26,20 @@ Obj = dict[str, Any]
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _reading(row: list[Any]) -> list[Any]:
+    """A sensor reading as the catalog sends it: [seq, t_mono_ns, t_utc_ns, name, value]."""
+    ints = row[:3]
+    ok = (
+        len(row) == 5
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in ints)
+        and isinstance(row[3], str)
+        and (row[4] is None or (isinstance(row[4], int | float) and not isinstance(row[4], bool)))
+    )
+    if not ok:
+        raise ValueError("a reading is [seq, t_mono_ns, t_utc_ns, name, value]")
+    return row
 
 
 class CaptureV1(_Body):
@@ -48,7 +62,7 @@ class CaptureV1(_Body):
     supersedes: Id | None = None
     created_utc: UtcTime
     meta: Obj
-    readings: list[tuple[int, int, int, Name, float | None]] | None = None
+    readings: list[Annotated[list[Any], AfterValidator(_reading)]] | None = None
 
 
 class VerdictV1(_Body):
