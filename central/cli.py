@@ -36,6 +36,32 @@ def demo_command(seconds: float, workdir: Path | None) -> None:
     sys.exit(code)
 
 
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
+
+
+class SizeParam(click.ParamType):  # type: ignore[type-arg]
+    """A byte count: ``4294967296``, ``512MiB``, ``4GiB`` (also KB/MB/GB as powers of 1000)."""
+
+    name = "size"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper()
+        digits = text.rstrip("KMGIB")
+        unit = text[len(digits) :]
+        try:
+            n = int(digits.strip())
+        except ValueError:
+            n = -1
+        if n < 1 or unit not in _UNITS:
+            self.fail(f"{value!r} is not a size; write e.g. 4GiB, 512MiB or a number of bytes", param, ctx)
+        return n * _UNITS[unit]
+
+
+SIZE = SizeParam()
+
+
 @click.command("ingest")
 @click.option("--broker", required=True, help="Broker URL, mqtt://host:port or mqtts://host:port.")
 @click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")
@@ -63,6 +89,48 @@ def demo_command(seconds: float, workdir: Path | None) -> None:
 @click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), help="CA certificate for mqtts://.")
 @click.option("--cert-file", type=click.Path(dir_okay=False, path_type=Path), help="Client certificate.")
 @click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), help="Client key.")
+@click.option(
+    "--max-blob-size",
+    type=SIZE,
+    default="4GiB",
+    show_default=True,
+    help="Largest media file a device may announce (bytes, or with KiB/MiB/GiB); larger ones are refused.",
+)
+@click.option(
+    "--device-staging-quota",
+    type=SIZE,
+    default="8GiB",
+    show_default=True,
+    help="Bytes one device's unfinished uploads may announce in all.",
+)
+@click.option(
+    "--device-open-uploads",
+    type=click.IntRange(1, 100000),
+    default=128,
+    show_default=True,
+    help="Unfinished uploads one device may have at once.",
+)
+@click.option(
+    "--upload-max-age",
+    type=click.FloatRange(60, 365 * 86400),
+    default=86400.0,
+    show_default=True,
+    help="Seconds after which an untouched unfinished upload is removed, bytes and all.",
+)
+@click.option(
+    "--dead-letter-max-age",
+    type=click.FloatRange(60, 3650 * 86400),
+    default=30 * 86400.0,
+    show_default=True,
+    help="Seconds dead letters are kept.",
+)
+@click.option(
+    "--dead-letters-per-device",
+    type=click.IntRange(1, 10_000_000),
+    default=1000,
+    show_default=True,
+    help="Newest dead letters kept per device; dead letters beyond 2/s (burst 200) per device are only counted.",
+)
 def ingest_command(
     broker: str,
     store_url: str,
@@ -75,15 +143,25 @@ def ingest_command(
     ca_file: Path | None,
     cert_file: Path | None,
     key_file: Path | None,
+    max_blob_size: int,
+    device_staging_quota: int,
+    device_open_uploads: int,
+    upload_max_age: float,
+    dead_letter_max_age: float,
+    dead_letters_per_device: int,
 ) -> None:
     """Receive, verify, deduplicate and store what devices publish, and answer with receipts."""
+    import os
+
     from agent.config import resolve_secret
     from central.blobs import BlobTree
     from central.ingester import Ingester
+    from central.limits import IntakeLimits
     from central.store import open_store
     from sync.errors import SyncError
     from sync.mqtt import Credentials, tls_context
 
+    os.umask(0o027)  # the store, blobs and staging are for this service (and its group) only
     with user_errors(SyncError, ValueError, OSError):
         password = resolve_secret("--password-file", "", str(password_file)) if password_file else None
         tls = (
@@ -100,6 +178,14 @@ def ingest_command(
             client_id=client_id,
             session_expiry_s=session_expiry,
             credentials=Credentials(username, password, tls),
+            limits=IntakeLimits(
+                max_blob_bytes=max_blob_size,
+                device_staged_bytes=device_staging_quota,
+                device_open_uploads=device_open_uploads,
+                upload_max_age_s=upload_max_age,
+                dead_letter_max_age_s=dead_letter_max_age,
+                dead_letters_per_device=dead_letters_per_device,
+            ),
         )
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
@@ -111,6 +197,12 @@ def ingest_command(
         ingester.run()
     finally:
         store.close()
+
+
+def shown(value: object) -> str:
+    """Text from a device made safe for a terminal: control characters (ESC, BEL, C1, DEL...) escaped."""
+    text = str(value)
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 @click.group("central")
@@ -141,6 +233,7 @@ def central_ls(store_url: str, device: str | None, kind: str | None, as_json: bo
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     cols = ("received_utc", "device", "topic", "reason") if dead_letters else ("device", "record_id", "kind", "sha256")
     table = Table()
@@ -148,14 +241,22 @@ def central_ls(store_url: str, device: str | None, kind: str | None, as_json: bo
         table.add_column(col)
     for r in rows:
         if dead_letters:
-            table.add_row(r["received_utc"], r["device"] or "-", r["topic"][:60], r["reason"])
+            # Device-chosen text: shown literally, never as markup, links or terminal escapes.
+            table.add_row(
+                *(Text(shown(v)) for v in (r["received_utc"], r["device"] or "-", r["topic"][:60], r["reason"]))
+            )
         else:
             table.add_row(
-                r["device"],
-                r["record_id"],
-                r["kind"],
-                (r["sha256"] or "-")[:16],
-                str(r["size"] or "-"),
-                r["received_utc"],
+                *(
+                    Text(shown(v))
+                    for v in (
+                        r["device"],
+                        r["record_id"],
+                        r["kind"],
+                        (r["sha256"] or "-")[:16],
+                        str(r["size"] or "-"),
+                        r["received_utc"],
+                    )
+                )
             )
     Console().print(table)

@@ -72,7 +72,7 @@ def build_report(store: CentralStore, blobs: BlobTree, out: Path, options: Repor
         "headline": headline(samples),
         "name": options.name,
         "filters": options.filters.as_dict(),
-        "store": store_counts(store),
+        "store": {**store_counts(store), "invalid_records": everything.invalid},
         **ind,
     }
     out.mkdir(parents=True, exist_ok=True)
