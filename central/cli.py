@@ -10,10 +10,15 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from agent.cli.common import UserError, json_option, user_errors
+from central.store_url import store_url_option
+
+if TYPE_CHECKING:
+    from sync.signing import ReceiptSigner
 
 
 @click.command("demo")
@@ -38,7 +43,7 @@ def demo_command(seconds: float, workdir: Path | None) -> None:
 
 @click.command("ingest")
 @click.option("--broker", required=True, help="Broker URL, mqtt://host:port or mqtts://host:port.")
-@click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")
+@store_url_option
 @click.option(
     "--blobs", "blob_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Blob directory."
 )
@@ -63,6 +68,12 @@ def demo_command(seconds: float, workdir: Path | None) -> None:
 @click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), help="CA certificate for mqtts://.")
 @click.option("--cert-file", type=click.Path(dir_okay=False, path_type=Path), help="Client certificate.")
 @click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), help="Client key.")
+@click.option(
+    "--receipt-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ed25519 private key that signs receipts (default: $CREDENTIALS_DIRECTORY/receipt-key when present; "
+    "make one with `fieldcap central keygen`).",
+)
 def ingest_command(
     broker: str,
     store_url: str,
@@ -75,6 +86,7 @@ def ingest_command(
     ca_file: Path | None,
     cert_file: Path | None,
     key_file: Path | None,
+    receipt_key: Path | None,
 ) -> None:
     """Receive, verify, deduplicate and store what devices publish, and answer with receipts."""
     from agent.config import resolve_secret
@@ -91,6 +103,7 @@ def ingest_command(
             if ca_file
             else None
         )
+        signer = _receipt_signer(receipt_key)
         store = open_store(store_url)
         ingester = Ingester(
             broker=broker,
@@ -100,6 +113,7 @@ def ingest_command(
             client_id=client_id,
             session_expiry_s=session_expiry,
             credentials=Credentials(username, password, tls),
+            signer=signer,
         )
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
@@ -113,13 +127,58 @@ def ingest_command(
         store.close()
 
 
+def _receipt_signer(path: Path | None) -> ReceiptSigner | None:
+    """The receipt signing key from ``--receipt-key`` or the systemd credential; None (and a warning) if neither."""
+    import logging
+    import os
+
+    from sync.signing import PRIVATE_NAME, ReceiptSigner
+
+    if path is None:
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if creds and (Path(creds) / PRIVATE_NAME).is_file():
+            path = Path(creds) / PRIVATE_NAME
+    if path is None:
+        logging.getLogger("fieldcap.ingest").warning(
+            "receipts are NOT signed (no --receipt-key and no $CREDENTIALS_DIRECTORY/%s): devices that hold a "
+            "receipt public key refuse them, and the others cannot tell them from forgeries",
+            PRIVATE_NAME,
+        )
+        return None
+    signer = ReceiptSigner.load(path)
+    logging.getLogger("fieldcap.ingest").info("signing receipts with key %s", signer.key_id)
+    return signer
+
+
 @click.group("central")
 def central_group() -> None:
-    """Inspect the central store."""
+    """The central store, receipt keys and broker provisioning."""
+
+
+@central_group.command("keygen")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for receipt-key (private, mode 0600) and receipt-key.pub.",
+)
+def central_keygen(out_dir: Path) -> None:
+    """Make the Ed25519 key pair that signs receipts.
+
+    receipt-key stays with the ingesters (`fieldcap ingest --receipt-key`, or the systemd credential
+    receipt-key); receipt-key.pub goes to every device (`[sync] receipt_public_key`).
+    """
+    from sync.signing import generate
+
+    with user_errors(OSError):
+        private, public, kid = generate(out_dir)
+    click.echo(f"{private}: the ingesters' signing key (keep it secret; fieldcap ingest --receipt-key)")
+    click.echo(f"{public}: the devices' receipt_public_key (key id {kid})")
 
 
 @central_group.command("ls")
-@click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")
+@store_url_option
 @click.option("--device", help="Only this device.")
 @click.option("--kind", help="Only this record kind (capture, verdict, event, ...).")
 @json_option("One JSON object per record per line.")
