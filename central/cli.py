@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from agent.cli.common import UserError, json_option, user_errors
 from central.store_url import store_url_option
 
 if TYPE_CHECKING:
+    from central.provision import Admin
     from sync.signing import ReceiptSigner
 
 
@@ -218,3 +220,125 @@ def central_ls(store_url: str, device: str | None, kind: str | None, as_json: bo
                 r["received_utc"],
             )
     Console().print(table)
+
+
+def _password(source: Path | None, what: str, *, confirm: bool) -> str:
+    """A password from a file, from stdin (``-``) or from a prompt: never from the command line."""
+    if source is None:
+        value = str(click.prompt(f"{what} password", hide_input=True, confirmation_prompt=confirm))
+    elif str(source) == "-":
+        value = sys.stdin.readline().rstrip("\r\n")
+    else:
+        try:
+            value = source.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"{source}: cannot read the {what} password: {exc}") from None
+    if not value:
+        raise UserError(f"the {what} password is empty; give one (file, '-' for stdin, or the prompt)")
+    return value
+
+
+def _admin_options(f: Callable[..., None]) -> Callable[..., None]:
+    for opt in reversed(
+        (
+            click.option("--broker", required=True, help="Broker URL, mqtts://host:port (or mqtt:// on localhost)."),
+            click.option(
+                "--ca-file", type=click.Path(dir_okay=False, path_type=Path), help="CA certificate for mqtts://."
+            ),
+            click.option(
+                "--admin-user", required=True, help="The dynamic-security admin client (mosquitto_ctrl dynsec init)."
+            ),
+            click.option(
+                "--admin-password-file",
+                type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+                help="File holding the admin password ('-': stdin); default: a prompt.",
+            ),
+            click.option(
+                "--password-file",
+                type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+                help="File holding the new client's password ('-': stdin); default: a prompt.",
+            ),
+            click.option(
+                "--replace", is_flag=True, help="Delete an existing client of that name first (a new password)."
+            ),
+        )
+    ):
+        f = opt(f)
+    return f
+
+
+def _admin(broker: str, ca_file: Path | None, admin_user: str, admin_password: str) -> Admin:
+    from central.provision import Admin
+    from sync.mqtt import Credentials, tls_context
+
+    tls = tls_context(str(ca_file), None, None) if ca_file else None
+    return Admin.connect(broker, admin_user, admin_password, Credentials(tls=tls))
+
+
+def _check_sources(admin_password_file: Path | None, password_file: Path | None) -> None:
+    if str(admin_password_file) == "-" and str(password_file) == "-":
+        raise click.UsageError("only one of --admin-password-file and --password-file can be '-' (stdin)")
+
+
+@central_group.command("provision-device")
+@click.argument("device_id")
+@_admin_options
+def central_provision_device(
+    device_id: str,
+    broker: str,
+    ca_file: Path | None,
+    admin_user: str,
+    admin_password_file: Path | None,
+    password_file: Path | None,
+    replace: bool,
+) -> None:
+    """Create DEVICE_ID's client and role on a Mosquitto with the dynamic-security plugin.
+
+    The device may then publish only under fieldcap/v1/DEVICE_ID/up/# and its status topic, and
+    subscribe only to fieldcap/v1/DEVICE_ID/down/# (examples/broker/README.md).
+    """
+    from central.provision import provision_device
+    from sync.errors import SyncError
+    from sync.topics import TopicError
+
+    _check_sources(admin_password_file, password_file)
+    password = _password(password_file, f"device {device_id}", confirm=True)
+    admin_password = _password(admin_password_file, "admin", confirm=False)
+    with user_errors(SyncError, TopicError):
+        admin = _admin(broker, ca_file, admin_user, admin_password)
+        try:
+            provision_device(admin, device_id, password, replace=replace)
+        finally:
+            admin.close()
+    click.echo(f"provisioned device {device_id!r}: username {device_id!r}, role fieldcap-device-{device_id}")
+
+
+@central_group.command("provision-ingester")
+@click.argument("name")
+@click.option("--group", default="ingest", show_default=True, help="The ingesters' shared-subscription group.")
+@_admin_options
+def central_provision_ingester(
+    name: str,
+    group: str,
+    broker: str,
+    ca_file: Path | None,
+    admin_user: str,
+    admin_password_file: Path | None,
+    password_file: Path | None,
+    replace: bool,
+) -> None:
+    """Create an ingester client NAME (one per ingester process: the username is its client id)."""
+    from central.provision import provision_ingester
+    from sync.errors import SyncError
+    from sync.topics import TopicError
+
+    _check_sources(admin_password_file, password_file)
+    password = _password(password_file, f"ingester {name}", confirm=True)
+    admin_password = _password(admin_password_file, "admin", confirm=False)
+    with user_errors(SyncError, TopicError):
+        admin = _admin(broker, ca_file, admin_user, admin_password)
+        try:
+            provision_ingester(admin, name, password, group=group, replace=replace)
+        finally:
+            admin.close()
+    click.echo(f"provisioned ingester {name!r} in group {group!r}: role fieldcap-ingest-{group}")
