@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -231,3 +232,17 @@ def test_unusable_credential_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(SyncError, match="cannot use the CA certificate"):
         tls_context(str(tmp_path / "ca.crt"), None, None)
     ssl.create_default_context()  # the system store itself is fine
+
+
+def test_the_acl_file_alone_does_not_stop_a_device_joining_the_ingest_share(secure: SecureBroker) -> None:
+    """The known limit of the ACL-file setup (docs/security.md): Mosquitto 2.0 grants a device the
+    ingesters' shared subscription. The dynamic-security setup refuses it (test_dynsec_broker.py)."""
+    subacks: list[Any] = []
+    spy = _client(secure, "dev-1", secure.creds("dev-1"), secure.tls_port)
+    spy.on_subscribe = lambda _c, _u, _m, rcs, _p: subacks.append(rcs[0])
+    spy.subscribe(topics.ingest_subscription("ingest"), qos=1)
+    deadline = time.monotonic() + 10
+    while not subacks and time.monotonic() < deadline:
+        time.sleep(0.05)
+    spy.loop_stop()
+    assert subacks and not subacks[0].is_failure, subacks
