@@ -14,7 +14,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -24,6 +24,9 @@ from agent.errors import ConfigError
 from drivers import DeviceSettings, available_drivers, driver_modality
 from models import QcSettings
 from sync.settings import SyncSettings
+
+if TYPE_CHECKING:
+    from sync.signing import ReceiptVerifier
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -376,8 +379,41 @@ def check_secrets(config: Config, file: str) -> None:
             value = getattr(sync.tls, attr)
             if value:
                 resolve_secret_path(file, f"sync.tls.{attr}", value)
+    if sync.receipt_public_key:
+        load_receipt_verifier(config, file)
     if config.session.subject_key_file:  # random bytes, not text: check only that the file is there
         resolve_secret_path(file, "session.subject_key_file", config.session.subject_key_file)
+
+
+def load_receipt_verifier(config: Config, file: str) -> ReceiptVerifier | None:
+    """The receipt public key of ``[sync]``, or None when none is configured; ConfigError if unusable."""
+    from sync.signing import KeyFileError, ReceiptVerifier
+
+    name = config.sync.receipt_public_key
+    if not name:
+        return None
+    path = resolve_secret_path(file, "sync.receipt_public_key", name)
+    try:
+        return ReceiptVerifier.load(path)
+    except KeyFileError as exc:
+        raise ConfigError(file, "sync.receipt_public_key", str(exc)) from None
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What is valid but unsafe: said by ``config validate`` and logged by the daemon at start."""
+    out: list[str] = []
+    if config.sync.enabled and not config.sync.receipt_public_key:
+        out.append(
+            "sync.receipt_public_key is not set: receipts are not checked, so anyone who can publish on this "
+            "device's receipt topic can mark captures confirmed; confirmed media is therefore never evicted to free "
+            "space. Set it to the ingesters' receipt-key.pub (`fieldcap central keygen`)"
+        )
+    if config.metrics.enabled and not ipaddress.ip_address(config.metrics.address).is_loopback:
+        out.append(
+            f"metrics.address {config.metrics.address} is not a loopback address: other machines can read the "
+            "metrics; use 127.0.0.1 unless a firewall guards the port"
+        )
+    return out
 
 
 def resolve_secret_path(file: str, key: str, name: str) -> Path:

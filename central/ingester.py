@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from central.blobs import BlobTree
@@ -38,6 +40,7 @@ from central.limits import IntakeLimits
 from central.store import CentralStore
 from sync import topics
 from sync.mqtt import TOPIC_OVERHEAD, BrokerAddress, Credentials, backoff, connect_properties, new_client
+from sync.signing import SIG_PROPERTY, ReceiptSigner
 from sync.wire import MAX_RECORD_BYTES, Receipt, ReceiptBatch, encode
 
 log = logging.getLogger("fieldcap.ingest")
@@ -47,6 +50,7 @@ BATCH_BYTES = 32 * 1024 * 1024
 RECEIPT_BYTES = 64 * 1024  # receipts per message, before the broker's own maximum packet size
 BATCH_RETRIES = 3
 PACKET_OVERHEAD = 64 * 1024  # topic, properties and headers around a payload, generously
+SIGNATURE_BYTES = 128  # the signature's user property: name, "ed25519:" and 88 base64 characters
 
 
 def maximum_message(max_chunk: int) -> int:
@@ -90,7 +94,10 @@ class Ingester:
         max_chunk: int = DEFAULT_MAX_CHUNK,
         reconnect_max_s: float = 30.0,
         limits: IntakeLimits | None = None,
+        signer: ReceiptSigner | None = None,
     ) -> None:
+        """``signer`` signs every receipt message; without it devices that hold the receipt
+        public key refuse every receipt, and devices without one cannot tell forged ones."""
         self.address = BrokerAddress.parse(broker)
         topics.ingest_subscription(group)  # validates the group name
         self.store = store
@@ -100,6 +107,7 @@ class Ingester:
         self.session_expiry_s = session_expiry_s
         self.credentials = credentials or Credentials()
         self.reconnect_max_s = reconnect_max_s
+        self.signer = signer
         self.stats = IngestStats()
         self.intake = Intake(store, blobs, self._emit, max_chunk=max_chunk, limits=limits)
         self.intake.stats = self.stats
@@ -294,8 +302,17 @@ class Ingester:
             by_device.setdefault(device, []).append(receipt)
         limit = min(RECEIPT_BYTES, self._max_packet - TOPIC_OVERHEAD)
         for device, receipts in by_device.items():
-            for payload in _pack(receipts, limit):
-                client.publish(topics.receipts(device), payload, qos=1)
+            topic = topics.receipts(device)
+            for payload in _pack(receipts, limit - SIGNATURE_BYTES if self.signer else limit):
+                client.publish(topic, payload, qos=1, properties=self._signed(topic, payload))
+
+    def _signed(self, topic: str, payload: bytes) -> Properties | None:
+        """The PUBLISH properties carrying the receipt message's signature (one per message)."""
+        if self.signer is None:
+            return None
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.UserProperty = (SIG_PROPERTY, self.signer.sign(topic, payload))
+        return props
 
     # ------------------------------------------------------------------ paho callbacks (same thread)
 

@@ -18,6 +18,7 @@ import click
 from agent.cli.common import UserError, echo_json, json_option
 from central.blobs import BlobTree
 from central.store import CentralStore, open_store
+from central.store_url import store_url_option
 from sync.errors import SyncError
 
 F = Callable[..., Any]
@@ -68,7 +69,7 @@ def store_options(f: F) -> F:
         type=click.Path(file_okay=False, path_type=Path),
         help="Central blob directory (default: 'blobs' beside a SQLite store).",
     )(f)
-    return click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")(f)
+    return store_url_option(f)
 
 
 def filter_options(f: F) -> F:
@@ -278,7 +279,7 @@ def report_command(
 
 
 @click.command("review-import")
-@click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")
+@store_url_option
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @json_option("One JSON object: the import's counts.")
 def review_import_command(store_url: str, file: Path, as_json: bool) -> None:

@@ -132,7 +132,7 @@ def settings(broker_url: str, **overrides: Any) -> SyncSettings:
     return SyncSettings.model_validate(base)
 
 
-def publisher(device: Device, sync: SyncSettings, credentials: Any = None) -> Publisher:
+def publisher(device: Device, sync: SyncSettings, credentials: Any = None, verifier: Any = None) -> Publisher:
     from sync.mqtt import Credentials
 
     return Publisher(
@@ -140,12 +140,15 @@ def publisher(device: Device, sync: SyncSettings, credentials: Any = None) -> Pu
         settings=sync,
         credentials=credentials or Credentials(),
         open_store=lambda: device.catalog().outbox,
+        verifier=verifier,
     )
 
 
 @contextmanager
-def running_publisher(device: Device, sync: SyncSettings, credentials: Any = None) -> Iterator[Publisher]:
-    pub = publisher(device, sync, credentials)
+def running_publisher(
+    device: Device, sync: SyncSettings, credentials: Any = None, verifier: Any = None
+) -> Iterator[Publisher]:
+    pub = publisher(device, sync, credentials, verifier)
     pub.start()
     try:
         yield pub
