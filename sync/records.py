@@ -19,7 +19,8 @@ from sync.wire import RecordId, Sha256, UtcTime, WireError
 
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 Name = Annotated[str, Field(max_length=256)]
-Text = Annotated[str, Field(max_length=16384)]
+TEXT_MAX = 16384  # free text (event messages, reasons): the device shortens longer text before it queues it
+Text = Annotated[str, Field(max_length=TEXT_MAX)]
 Verdict = Literal["pass", "fail", "review"]
 Obj = dict[str, Any]
 
