@@ -139,6 +139,18 @@ SIZE = SizeParam()
     help="Newest dead letters kept per device; dead letters beyond 2/s (burst 200) per device are only counted.",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port (0: any free port; default: no endpoint).",
+)
+@click.option(
+    "--metrics-address",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of the metrics endpoint; keep it on localhost and let a local collector scrape it.",
+)
+@click.option(
     "--receipt-key",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Ed25519 private key that signs receipts (default: $CREDENTIALS_DIRECTORY/receipt-key when present; "
@@ -162,6 +174,8 @@ def ingest_command(
     upload_max_age: float,
     dead_letter_max_age: float,
     dead_letters_per_device: int,
+    metrics_port: int | None,
+    metrics_address: str,
     receipt_key: Path | None,
 ) -> None:
     """Receive, verify, deduplicate and store what devices publish, and answer with receipts."""
@@ -171,6 +185,7 @@ def ingest_command(
     from central.blobs import BlobTree
     from central.ingester import Ingester
     from central.limits import IntakeLimits
+    from central.metrics import IngestMetricsServer
     from central.store import open_store
     from sync.errors import SyncError
     from sync.mqtt import Credentials, tls_context
@@ -203,6 +218,11 @@ def ingest_command(
             ),
             signer=signer,
         )
+        metrics = (
+            IngestMetricsServer(metrics_address, metrics_port, lambda: ingester.stats)
+            if metrics_port is not None
+            else None
+        )
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
         ingester.stop()
@@ -212,6 +232,8 @@ def ingest_command(
     try:
         ingester.run()
     finally:
+        if metrics is not None:
+            metrics.close()
         store.close()
 
 

@@ -7,3 +7,7 @@ from sync.errors import SyncError
 
 class StoreError(SyncError):
     """The central store cannot be used (wrong URL, unreachable server, other schema)."""
+
+
+class CentralError(SyncError):
+    """A central-side setting that cannot work (e.g. a metrics address), named with its fix."""

@@ -49,6 +49,7 @@ BATCH_MESSAGES = 500
 BATCH_BYTES = 32 * 1024 * 1024
 RECEIPT_BYTES = 64 * 1024  # receipts per message, before the broker's own maximum packet size
 BATCH_RETRIES = 3
+SUMMARY_EVERY_S = 60.0  # the totals log line
 PACKET_OVERHEAD = 64 * 1024  # topic, properties and headers around a payload, generously
 SIGNATURE_BYTES = 128  # the signature's user property: name, "ed25519:" and 88 base64 characters
 
@@ -113,6 +114,8 @@ class Ingester:
         self.intake.stats = self.stats
         self.max_message = maximum_message(max_chunk)
         self._next_sweep = 0.0
+        self._next_summary = time.monotonic() + SUMMARY_EVERY_S
+        self._summarised: dict[str, int] = {}
         #: Called after each committed batch with its size (metrics; tests kill the process here).
         self.on_commit: Callable[[int], None] | None = None
         self._stop = threading.Event()
@@ -204,6 +207,15 @@ class Ingester:
             log.error("sweep failed: %r", exc)
         self._next_sweep = time.monotonic() + self.intake.limits.sweep_interval_s
 
+    def _log_summary(self) -> None:
+        """Once a minute at default verbosity: the same totals the metrics endpoint serves."""
+        from central.metrics import summary_line
+
+        now = dataclasses.asdict(self.stats)
+        log.info("totals: %s", summary_line(self.stats, self._summarised))
+        self._summarised = {k: v for k, v in now.items() if isinstance(v, int)}
+        self._next_summary = time.monotonic() + SUMMARY_EVERY_S
+
     def _emit(self, device: str, receipt: Receipt) -> None:
         self._outgoing.append((device, receipt))
 
@@ -262,6 +274,8 @@ class Ingester:
                     self._process(client)
                 if time.monotonic() >= self._next_sweep:
                     self.sweep()
+                if time.monotonic() >= self._next_summary:
+                    self._log_summary()
         except Outage as exc:
             self.stats.outages += 1
             log.error("%s; not acknowledging, reconnecting later", exc)

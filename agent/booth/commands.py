@@ -223,7 +223,11 @@ def booth_command(
     """
 
     def run() -> int:
+        import os
+
         from agent.booth.scripts import load_script
+
+        os.umask(0o027)  # takes and the catalog hold participants' voices: no world access
         from agent.booth.session import Booth, open_booth_session
         from agent.booth.station import booth_config
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -193,6 +194,7 @@ def run_cmd(config_file: Path) -> None:
 
     faulthandler.enable(all_threads=True)  # a watchdog SIGABRT prints every thread's stack to the journal
     _tune_malloc()
+    os.umask(0o027)  # catalog, media and status hold participants' data: no world access (as UMask= in the unit)
     root = logging.getLogger()
     if root.level > logging.INFO:
         root.setLevel(logging.INFO)  # a service logs its lifecycle; -v only adds debug

@@ -184,7 +184,7 @@ def write_status(data_dir: Path, snap: dict[str, Any]) -> None:
     final = data_dir / STATUS_FILE
     tmp = final.with_name(f".{STATUS_FILE}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(snap, default=str, sort_keys=True))
-    tmp.chmod(0o644)
+    tmp.chmod(0o640)
     tmp.replace(final)
 
 

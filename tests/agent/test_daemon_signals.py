@@ -128,6 +128,9 @@ def test_sigterm_flushes_open_segments_and_exits_in_time(agent: tuple[subprocess
     stopped = subprocess.run([FIELDCAP, "status", "--data-dir", str(data)], capture_output=True, text=True, check=False)
     assert stopped.returncode == 3
     assert "not running (stopped" in stopped.stdout
+    # Participants' data is not world-readable even outside systemd (the daemon sets umask 027).
+    for path in (data / "catalog.sqlite", data / "status.json", wav, wav.parent):
+        assert path.stat().st_mode & 0o007 == 0, f"{path} is world-accessible: {oct(path.stat().st_mode)}"
 
 
 def test_sighup_reloads_a_valid_config_and_keeps_the_old_one_otherwise(

@@ -495,3 +495,58 @@ def test_ingest_cli_refuses_a_bad_size(tmp_path: Path) -> None:
          "--max-blob-size", "lots"],
     )  # fmt: skip
     assert res.exit_code == 2 and "is not a size" in res.output and "Traceback" not in res.output
+
+
+def scrape(url: str) -> dict[str, float]:
+    """``name{labels} value`` lines of a Prometheus text scrape."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def test_refusals_are_metrics_of_a_running_ingest(mosquitto: LocalBroker, central: Central, tmp_path: Path) -> None:
+    """`fieldcap ingest --metrics-port`: a poisoned record and an over-quota upload show up in a scrape."""
+    from central.broker import free_port
+
+    port = free_port()
+    log = tmp_path / "ingest.log"
+    proc = ingest_process(mosquitto.url, central, log, "--metrics-port", str(port), "--max-blob-size", "1MiB")
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        with attacker(mosquitto) as evil:
+            evil.send(topics.record(EVIL, "capture"), capture_env(EVIL, "01a252975072-0000000000000001", take="one"))
+            evil.init(hashlib.sha256(b"huge").hexdigest(), 64 << 30)
+            wait_for(
+                lambda: (
+                    scrape(url).get("fieldcap_ingest_quota_refusals_total", 0) >= 1
+                    and scrape(url).get("fieldcap_ingest_records_invalid_total", 0) >= 1
+                ),
+                60,
+                "the refusals in the metrics",
+            )
+        metrics = scrape(url)
+        assert metrics["fieldcap_ingest_messages_total"] >= 2
+        assert metrics["fieldcap_ingest_connected"] == 1.0
+        assert metrics["fieldcap_ingest_records_stored_total"] == 0
+    finally:
+        stop(proc)
+    assert "metrics on http://127.0.0.1:" in log.read_text()
+    assert len(reasons(central)) >= 2
+
+
+def test_the_minute_line_says_the_same_totals() -> None:
+    from central.ingester import IngestStats
+    from central.metrics import summary_line
+
+    stats = IngestStats(messages=12, records_stored=10, records_invalid=2)
+    first = summary_line(stats, None)
+    assert first.startswith("messages 12, records_stored 10,") and "records_invalid 2" in first
+    stats.messages += 3
+    assert "messages 15 (+3)" in summary_line(stats, {"messages": 12, "records_stored": 10, "records_invalid": 2})
