@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from soak_procs import Proc, SerialFeeder, cpu_seconds, log, peak_rss_mb  # noqa: E402  (bench/ is on sys.path)
 
 from central.broker import LocalBroker, free_port, wait_port  # noqa: E402
+from sync.signing import PRIVATE_NAME, PUBLIC_NAME, generate  # noqa: E402
 
 
 def _load(path: Path, name: str) -> Any:
@@ -95,6 +96,7 @@ class Soak:
         self.data = self.workdir / "agent"
         self.central = self.workdir / "central"
         self.blobs = self.central / "blobs"
+        self.keys = self.workdir / "keys"
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -195,6 +197,7 @@ use_dnsmos = true
 [sync]
 broker = "mqtt://127.0.0.1:{broker_port}"
 receipt_timeout_s = 10
+receipt_public_key = "{self.keys / PUBLIC_NAME}"
 """
         path = self.workdir / ("agent.toml" if devices else "idle.toml")
         path.write_text(text)
@@ -220,6 +223,7 @@ receipt_timeout_s = 10
         rtsp.start()
         wait_port(rtsp_port, 20)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        generate(self.keys)  # signed receipts, as in production: only they let the device evict media
         n_ingesters = 2 if self.pg else 1
         ingesters = [
             Proc(
@@ -237,6 +241,8 @@ receipt_timeout_s = 10
                     str(self.blobs),
                     "--group",
                     "soak",
+                    "--receipt-key",
+                    str(self.keys / PRIVATE_NAME),
                 ],
                 self.workdir / f"ingest{i}.log",
                 env,
