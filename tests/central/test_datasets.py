@@ -178,9 +178,11 @@ def test_webdataset_shards_read_back(demo: Path, tmp_path: Path) -> None:
     for s in samples:
         meta = json.loads(s["json"])
         assert meta["key"] == s["__key__"]
-        media = [k for k in s if k in ("jpg", "png", "wav")]
+        media = [k for k in s if k in ("jpg", "png", "wav", "npy")]
         if blobs[s["__key__"]] is None:
             assert not media and meta["readings"]
+        elif media == ["npy"]:  # thermal: decoded pixels (test_thermal_exports checks them)
+            assert meta["modality"] == "thermal" and meta["sha256"] == blobs[s["__key__"]]
         else:
             assert hashlib.sha256(s[media[0]]).hexdigest() == blobs[s["__key__"]]
     with tarfile.open(urls[0]) as tar:  # reproducible headers
