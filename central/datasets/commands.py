@@ -150,6 +150,20 @@ def _filters(kw: dict[str, Any]) -> Any:
     show_default=True,
     help="labelstudio: prefix of media URLs (Label Studio local files by default).",
 )
+@click.option(
+    "--overlap",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0),
+    help="labelstudio: share of tasks (0..1) marked for two annotators (task 'overlap': 2), for agreement.",
+)
+@click.option(
+    "--overlap-seed",
+    default=0,
+    show_default=True,
+    type=int,
+    help="labelstudio: seed of the --overlap draw (the same seed draws the same tasks).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option("One JSON object: the version and its counts (no progress bar).")
 def export_command(
@@ -163,6 +177,8 @@ def export_command(
     license_: str | None,
     description: str | None,
     media_url_prefix: str,
+    overlap: float,
+    overlap_seed: int,
     quiet: bool,
     as_json: bool,
     **kw: Any,
@@ -182,6 +198,8 @@ def export_command(
             license=license_,
             description=description,
             media_url_prefix=media_url_prefix,
+            overlap=overlap,
+            overlap_seed=overlap_seed,
         )
         result = export(store, blobs, out, options, replace=replace, progress=not (quiet or as_json))
     m = result.manifest
@@ -279,20 +297,30 @@ def report_command(
 
 @click.command("review-import")
 @click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")
+@click.option(
+    "--adjudicator",
+    "adjudicators",
+    multiple=True,
+    metavar="USER",
+    help="Label Studio user (email or id) whose annotations are adjudications, preferred by later exports"
+    " (repeatable).",
+)
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @json_option("One JSON object: the import's counts.")
-def review_import_command(store_url: str, file: Path, as_json: bool) -> None:
-    """Import human-corrected labels from a Label Studio JSON export as a new annotation version."""
+def review_import_command(store_url: str, adjudicators: tuple[str, ...], file: Path, as_json: bool) -> None:
+    """Import every annotation of a Label Studio JSON export, each kept with its annotator and time."""
     from central.datasets.review import import_review
 
     with _opened(store_url) as store:
-        summary = import_review(store, file)
+        summary = import_review(store, file, set(adjudicators))
     if as_json:
         echo_json({"file": str(file), **dataclasses.asdict(summary)})
         return
     ignored = ", ".join(f"{n} {t}" for t, n in sorted(summary.ignored.items()))
     click.echo(
-        f"{file}: {summary.tasks} tasks, {summary.reviewed} reviewed: {summary.added} new version(s),"
-        f" {summary.unchanged} unchanged, {summary.unreviewed} without a review"
+        f"{file}: {summary.tasks} tasks, {summary.reviewed} reviewed by {summary.annotators} annotator(s):"
+        f" {summary.added} new annotation set(s), {summary.unchanged} unchanged"
+        + (f" ({summary.adjudications} adjudication(s))" if summary.adjudications else "")
+        + f", {summary.unreviewed} without a review"
         + (f"; ignored results: {ignored}" if ignored else "")
     )

@@ -11,6 +11,13 @@ are left out. A thermal frame is shown to annotators as an 8-bit false-colour pr
 as both have the same size. Each task's data names the capture (``fieldcap_device``, ``fieldcap_record_id``),
 which is how ``fieldcap review-import`` finds it again.
 
+``--overlap SHARE`` marks that share of each project's tasks (rounded up) for two annotators: such
+a task has Label Studio's task field ``overlap: 2`` (how many distinct annotators its automatic
+distribution hands the task to; the project's "Annotations per task minimum" must allow 2) and
+``meta.fieldcap_double_annotation: true``. The draw is seeded (``--overlap-seed``): each task
+ranks by sha256(seed, sample key) and the first ones are marked, so the same seed and selection
+mark the same tasks.
+
 Result ids are derived from the annotation's record id, so a reviewer who edits a prediction keeps
 its id and the import knows which machine annotation (and kind) the correction belongs to.
 """
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -124,7 +132,7 @@ def task(s: Sample, ctx: ExportContext, project: str, media: str, preview: str |
         if result is None:
             continue
         if ann.get("source") == "human" and s.human is not None:
-            version = f"human@v{s.human.version}"
+            version = f"{s.human.role}:{s.human.annotator}@{s.human.annotated_utc or '?'}"
         else:
             version = f"{ann.get('model')}@{ann.get('model_version')}"
         groups.setdefault(version, []).append(result)
@@ -177,6 +185,15 @@ def label_config(project: str, labels: Sequence[str]) -> str:
     )
 
 
+def double_annotated(keys: Sequence[str], share: float, seed: int) -> set[str]:
+    """The keys (``ceil(share * n)`` of them) drawn for two annotators; see the module doc."""
+    if share <= 0 or not keys:
+        return set()
+    n = min(len(keys), math.ceil(share * len(keys) - 1e-9))
+    rank = sorted(keys, key=lambda k: hashlib.sha256(f"{seed}\x00{k}".encode()).hexdigest())
+    return set(rank[:n])
+
+
 def _const(text: str) -> Callable[[], str]:
     return lambda: text
 
@@ -199,6 +216,13 @@ def plan(samples: Sequence[Sample], ctx: ExportContext) -> list[FileSpec]:
         seen = labels.setdefault(project, set())
         seen |= {str(a["label"]) for a in s.annotations if a.get("label") and a.get("kind") != "transcript"}
     for project in sorted(tasks):
+        marked = double_annotated(
+            [t["data"]["fieldcap_key"] for t in tasks[project]], ctx.options.overlap, ctx.options.overlap_seed
+        )
+        for t in tasks[project]:
+            if t["data"]["fieldcap_key"] in marked:
+                t["overlap"] = 2
+                t["meta"] = {"fieldcap_double_annotation": True}
         text = json.dumps(tasks[project], indent=1, sort_keys=True, ensure_ascii=False) + "\n"
         specs.append(text_spec(f"labelstudio/{project}/tasks.json", _const(text), text))
         config = label_config(project, sorted(labels[project] | set(DEFAULT_LABELS[project])))
