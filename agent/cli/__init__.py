@@ -29,6 +29,9 @@ class Entry(NamedTuple):
 
 
 COMMANDS: dict[str, Entry] = {
+    "agreement": Entry(
+        "central.datasets.commands:agreement_group", "Inter-annotator agreement and adjudication.", "central"
+    ),
     "booth": Entry("agent.booth.commands:booth_command", "Record a subject reading a prompt script, item by item."),
     "central": Entry("central.cli:central_group", "Inspect the central store.", "central"),
     "completion": Entry("agent.cli.local:completion_command", "Print the shell completion script (bash, zsh, fish)."),

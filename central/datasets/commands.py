@@ -324,3 +324,85 @@ def review_import_command(store_url: str, adjudicators: tuple[str, ...], file: P
         + f", {summary.unreviewed} without a review"
         + (f"; ignored results: {ignored}" if ignored else "")
     )
+
+
+@click.group("agreement", invoke_without_command=True)
+@click.option("--store", "store_url", help="sqlite:///PATH or postgresql://...")
+@filter_options
+@click.option(
+    "--threshold",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0),
+    help="List tasks whose disagreement (1 - weakest agreement between two annotators) is above this.",
+)
+@click.option("--all", "show_all", is_flag=True, help="List adjudicated tasks too.")
+@json_option("One JSON object: kappas per label and annotator pair, machine vs human, the disagreements.")
+@click.pass_context
+def agreement_group(
+    ctx: click.Context, /, store_url: str | None, threshold: float, show_all: bool, as_json: bool, **kw: Any
+) -> None:
+    """Inter-annotator agreement, and the tasks whose annotators disagree (for adjudication)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if store_url is None:
+        raise UserError("--store URL is needed (sqlite:///PATH or postgresql://...)")
+    from central.datasets.consistency import consistency
+    from central.datasets.samples import load_samples
+    from central.datasets.selection import select, unknown_values
+
+    filters = _filters(kw)
+    with _opened(store_url) as store:
+        everything = load_samples(store)
+    unknown = unknown_values(everything, filters)
+    if unknown:
+        raise UserError(f"{unknown[0]}: no sample in the store has it; check the spelling")
+    result = consistency(select(everything, filters), threshold)
+    if not show_all:
+        result["disagreements"] = [d for d in result["disagreements"] if not d["adjudicated"]]
+    if as_json:
+        echo_json(result)
+        return
+    for d in result["disagreements"]:
+        worst = max(d["pairs"], key=lambda p: p["disagreement"])
+        shown = ", ".join(
+            f"{m} {worst[m]:.3g}"
+            for m in ("labels", "box_iou", "segment_overlap", "cer", "wer")
+            if worst.get(m) is not None
+        )
+        click.echo(
+            f"{d['key']}  disagreement {d['disagreement']:.2f}  {worst['a']} vs {worst['b']}: {shown}"
+            + ("  (adjudicated)" if d["adjudicated"] else "")
+        )
+    for label, k in result["labels"].items():
+        kappa = "undefined" if k["kappa"] is None else f"{k['kappa']:.3f}"
+        click.echo(f"label {label}: {k['method']} kappa {kappa} over {k['tasks']} task(s)")
+    click.echo(
+        f"{result['multi_annotated']} task(s) with two or more annotators, {result['adjudicated']} adjudicated;"
+        f" {len(result['disagreements'])} listed above disagreement {threshold:g}"
+        + ("" if not result["disagreements"] else "; settle one with: fieldcap agreement adjudicate")
+    )
+
+
+@agreement_group.command("adjudicate")
+@click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")
+@click.argument("key")
+@click.option(
+    "--use",
+    required=True,
+    metavar="ANNOTATOR|machine",
+    help="Whose annotations become the adjudicated version: an annotator of the task, or 'machine'.",
+)
+@click.option("--by", "by", default="adjudicator", show_default=True, help="Who adjudicates (recorded).")
+@json_option("One JSON object: what was adopted.")
+def adjudicate_command(store_url: str, key: str, use: str, by: str, as_json: bool) -> None:
+    """Make one annotator's (or the machine's) annotations of task KEY (DEVICE/RECORD_ID) the adjudicated
+    version, which later exports prefer."""
+    from central.datasets.adjudication import adjudicate
+
+    with _opened(store_url) as store:
+        done = adjudicate(store, key, use, by)
+    if as_json:
+        echo_json(dataclasses.asdict(done))
+        return
+    click.echo(f"{key}: adopted {use}'s annotations as {by}'s adjudication" + ("" if done.added else " (already so)"))

@@ -336,9 +336,9 @@ def test_label_studio_review_changes_the_next_export_and_keeps_the_machine_versi
     file.write_text(json.dumps(reviewed))
     result = run("review-import", "--store", store_url(central), str(file))
     assert result.exit_code == 0, result.output
-    assert "1 new version(s)" in result.output
+    assert "1 new annotation set(s)" in result.output
     again = run("review-import", "--store", store_url(central), str(file))
-    assert "0 new version(s), 1 unchanged" in again.output
+    assert "0 new annotation set(s), 1 unchanged" in again.output
 
     after = {
         r["key"]: r
@@ -353,15 +353,17 @@ def test_label_studio_review_changes_the_next_export_and_keeps_the_machine_versi
     row = after[key]
     assert row["annotation_source"] == "human"
     assert "reviewed" in row["labels"] and row["labels"] != machine_labels
-    assert row["lineage"]["annotations"]["human"]["version"] == 1
-    assert row["lineage"]["annotations"]["human"]["author"] == "annotator@example.org"
+    human = row["lineage"]["annotations"]["human"]
+    assert human["role"] == "annotator" and human["annotated_utc"] == "2025-01-02T03:04:05.000000+00:00"
+    assert human["annotator"] == "annotator@example.org"
+    assert row["lineage"]["annotations"]["human_sets"] == [human]
     assert row["lineage"]["annotations"]["machine"] == before[key]["annotations"]  # the machine's version is kept
     # the machine's records are untouched, the human version is a row of its own
     assert sql(central, "SELECT COUNT(*) FROM records WHERE kind = 'annotation'")[0][0] == machine
     device, rid = key.split("/")
     assert sql(
-        central, "SELECT version_no FROM dataset_annotation_versions WHERE device = ? AND capture_id = ?", device, rid
-    ) == [(1,)]
+        central, "SELECT annotator FROM dataset_annotation_sets WHERE device = ? AND capture_id = ?", device, rid
+    ) == [("annotator@example.org",)]
     others = [k for k in after if k != key]
     assert all(after[k]["annotation_source"] == before[k]["annotation_source"] for k in others)
     # and the label filter now finds it by the human label
@@ -527,7 +529,7 @@ def test_postgresql_store_gives_the_same_version_and_takes_reviews(
         )
     )
     result = run("review-import", "--store", postgres_url, str(file))
-    assert result.exit_code == 0 and "1 new version(s)" in result.output, result.output
+    assert result.exit_code == 0 and "1 new annotation set(s)" in result.output, result.output
     run(
         "export",
         "--store",
