@@ -269,8 +269,9 @@ def _reviewed(tasks: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[s
     return edited, target
 
 
-def add_machine_annotation(central: Path) -> None:
-    """A VAD segment on the first audio capture, stored the way the ingester stores a device's record."""
+def add_machine_annotation(central: Path, model: str = "silero-vad") -> str:
+    """A VAD segment on the first audio capture, stored the way the ingester stores a device's record;
+    returns the capture's key."""
     from central.store import open_store
 
     device, capture_id = sql(
@@ -288,7 +289,7 @@ def add_machine_annotation(central: Path) -> None:
         "t_start_s": 0.25,
         "t_end_s": 1.5,
         "geometry": None,
-        "model": "silero-vad",
+        "model": model,
         "model_version": "6.2.3",
         "model_sha256": "1" * 64,
         "created_utc": "2025-01-01T00:00:00+00:00",
@@ -306,6 +307,7 @@ def add_machine_annotation(central: Path) -> None:
         store.put_record(device, record_id, "annotation", envelope["created_utc"], None, None, json.dumps(envelope))
     finally:
         store.close()
+    return f"{device}/{capture_id}"
 
 
 def test_label_studio_review_changes_the_next_export_and_keeps_the_machine_version(
