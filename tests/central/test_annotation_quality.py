@@ -35,7 +35,8 @@ def _box(x: float, y: float, w: float, h: float, label: str = "face") -> dict[st
 
 
 def _choice(label: str) -> dict[str, Any]:
-    return {"id": f"c{label}", "type": "choices", "from_name": "class", "to_name": "image", "value": {"choices": [label]}}
+    value = {"choices": [label]}
+    return {"id": f"c{label}", "type": "choices", "from_name": "class", "to_name": "image", "value": value}
 
 
 def _segment(start: float, end: float) -> dict[str, Any]:
@@ -217,7 +218,12 @@ def test_adjudication_becomes_the_exported_version(central: Path, tmp_path: Path
     ]
     (tmp_path / "later.json").write_text(json.dumps(later))
     imported = run(
-        "review-import", "--store", store_url(central), "--adjudicator", "carol@example.org", str(tmp_path / "later.json")
+        "review-import",
+        "--store",
+        store_url(central),
+        "--adjudicator",
+        "carol@example.org",
+        str(tmp_path / "later.json"),
     )
     assert imported.exit_code == 0 and "(1 adjudication(s))" in imported.output, imported.output
     row = _rows(central, tmp_path / "j3")[agreed["fieldcap_key"]]
