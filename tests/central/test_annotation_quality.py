@@ -183,6 +183,16 @@ def test_every_annotation_is_kept_and_agreement_matches_hand_computed_values(cen
     text = run("agreement", "--store", store_url(central), "--threshold", "0.5")
     assert text.exit_code == 0 and f"{outdoor_vs_indoor}  disagreement 1.00" in text.output
 
+    # the dataset card's consistency section says the same
+    card = run("report", "--store", store_url(central), "--out", str(tmp_path / "card"))
+    assert card.exit_code == 0, card.output
+    section = json.loads((tmp_path / "card" / "report.json").read_text())["consistency"]
+    assert section["labels"] == labels and section["pairs"] == report["pairs"]
+    assert section["machine"] == report["machine"]
+    assert section["open_disagreements"] == 3  # the boxes, outdoor vs indoor, the audio take
+    html = (tmp_path / "card" / "report.html").read_text()
+    assert "alice@example.org / bob@example.org" in html and "test-vad 6.2.3" in html
+
 
 def test_adjudication_becomes_the_exported_version(central: Path, tmp_path: Path) -> None:
     tasks, _take, file = _project(central, tmp_path)
