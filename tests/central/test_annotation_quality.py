@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +258,28 @@ def test_review_import_refuses_garbled_times(central: Path, tmp_path: Path) -> N
     result = run("review-import", "--store", store_url(central), str(bad))
     assert result.exit_code == 1 and "'yesterday' is not ISO 8601" in result.output
     assert sql(central, "SELECT COUNT(*) FROM dataset_annotation_sets")[0][0] == 0
+
+
+def test_review_versions_stored_before_annotation_sets_are_carried_over(central: Path, tmp_path: Path) -> None:
+    """A store reviewed by an earlier fieldcap (one numbered version per capture) keeps its reviews."""
+    from central.datasets.versions import ensure_schema
+    from central.store import open_store
+
+    device, capture_id = sql(central, "SELECT device, record_id FROM records WHERE kind = 'capture' LIMIT 1")[0]
+    store = open_store(store_url(central))
+    try:
+        ensure_schema(store)
+    finally:
+        store.close()
+    legacy = [{"kind": "class", "label": "legacy-label", "record_id": "human-0", "source": "human"}]
+    with sqlite3.connect(central / "central.db") as conn:
+        conn.execute(
+            "INSERT INTO dataset_annotation_versions (device, capture_id, version_no, review_id, author,"
+            " reviewed_utc, content_sha256, annotations) VALUES (?,?,?,?,?,?,?,?)",
+            (device, capture_id, 1, "r1", "old@example.org", "2024-01-01T00:00:00Z", "x", json.dumps(legacy)),
+        )
+    row = _rows(central, tmp_path / "j")[f"{device}/{capture_id}"]
+    assert row["labels"] == ["legacy-label"] and row["annotation_source"] == "human"
+    assert row["lineage"]["annotations"]["human"]["annotator"] == "old@example.org"
+    _rows(central, tmp_path / "j2")  # carried over once, not again
+    assert sql(central, "SELECT COUNT(*) FROM dataset_annotation_sets") == [(1,)]
