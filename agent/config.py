@@ -14,7 +14,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -24,6 +24,9 @@ from agent.errors import ConfigError
 from drivers import DeviceSettings, available_drivers, driver_modality
 from models import QcSettings
 from sync.settings import SyncSettings
+
+if TYPE_CHECKING:
+    from sync.signing import ReceiptVerifier
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -78,6 +81,19 @@ class CaptureSettings(_Strict):
     qc_profile: str | None = Field(
         default=None,
         description="QC profile screening this stream (default by modality: booth-speech, camera-visible, camera-ir).",
+    )
+    redact_faces: bool = Field(
+        default=False,
+        description="Visible cameras: blur every face the CenterFace detector finds before the frame is encoded, so "
+        "no unredacted frame reaches the disk or the broker; a frame the detector fails on is dropped and recorded "
+        "(event redaction_failed), never written as it is.",
+    )
+    redact_min_score: float = Field(
+        default=0.4,
+        gt=0,
+        lt=1,
+        description="Detector score from which a face is blurred (redact_faces); lower blurs more, including some "
+        "non-faces.",
     )
     pair_with: str | None = Field(
         default=None,
@@ -224,7 +240,17 @@ class Config(_Strict):
                 raise ValueError(f"[capture.{name}] names no device; known devices: {sorted(seen) or 'none'}")
         check_capture_policies(self)
         check_pairing(self)
+        self._check_redaction()
         return self
+
+    def _check_redaction(self) -> None:
+        modality = {d.name: driver_modality(d.type) for d in self.devices}
+        for name, cap in self.capture.items():
+            if cap.redact_faces and modality[name] != "visible":
+                raise ValueError(
+                    f"capture.{name}.redact_faces: only a visible camera's frames can be redacted; {name!r} is"
+                    f" {modality[name]}"
+                )
 
     def capture_for(self, name: str) -> CaptureSettings:
         """The capture policy of a device, or the default for its modality."""
@@ -353,8 +379,41 @@ def check_secrets(config: Config, file: str) -> None:
             value = getattr(sync.tls, attr)
             if value:
                 resolve_secret_path(file, f"sync.tls.{attr}", value)
+    if sync.receipt_public_key:
+        load_receipt_verifier(config, file)
     if config.session.subject_key_file:  # random bytes, not text: check only that the file is there
         resolve_secret_path(file, "session.subject_key_file", config.session.subject_key_file)
+
+
+def load_receipt_verifier(config: Config, file: str) -> ReceiptVerifier | None:
+    """The receipt public key of ``[sync]``, or None when none is configured; ConfigError if unusable."""
+    from sync.signing import KeyFileError, ReceiptVerifier
+
+    name = config.sync.receipt_public_key
+    if not name:
+        return None
+    path = resolve_secret_path(file, "sync.receipt_public_key", name)
+    try:
+        return ReceiptVerifier.load(path)
+    except KeyFileError as exc:
+        raise ConfigError(file, "sync.receipt_public_key", str(exc)) from None
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What is valid but unsafe: said by ``config validate`` and logged by the daemon at start."""
+    out: list[str] = []
+    if config.sync.enabled and not config.sync.receipt_public_key:
+        out.append(
+            "sync.receipt_public_key is not set: receipts are not checked, so anyone who can publish on this "
+            "device's receipt topic can mark captures confirmed; confirmed media is therefore never evicted to free "
+            "space. Set it to the ingesters' receipt-key.pub (`fieldcap central keygen`)"
+        )
+    if config.metrics.enabled and not ipaddress.ip_address(config.metrics.address).is_loopback:
+        out.append(
+            f"metrics.address {config.metrics.address} is not a loopback address: other machines can read the "
+            "metrics; use 127.0.0.1 unless a firewall guards the port"
+        )
+    return out
 
 
 def resolve_secret_path(file: str, key: str, name: str) -> Path:

@@ -27,7 +27,14 @@ from agent.catalog.db import Catalog
 from agent.catalog.recovery import recover
 from agent.catalog.reports import catalog_numbers, qc_totals
 from agent.catalog.writer import Writer
-from agent.config import CaptureSettings, Config, resolve_secret, resolve_secret_path
+from agent.config import (
+    CaptureSettings,
+    Config,
+    config_warnings,
+    load_receipt_verifier,
+    resolve_secret,
+    resolve_secret_path,
+)
 from agent.ops.heartbeat import Heartbeats
 from agent.ops.retention import DiskGuard
 from agent.ops.status import age_seconds
@@ -36,6 +43,7 @@ from drivers import DeviceSettings
 from models import Screener, Screening
 from sync.mqtt import Credentials, tls_context
 from sync.publisher import Publisher
+from sync.signing import ReceiptVerifier
 
 log = logging.getLogger("fieldcap.agent")
 
@@ -95,6 +103,9 @@ class Agent:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        verifier = load_receipt_verifier(self.config, self.config_file) if self.config.sync.enabled else None
+        for warning in config_warnings(self.config):
+            log.warning("%s", warning)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.catalog() as cat:
             recover(cat, self.data_dir)
@@ -106,6 +117,7 @@ class Agent:
             self.config.agent.device_id,
             self.config.storage,
             synchronous=self.config.storage.synchronous,
+            evict_confirmed=self.config.sync.receipt_public_key is not None,
         )
         self.writer.start()
         self.recording.start(background_session=self.needs_background_session())
@@ -121,15 +133,16 @@ class Agent:
             t.start()
             self._bg_threads.append(t)
         if self.config.sync.enabled:
-            self.publisher = self._new_publisher(self.config, self._credentials(self.config))
+            self.publisher = self._new_publisher(self.config, self._credentials(self.config), verifier)
             self.publisher.start()
 
-    def _new_publisher(self, config: Config, credentials: Credentials) -> Publisher:
+    def _new_publisher(self, config: Config, credentials: Credentials, verifier: ReceiptVerifier | None) -> Publisher:
         pub = Publisher(
             device_id=config.agent.device_id,
             settings=config.sync,
             credentials=credentials,
             open_store=lambda: self.catalog().outbox,
+            verifier=verifier,
         )
         self.heartbeats.watch("sync", lambda: getattr(self.publisher, "heartbeat", None))
         return pub
@@ -225,6 +238,7 @@ class Agent:
         old = self.config
         screener = Screener(new.qc) if new.qc != old.qc else None
         credentials = self._credentials(new) if new.sync != old.sync and new.sync.enabled else None
+        verifier = load_receipt_verifier(new, self.config_file) if credentials is not None else None
         changes: list[str] = []
         self.config = new
         old_devices = {d.name: d for d in old.devices}
@@ -264,8 +278,10 @@ class Agent:
                 self.publisher = None
                 self.heartbeats.forget("sync")
             if new.sync.enabled and credentials is not None:
-                self.publisher = self._new_publisher(new, credentials)
+                self.publisher = self._new_publisher(new, credentials, verifier)
                 self.publisher.start()
+            if self.guard is not None:
+                self.guard.evict_confirmed = new.sync.receipt_public_key is not None
             changes.append("sync settings")
         if new.storage != old.storage and self.guard is not None:
             self.guard.update(new.storage)
@@ -468,6 +484,7 @@ class Agent:
             "last_receipt_age_s": age_seconds(numbers.get("last_receipt_utc")),
             "recent_alerts": numbers.get("recent_alerts", []),
             "broker_connected": None if pub is None else bool(pub.connected),
+            "forged_receipts": None if pub is None else pub.forged_receipts,
             "disk": disk,
             "clock": {
                 "synced": health.synced,

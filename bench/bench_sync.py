@@ -40,6 +40,7 @@ from sync.mqtt import Credentials  # noqa: E402
 from sync.outbox import BlobRef  # noqa: E402
 from sync.publisher import Publisher  # noqa: E402
 from sync.settings import SyncSettings  # noqa: E402
+from sync.signing import ReceiptVerifier, generate  # noqa: E402
 
 SEGMENT_BYTES = 44 + 10 * 48_000 * 2 * 2  # a 10 s stereo 48 kHz 16-bit WAV segment
 HOUR_MB = 3600 * 48_000 * 2 * 2 / 1e6  # ≈ 691 MB
@@ -111,7 +112,7 @@ def confirmed(catalog: Path) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def ingesters(broker_url: str, store_url: str, blobs: Path, n: int, log: Path) -> Iterator[None]:
+def ingesters(broker_url: str, store_url: str, blobs: Path, n: int, log: Path, *extra: str) -> Iterator[None]:
     """``fieldcap ingest`` processes in one shared-subscription group, ready when subscribed."""
     procs = []
     try:
@@ -134,6 +135,7 @@ def ingesters(broker_url: str, store_url: str, blobs: Path, n: int, log: Path) -
                             str(blobs),
                             "--group",
                             "bench",
+                            *extra,
                         ],
                         stdout=out,
                         stderr=subprocess.STDOUT,
@@ -166,19 +168,29 @@ def run_ours(
     store_url: str | None = None,
     ingest_count: int = 1,
     max_inflight: int = 64,
+    signed: bool = True,
 ) -> float:
-    """Seconds from publisher start until the device has every item confirmed."""
+    """Seconds from publisher start until the device has every item confirmed.
+
+    ``signed``: the ingesters sign receipts and the device verifies them (as in production).
+    """
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     catalog = make_device(workdir / "device", records, blob_sizes)
     store = store_url or f"sqlite:///{workdir / 'central.db'}"
     settings = SyncSettings(broker=f"mqtt://127.0.0.1:{port}", receipt_timeout_s=60.0, max_inflight=max_inflight)
-    with ingesters(settings.broker, store, workdir / "blobs", ingest_count, workdir / "ingest"):
+    extra: tuple[str, ...] = ()
+    verifier = None
+    if signed:
+        private, public, _ = generate(workdir / "keys")
+        extra, verifier = ("--receipt-key", str(private)), ReceiptVerifier.load(public)
+    with ingesters(settings.broker, store, workdir / "blobs", ingest_count, workdir / "ingest", *extra):
         pub = Publisher(
             device_id=DEVICE,
             settings=settings,
             credentials=Credentials(),
             open_store=lambda: Catalog(catalog, DEVICE, synchronous="normal").outbox,
+            verifier=verifier,
         )
         t0 = time.perf_counter()
         pub.start()
@@ -252,6 +264,25 @@ def drop_tables(url: str) -> None:
 # ---------------------------------------------------------------------------- main
 
 
+def signing_cost(port: int, work: Path, records: int, media_mb: float, repeat: int) -> None:
+    """Records/s and MB/s with signed receipts against unsigned ones, interleaved on one broker."""
+    n_media = max(1, round(media_mb * 1e6 / 8e6))
+    rates: dict[tuple[str, bool], list[float]] = {}
+    for i in range(repeat):
+        for signed in (False, True) if i % 2 == 0 else (True, False):
+            rec = records / run_ours(port, work / "records", records, [], signed=signed)
+            mbs = n_media * 8 / run_ours(port, work / "media", 0, [8_000_000] * n_media, signed=signed)
+            rates.setdefault(("records", signed), []).append(rec)
+            rates.setdefault(("media", signed), []).append(mbs)
+            print(f"  round {i + 1} {'signed' if signed else 'unsigned'}: {rec:,.0f} records/s, {mbs:.1f} MB/s")
+    for what, unit in (("records", "records/s"), ("media", "MB/s")):
+        plain, signed_ = statistics.median(rates[(what, False)]), statistics.median(rates[(what, True)])
+        print(
+            f"{what}: unsigned {plain:,.1f} {unit}, signed {signed_:,.1f} {unit} (median of {repeat}):"
+            f" {signed_ / plain - 1:+.1%}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=20000, help="records for the record-rate run")
@@ -261,6 +292,11 @@ def main() -> None:
     ap.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL one-vs-two ingesters run")
     ap.add_argument("--baseline", type=Path, default=ROOT / "bench" / "baselines" / "mqtt_raw.py")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument(
+        "--signing-cost",
+        action="store_true",
+        help="only compare signed with unsigned receipts (records and media, interleaved --repeat times)",
+    )
     args = ap.parse_args()
 
     raw = load_baseline(args.baseline)
@@ -270,6 +306,9 @@ def main() -> None:
         print(f"broker: mosquitto on 127.0.0.1:{port} (the baseline's config); workdir {work}")
         size = mean_record_bytes(make_device(work / "probe", 50, []))
         shutil.rmtree(work / "probe")
+        if args.signing_cost:
+            signing_cost(port, work, args.records, args.media_mb, args.repeat)
+            return
 
         # Records: raw paho QoS 1 (best of inflight 20 / 1000, delivered to the subscriber) vs ours.
         raw_rates, our_rates = [], []

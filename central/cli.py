@@ -8,12 +8,19 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from agent.cli.common import UserError, json_option, user_errors
+from central.store_url import store_url_option
+
+if TYPE_CHECKING:
+    from central.provision import Admin
+    from sync.signing import ReceiptSigner
 
 
 @click.command("demo")
@@ -36,9 +43,35 @@ def demo_command(seconds: float, workdir: Path | None) -> None:
     sys.exit(code)
 
 
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
+
+
+class SizeParam(click.ParamType):  # type: ignore[type-arg]
+    """A byte count: ``4294967296``, ``512MiB``, ``4GiB`` (also KB/MB/GB as powers of 1000)."""
+
+    name = "size"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper()
+        digits = text.rstrip("KMGIB")
+        unit = text[len(digits) :]
+        try:
+            n = int(digits.strip())
+        except ValueError:
+            n = -1
+        if n < 1 or unit not in _UNITS:
+            self.fail(f"{value!r} is not a size; write e.g. 4GiB, 512MiB or a number of bytes", param, ctx)
+        return n * _UNITS[unit]
+
+
+SIZE = SizeParam()
+
+
 @click.command("ingest")
 @click.option("--broker", required=True, help="Broker URL, mqtt://host:port or mqtts://host:port.")
-@click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")
+@store_url_option
 @click.option(
     "--blobs", "blob_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Blob directory."
 )
@@ -63,6 +96,54 @@ def demo_command(seconds: float, workdir: Path | None) -> None:
 @click.option("--ca-file", type=click.Path(dir_okay=False, path_type=Path), help="CA certificate for mqtts://.")
 @click.option("--cert-file", type=click.Path(dir_okay=False, path_type=Path), help="Client certificate.")
 @click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path), help="Client key.")
+@click.option(
+    "--max-blob-size",
+    type=SIZE,
+    default="4GiB",
+    show_default=True,
+    help="Largest media file a device may announce (bytes, or with KiB/MiB/GiB); larger ones are refused.",
+)
+@click.option(
+    "--device-staging-quota",
+    type=SIZE,
+    default="8GiB",
+    show_default=True,
+    help="Bytes one device's unfinished uploads may announce in all.",
+)
+@click.option(
+    "--device-open-uploads",
+    type=click.IntRange(1, 100000),
+    default=128,
+    show_default=True,
+    help="Unfinished uploads one device may have at once.",
+)
+@click.option(
+    "--upload-max-age",
+    type=click.FloatRange(60, 365 * 86400),
+    default=86400.0,
+    show_default=True,
+    help="Seconds after which an untouched unfinished upload is removed, bytes and all.",
+)
+@click.option(
+    "--dead-letter-max-age",
+    type=click.FloatRange(60, 3650 * 86400),
+    default=30 * 86400.0,
+    show_default=True,
+    help="Seconds dead letters are kept.",
+)
+@click.option(
+    "--dead-letters-per-device",
+    type=click.IntRange(1, 10_000_000),
+    default=1000,
+    show_default=True,
+    help="Newest dead letters kept per device; dead letters beyond 2/s (burst 200) per device are only counted.",
+)
+@click.option(
+    "--receipt-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ed25519 private key that signs receipts (default: $CREDENTIALS_DIRECTORY/receipt-key when present; "
+    "make one with `fieldcap central keygen`).",
+)
 def ingest_command(
     broker: str,
     store_url: str,
@@ -75,15 +156,26 @@ def ingest_command(
     ca_file: Path | None,
     cert_file: Path | None,
     key_file: Path | None,
+    max_blob_size: int,
+    device_staging_quota: int,
+    device_open_uploads: int,
+    upload_max_age: float,
+    dead_letter_max_age: float,
+    dead_letters_per_device: int,
+    receipt_key: Path | None,
 ) -> None:
     """Receive, verify, deduplicate and store what devices publish, and answer with receipts."""
+    import os
+
     from agent.config import resolve_secret
     from central.blobs import BlobTree
     from central.ingester import Ingester
+    from central.limits import IntakeLimits
     from central.store import open_store
     from sync.errors import SyncError
     from sync.mqtt import Credentials, tls_context
 
+    os.umask(0o027)  # the store, blobs and staging are for this service (and its group) only
     with user_errors(SyncError, ValueError, OSError):
         password = resolve_secret("--password-file", "", str(password_file)) if password_file else None
         tls = (
@@ -91,6 +183,7 @@ def ingest_command(
             if ca_file
             else None
         )
+        signer = _receipt_signer(receipt_key)
         store = open_store(store_url)
         ingester = Ingester(
             broker=broker,
@@ -100,6 +193,15 @@ def ingest_command(
             client_id=client_id,
             session_expiry_s=session_expiry,
             credentials=Credentials(username, password, tls),
+            limits=IntakeLimits(
+                max_blob_bytes=max_blob_size,
+                device_staged_bytes=device_staging_quota,
+                device_open_uploads=device_open_uploads,
+                upload_max_age_s=upload_max_age,
+                dead_letter_max_age_s=dead_letter_max_age,
+                dead_letters_per_device=dead_letters_per_device,
+            ),
+            signer=signer,
         )
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
@@ -113,13 +215,64 @@ def ingest_command(
         store.close()
 
 
+def shown(value: object) -> str:
+    """Text from a device made safe for a terminal: control characters (ESC, BEL, C1, DEL...) escaped."""
+    text = str(value)
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _receipt_signer(path: Path | None) -> ReceiptSigner | None:
+    """The receipt signing key from ``--receipt-key`` or the systemd credential; None (and a warning) if neither."""
+    import logging
+    import os
+
+    from sync.signing import PRIVATE_NAME, ReceiptSigner
+
+    if path is None:
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        if creds and (Path(creds) / PRIVATE_NAME).is_file():
+            path = Path(creds) / PRIVATE_NAME
+    if path is None:
+        logging.getLogger("fieldcap.ingest").warning(
+            "receipts are NOT signed (no --receipt-key and no $CREDENTIALS_DIRECTORY/%s): devices that hold a "
+            "receipt public key refuse them, and the others cannot tell them from forgeries",
+            PRIVATE_NAME,
+        )
+        return None
+    signer = ReceiptSigner.load(path)
+    logging.getLogger("fieldcap.ingest").info("signing receipts with key %s", signer.key_id)
+    return signer
+
+
 @click.group("central")
 def central_group() -> None:
-    """Inspect the central store."""
+    """The central store, receipt keys and broker provisioning."""
+
+
+@central_group.command("keygen")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for receipt-key (private, mode 0600) and receipt-key.pub.",
+)
+def central_keygen(out_dir: Path) -> None:
+    """Make the Ed25519 key pair that signs receipts.
+
+    receipt-key stays with the ingesters (`fieldcap ingest --receipt-key`, or the systemd credential
+    receipt-key); receipt-key.pub goes to every device (`[sync] receipt_public_key`).
+    """
+    from sync.signing import generate
+
+    with user_errors(OSError):
+        private, public, kid = generate(out_dir)
+    click.echo(f"{private}: the ingesters' signing key (keep it secret; fieldcap ingest --receipt-key)")
+    click.echo(f"{public}: the devices' receipt_public_key (key id {kid})")
 
 
 @central_group.command("ls")
-@click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")
+@store_url_option
 @click.option("--device", help="Only this device.")
 @click.option("--kind", help="Only this record kind (capture, verdict, event, ...).")
 @json_option("One JSON object per record per line.")
@@ -141,6 +294,7 @@ def central_ls(store_url: str, device: str | None, kind: str | None, as_json: bo
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     cols = ("received_utc", "device", "topic", "reason") if dead_letters else ("device", "record_id", "kind", "sha256")
     table = Table()
@@ -148,14 +302,144 @@ def central_ls(store_url: str, device: str | None, kind: str | None, as_json: bo
         table.add_column(col)
     for r in rows:
         if dead_letters:
-            table.add_row(r["received_utc"], r["device"] or "-", r["topic"][:60], r["reason"])
+            # Device-chosen text: shown literally, never as markup, links or terminal escapes.
+            table.add_row(
+                *(Text(shown(v)) for v in (r["received_utc"], r["device"] or "-", r["topic"][:60], r["reason"]))
+            )
         else:
             table.add_row(
-                r["device"],
-                r["record_id"],
-                r["kind"],
-                (r["sha256"] or "-")[:16],
-                str(r["size"] or "-"),
-                r["received_utc"],
+                *(
+                    Text(shown(v))
+                    for v in (
+                        r["device"],
+                        r["record_id"],
+                        r["kind"],
+                        (r["sha256"] or "-")[:16],
+                        str(r["size"] or "-"),
+                        r["received_utc"],
+                    )
+                )
             )
     Console().print(table)
+
+
+def _password(source: Path | None, what: str, *, confirm: bool) -> str:
+    """A password from a file, from stdin (``-``) or from a prompt: never from the command line."""
+    if source is None:
+        value = str(click.prompt(f"{what} password", hide_input=True, confirmation_prompt=confirm))
+    elif str(source) == "-":
+        value = sys.stdin.readline().rstrip("\r\n")
+    else:
+        try:
+            value = source.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"{source}: cannot read the {what} password: {exc}") from None
+    if not value:
+        raise UserError(f"the {what} password is empty; give one (file, '-' for stdin, or the prompt)")
+    return value
+
+
+def _admin_options(f: Callable[..., None]) -> Callable[..., None]:
+    for opt in reversed(
+        (
+            click.option("--broker", required=True, help="Broker URL, mqtts://host:port (or mqtt:// on localhost)."),
+            click.option(
+                "--ca-file", type=click.Path(dir_okay=False, path_type=Path), help="CA certificate for mqtts://."
+            ),
+            click.option(
+                "--admin-user", required=True, help="The dynamic-security admin client (mosquitto_ctrl dynsec init)."
+            ),
+            click.option(
+                "--admin-password-file",
+                type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+                help="File holding the admin password ('-': stdin); default: a prompt.",
+            ),
+            click.option(
+                "--password-file",
+                type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+                help="File holding the new client's password ('-': stdin); default: a prompt.",
+            ),
+            click.option(
+                "--replace", is_flag=True, help="Delete an existing client of that name first (a new password)."
+            ),
+        )
+    ):
+        f = opt(f)
+    return f
+
+
+def _admin(broker: str, ca_file: Path | None, admin_user: str, admin_password: str) -> Admin:
+    from central.provision import Admin
+    from sync.mqtt import Credentials, tls_context
+
+    tls = tls_context(str(ca_file), None, None) if ca_file else None
+    return Admin.connect(broker, admin_user, admin_password, Credentials(tls=tls))
+
+
+def _check_sources(admin_password_file: Path | None, password_file: Path | None) -> None:
+    if str(admin_password_file) == "-" and str(password_file) == "-":
+        raise click.UsageError("only one of --admin-password-file and --password-file can be '-' (stdin)")
+
+
+@central_group.command("provision-device")
+@click.argument("device_id")
+@_admin_options
+def central_provision_device(
+    device_id: str,
+    broker: str,
+    ca_file: Path | None,
+    admin_user: str,
+    admin_password_file: Path | None,
+    password_file: Path | None,
+    replace: bool,
+) -> None:
+    """Create DEVICE_ID's client and role on a Mosquitto with the dynamic-security plugin.
+
+    The device may then publish only under fieldcap/v1/DEVICE_ID/up/# and its status topic, and
+    subscribe only to fieldcap/v1/DEVICE_ID/down/# (examples/broker/README.md).
+    """
+    from central.provision import provision_device
+    from sync.errors import SyncError
+    from sync.topics import TopicError
+
+    _check_sources(admin_password_file, password_file)
+    password = _password(password_file, f"device {device_id}", confirm=True)
+    admin_password = _password(admin_password_file, "admin", confirm=False)
+    with user_errors(SyncError, TopicError):
+        admin = _admin(broker, ca_file, admin_user, admin_password)
+        try:
+            provision_device(admin, device_id, password, replace=replace)
+        finally:
+            admin.close()
+    click.echo(f"provisioned device {device_id!r}: username {device_id!r}, role fieldcap-device-{device_id}")
+
+
+@central_group.command("provision-ingester")
+@click.argument("name")
+@click.option("--group", default="ingest", show_default=True, help="The ingesters' shared-subscription group.")
+@_admin_options
+def central_provision_ingester(
+    name: str,
+    group: str,
+    broker: str,
+    ca_file: Path | None,
+    admin_user: str,
+    admin_password_file: Path | None,
+    password_file: Path | None,
+    replace: bool,
+) -> None:
+    """Create an ingester client NAME (one per ingester process: the username is its client id)."""
+    from central.provision import provision_ingester
+    from sync.errors import SyncError
+    from sync.topics import TopicError
+
+    _check_sources(admin_password_file, password_file)
+    password = _password(password_file, f"ingester {name}", confirm=True)
+    admin_password = _password(admin_password_file, "admin", confirm=False)
+    with user_errors(SyncError, TopicError):
+        admin = _admin(broker, ca_file, admin_user, admin_password)
+        try:
+            provision_ingester(admin, name, password, group=group, replace=replace)
+        finally:
+            admin.close()
+    click.echo(f"provisioned ingester {name!r} in group {group!r}: role fieldcap-ingest-{group}")

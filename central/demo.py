@@ -4,7 +4,8 @@ It starts a private Mosquitto, an ingester process (``fieldcap ingest`` — the 
 central server runs), and the same ``Agent`` that ``fieldcap run`` uses, with simulated visible
 and IR cameras, a two-microphone booth and a serial sensor. After N seconds it stops capture,
 waits for QC and for every receipt, and then checks every local capture against the central store
-(row present, blob present, file on disk hashing to the catalog's sha256).
+(row present, blob present, file on disk hashing to the catalog's sha256). The ingester signs its
+receipts with a key pair made for the run, and the device checks them, as in production.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ from central.blobs import BlobTree
 from central.broker import LocalBroker
 from central.store import open_store
 from sync.files import sha256_file
+from sync.signing import PRIVATE_NAME, PUBLIC_NAME, generate
 
 
-def demo_config(workdir: Path, broker_url: str, model_dir: str | None) -> Config:
+def demo_config(
+    workdir: Path, broker_url: str, model_dir: str | None, receipt_public_key: Path | None = None
+) -> Config:
     """The embedded default: one device with every simulated driver."""
     qc: dict[str, Any] = {}
     if model_dir:
@@ -54,7 +58,11 @@ def demo_config(workdir: Path, broker_url: str, model_dir: str | None) -> Config
                 "env": {"policy": "readings", "batch_s": 2.0},
             },
             "qc": qc,
-            "sync": {"broker": broker_url, "receipt_timeout_s": 5.0},
+            "sync": {
+                "broker": broker_url,
+                "receipt_timeout_s": 5.0,
+                **({"receipt_public_key": str(receipt_public_key)} if receipt_public_key else {}),
+            },
         },
         "<embedded demo config>",
     )
@@ -114,6 +122,12 @@ def run_demo(seconds: float, workdir: Path | None, echo: Any) -> int:
     central_url = f"sqlite:///{root / 'central' / 'central.db'}"
     blob_dir = root / "central" / "blobs"
     echo(f"workdir: {root}")
+    keys = root / "keys"
+    if (keys / PRIVATE_NAME).exists() and (keys / PUBLIC_NAME).exists():
+        private, public = keys / PRIVATE_NAME, keys / PUBLIC_NAME  # a --workdir used before
+    else:
+        private, public, _ = generate(keys)
+    echo(f"keys:    receipts signed with {private}, checked with {public}")
     with LocalBroker(root / "broker") as broker:
         echo(f"broker:  mosquitto on {broker.url}")
         ingest_log = (root / "ingest.log").open("wb")
@@ -129,12 +143,14 @@ def run_demo(seconds: float, workdir: Path | None, echo: Any) -> int:
                 central_url,
                 "--blobs",
                 str(blob_dir),
+                "--receipt-key",
+                str(private),
             ],
             stdout=ingest_log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        config = demo_config(root, broker.url, os.environ.get("FIELDCAP_MODEL_DIR"))
+        config = demo_config(root, broker.url, os.environ.get("FIELDCAP_MODEL_DIR"), public)
         agent = Agent(config, config_file="<embedded demo config>")
         try:
             agent.start()

@@ -12,6 +12,11 @@ By default an ingester's broker session ends with its connection (session expiry
 then stops routing a dead ingester's share of the messages to it at once and gives them to the
 others in the group. A fixed ``client_id`` with a session expiry keeps a single ingester's queue
 across a restart instead.
+
+Memory is bounded whatever devices send: the CONNECT asks the broker for packets no larger than
+the largest message the protocol allows (``maximum_message``: a chunk plus its topic), so a broker
+honouring MQTT 5 never hands the ingester a 100 MB payload; one that does anyway has it dropped and
+counted at ``on_message``, before any parsing. A batch holds at most ``BATCH_BYTES`` plus one message.
 """
 
 from __future__ import annotations
@@ -25,14 +30,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from central.blobs import BlobTree
 from central.intake import DEFAULT_MAX_CHUNK, Intake, IntakeStats
+from central.limits import IntakeLimits
 from central.store import CentralStore
 from sync import topics
 from sync.mqtt import TOPIC_OVERHEAD, BrokerAddress, Credentials, backoff, connect_properties, new_client
-from sync.wire import Receipt, ReceiptBatch, encode
+from sync.signing import SIG_PROPERTY, ReceiptSigner
+from sync.wire import MAX_RECORD_BYTES, Receipt, ReceiptBatch, encode
 
 log = logging.getLogger("fieldcap.ingest")
 
@@ -40,6 +49,13 @@ BATCH_MESSAGES = 500
 BATCH_BYTES = 32 * 1024 * 1024
 RECEIPT_BYTES = 64 * 1024  # receipts per message, before the broker's own maximum packet size
 BATCH_RETRIES = 3
+PACKET_OVERHEAD = 64 * 1024  # topic, properties and headers around a payload, generously
+SIGNATURE_BYTES = 128  # the signature's user property: name, "ed25519:" and 88 base64 characters
+
+
+def maximum_message(max_chunk: int) -> int:
+    """The largest MQTT packet a device may send the ingester: a chunk (records are far smaller)."""
+    return max(max_chunk, MAX_RECORD_BYTES) + PACKET_OVERHEAD
 
 
 class Outage(Exception):
@@ -59,6 +75,7 @@ class Message:
     payload: bytes
     mid: int
     qos: int
+    oversize: int = 0  # the size of a payload dropped at the door (0: the payload is all here)
 
 
 class Ingester:
@@ -76,7 +93,11 @@ class Ingester:
         credentials: Credentials | None = None,
         max_chunk: int = DEFAULT_MAX_CHUNK,
         reconnect_max_s: float = 30.0,
+        limits: IntakeLimits | None = None,
+        signer: ReceiptSigner | None = None,
     ) -> None:
+        """``signer`` signs every receipt message; without it devices that hold the receipt
+        public key refuse every receipt, and devices without one cannot tell forged ones."""
         self.address = BrokerAddress.parse(broker)
         topics.ingest_subscription(group)  # validates the group name
         self.store = store
@@ -86,9 +107,12 @@ class Ingester:
         self.session_expiry_s = session_expiry_s
         self.credentials = credentials or Credentials()
         self.reconnect_max_s = reconnect_max_s
+        self.signer = signer
         self.stats = IngestStats()
-        self.intake = Intake(store, blobs, self._emit, max_chunk=max_chunk)
+        self.intake = Intake(store, blobs, self._emit, max_chunk=max_chunk, limits=limits)
         self.intake.stats = self.stats
+        self.max_message = maximum_message(max_chunk)
+        self._next_sweep = 0.0
         #: Called after each committed batch with its size (metrics; tests kill the process here).
         self.on_commit: Callable[[int], None] | None = None
         self._stop = threading.Event()
@@ -144,6 +168,14 @@ class Ingester:
             with self.store.batch():
                 self.intake.begin()
                 for msg in messages:
+                    if msg.oversize:
+                        self.intake.dead(
+                            msg.topic[:200],
+                            _device_of(msg.topic),
+                            f"message of {msg.oversize} bytes dropped unread",
+                            b"",
+                        )
+                        continue
                     self.intake.handle(msg.topic, msg.payload)
                 self.intake.flush()
                 self.intake.staging.sync()  # staged bytes are durable before their rows commit
@@ -162,6 +194,15 @@ class Ingester:
                 self.intake.dead(msg.topic, None, f"internal error: {type(exc).__name__}: {exc}", msg.payload)
         except Exception as exc2:
             raise Outage(f"the central store cannot take data: {exc2}") from exc2
+
+    def sweep(self) -> None:
+        """Expire abandoned uploads and old dead letters, summarise dropped ones (one transaction)."""
+        try:
+            with self.store.batch():
+                self.intake.sweep()
+        except Exception as exc:  # housekeeping must never stop ingestion; the next sweep retries
+            log.error("sweep failed: %r", exc)
+        self._next_sweep = time.monotonic() + self.intake.limits.sweep_interval_s
 
     def _emit(self, device: str, receipt: Receipt) -> None:
         self._outgoing.append((device, receipt))
@@ -193,7 +234,9 @@ class Ingester:
                     self.address.port,
                     keepalive=30,
                     clean_start=self.session_expiry_s == 0,
-                    properties=connect_properties(self.session_expiry_s, receive_maximum=BATCH_MESSAGES * 2),
+                    properties=connect_properties(
+                        self.session_expiry_s, receive_maximum=BATCH_MESSAGES * 2, maximum_packet=self.max_message
+                    ),
                 )
             except (OSError, ValueError) as exc:
                 attempt += 1
@@ -217,6 +260,8 @@ class Ingester:
                 self._drain(client)
                 if self._inbox:
                     self._process(client)
+                if time.monotonic() >= self._next_sweep:
+                    self.sweep()
         except Outage as exc:
             self.stats.outages += 1
             log.error("%s; not acknowledging, reconnecting later", exc)
@@ -257,8 +302,17 @@ class Ingester:
             by_device.setdefault(device, []).append(receipt)
         limit = min(RECEIPT_BYTES, self._max_packet - TOPIC_OVERHEAD)
         for device, receipts in by_device.items():
-            for payload in _pack(receipts, limit):
-                client.publish(topics.receipts(device), payload, qos=1)
+            topic = topics.receipts(device)
+            for payload in _pack(receipts, limit - SIGNATURE_BYTES if self.signer else limit):
+                client.publish(topic, payload, qos=1, properties=self._signed(topic, payload))
+
+    def _signed(self, topic: str, payload: bytes) -> Properties | None:
+        """The PUBLISH properties carrying the receipt message's signature (one per message)."""
+        if self.signer is None:
+            return None
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.UserProperty = (SIG_PROPERTY, self.signer.sign(topic, payload))
+        return props
 
     # ------------------------------------------------------------------ paho callbacks (same thread)
 
@@ -287,6 +341,17 @@ class Ingester:
             topic = msg.topic
         except UnicodeDecodeError:  # brokers check this, but a bad one must not stop the ingester
             topic = "<topic is not UTF-8>"
+        if len(msg.payload) > self.max_message:
+            # Not parsed, not stored, not kept: acknowledged (after the batch) so it is not redelivered.
+            self.stats.oversize_dropped += 1
+            log.warning(
+                "dropped a %d-byte message on %r: over the %d-byte limit",
+                len(msg.payload),
+                topic[:200],
+                self.max_message,
+            )
+            self._inbox.append(Message(topic, b"", msg.mid, msg.qos, oversize=len(msg.payload)))
+            return
         self._inbox.append(Message(topic, bytes(msg.payload), msg.mid, msg.qos))
 
 
@@ -304,3 +369,10 @@ def _pack(receipts: list[Receipt], limit: int) -> list[bytes]:
         out.append(payload)
         start += n
     return out
+
+
+def _device_of(topic: str) -> str | None:
+    try:
+        return topics.parse_up(topic).device
+    except topics.TopicError:
+        return None

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from central.blobs import BlobMismatch, BlobTree
+from central.limits import Buckets, IntakeLimits
 from central.staging import Staging, StagingLost
 from central.store import CentralStore
 from sync import topics
+from sync.records import validate_body
 from sync.wire import (
     MAX_MISSING_RANGES,
     MAX_RECORD_BYTES,
@@ -33,8 +36,13 @@ from sync.wire import (
 log = logging.getLogger("fieldcap.ingest")
 
 DEFAULT_MAX_CHUNK = 16 * 1024 * 1024
+MAX_COUNTED_DEVICES = 10_000  # per-device drop counters kept; more devices share one "*" counter
 
 Ranges = tuple[tuple[int, int], ...]
+
+
+class Refused(WireError):
+    """A valid message over one of the device's limits: dead-lettered and answered with ``rejected``."""
 
 
 @dataclass
@@ -46,6 +54,21 @@ class IntakeStats:
     chunk_bytes: int = 0
     blobs_stored: int = 0
     rejected: int = 0
+    #: Records refused because their body does not match its kind's schema.
+    records_invalid: int = 0
+    #: Uploads refused by a size limit or a device quota.
+    quota_refusals: int = 0
+    #: Query items not answered because the device asked too much too fast.
+    query_items_limited: int = 0
+    #: Dead letters not kept (over the device's rate), in all and per device.
+    dead_letters_dropped: int = 0
+    dead_letters_dropped_by_device: dict[str, int] = field(default_factory=dict)
+    #: Messages dropped unread because they exceed the largest message the protocol allows.
+    oversize_dropped: int = 0
+    #: Abandoned uploads, orphan staging files and old dead letters removed by the sweep.
+    uploads_expired: int = 0
+    staging_files_removed: int = 0
+    dead_letters_expired: int = 0
 
 
 class Intake:
@@ -58,32 +81,38 @@ class Intake:
         emit: Callable[[str, Receipt], None],
         *,
         max_chunk: int = DEFAULT_MAX_CHUNK,
+        limits: IntakeLimits | None = None,
     ) -> None:
         self.store = store
         self.blobs = blobs
         self.staging = Staging(blobs)
         self.emit = emit
         self.max_chunk = max_chunk
+        self.limits = limits or IntakeLimits()
         self.stats = IntakeStats()
-        # Per transaction: what we know of blobs being staged, and chunk ranges not yet written as
-        # rows (contiguous chunks become one row). See begin() / flush().
-        self._staged: dict[str, int | None] = {}
-        self._ranges: dict[str, list[list[int]]] = {}
+        self._queries = Buckets(self.limits.query_items_burst, self.limits.query_items_per_s)
+        self._dead = Buckets(self.limits.dead_letter_burst, self.limits.dead_letters_per_s)
+        #: Dead letters dropped per device since the last summary (see ``summarize_drops``).
+        self._unsummarized: dict[str, int] = {}
+        # Per transaction: what we know of uploads being staged (size, chunk rows), and chunk ranges
+        # not yet written as rows (contiguous chunks become one row). See begin() / flush().
+        self._staged: dict[tuple[str, str], list[int] | None] = {}
+        self._ranges: dict[tuple[str, str], list[list[int]]] = {}
 
     def begin(self) -> None:
         """A new transaction starts: forget what the last one cached."""
         self._staged.clear()
         self._ranges.clear()
 
-    def flush(self, sha256: str | None = None) -> None:
-        """Write the chunk ranges gathered so far (of one blob, or all) as rows."""
-        for sha in [sha256] if sha256 is not None else list(self._ranges):
-            for start, end in self._ranges.pop(sha, ()):
-                self.store.add_chunk(sha, start, end - start)
+    def flush(self, key: tuple[str, str] | None = None) -> None:
+        """Write the chunk ranges gathered so far (of one upload, or all) as rows."""
+        for k in [key] if key is not None else list(self._ranges):
+            for start, end in self._ranges.pop(k, ()):
+                self.store.add_chunk(k[0], k[1], start, end - start)
 
-    def _forget(self, sha256: str) -> None:
-        self.flush(sha256)
-        self._staged.pop(sha256, None)
+    def _forget(self, key: tuple[str, str]) -> None:
+        self.flush(key)
+        self._staged.pop(key, None)
 
     def handle(self, topic: str, payload: bytes) -> None:
         """Handle one message; protocol violations are dead-lettered, store errors propagate."""
@@ -113,11 +142,76 @@ class Intake:
                         up.device,
                         Receipt(type="record", id=rid, status="rejected", reason=str(exc)[:500], reply_to="rec"),
                     )
+            elif isinstance(exc, Refused) and up.sha256 is not None and up.kind != "blob_chunk":
+                reply: ReplyTo = "init" if up.kind == "blob_init" else "fin"
+                self.emit(
+                    up.device,
+                    Receipt(type="blob", id=up.sha256, status="rejected", reason=str(exc)[:500], reply_to=reply),
+                )
 
     def dead(self, topic: str, device: str | None, reason: str, payload: bytes) -> None:
+        """Dead-letter a refused message, within the device's dead-letter rate (the rest are counted)."""
         self.stats.rejected += 1
-        log.warning("dead-lettered %s: %s", topic[:200], reason[:300])
-        self.store.dead_letter(topic, device, reason, payload)
+        key = device or "-"
+        if not self._dead.take(key):
+            self.stats.dead_letters_dropped += 1
+            counts = self.stats.dead_letters_dropped_by_device
+            if key not in counts and len(counts) >= MAX_COUNTED_DEVICES:
+                key = "*"
+            counts[key] = counts.get(key, 0) + 1
+            self._unsummarized[key] = self._unsummarized.get(key, 0) + 1
+            return
+        log.warning("dead-lettered %r: %s", topic[:200], reason[:300])
+        self.store.dead_letter(topic, device, reason, payload, keep=self.limits.dead_letter_keep_bytes)
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def summarize_drops(self) -> None:
+        """One dead letter and one log line per device whose dead letters were dropped since the last call."""
+        pending, self._unsummarized = self._unsummarized, {}
+        for device, n in sorted(pending.items()):
+            reason = (
+                f"{n} rejected message(s) from {device} were counted but not kept: over the device's dead-letter rate"
+                f" ({self.limits.dead_letters_per_s:g}/s, burst {self.limits.dead_letter_burst})"
+            )
+            log.warning("%s", reason)
+            self.store.dead_letter("(summary)", None if device in ("-", "*") else device, reason, b"", keep=0)
+
+    def sweep(self) -> None:
+        """Remove abandoned uploads, orphan staging files and old dead letters (in the open transaction)."""
+        lim = self.limits
+        now = datetime.now(UTC)
+        before = (now - timedelta(seconds=lim.upload_max_age_s)).isoformat(timespec="microseconds")
+        for device, sha in self.store.stale_staging(before):
+            log.warning("upload of blob %s by %s abandoned for %gs: removed", sha, device, lim.upload_max_age_s)
+            self.staging.drop(device, sha)
+            self.store.drop_staging(device, sha)
+            self.stats.uploads_expired += 1
+        self.stats.staging_files_removed += self._remove_orphans(now.timestamp() - lim.upload_max_age_s)
+        cutoff = (now - timedelta(seconds=lim.dead_letter_max_age_s)).isoformat(timespec="microseconds")
+        self.stats.dead_letters_expired += self.store.expire_dead_letters(cutoff, lim.dead_letters_per_device)
+        self.summarize_drops()
+
+    def _remove_orphans(self, older_than: float) -> int:
+        """Staging files with no upload row (a rolled-back batch, an expired upload, an old layout)."""
+        known = self.store.staging_keys()
+        removed = 0
+        root = self.blobs.staging_dir
+        for entry in root.iterdir():
+            if entry.is_dir() and topics.DEVICE_RE.fullmatch(entry.name):
+                files = [(entry.name, f) for f in entry.iterdir()]
+            else:
+                files = [("", entry)]
+            for device, f in files:
+                if (device, f.name) in known:
+                    continue
+                try:
+                    if f.is_file() and f.stat().st_mtime < older_than:
+                        f.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+        return removed
 
     # ------------------------------------------------------------------ records
 
@@ -127,6 +221,14 @@ class Intake:
             raise WireError(f"record names device {env.device!r} but was published by {up.device!r}")
         if env.kind != up.record_kind:
             raise WireError(f"record kind {env.kind!r} does not match topic kind {up.record_kind!r}")
+        try:
+            validate_body(env.kind, env.schema_version, env.body)
+        except WireError:
+            self.stats.records_invalid += 1
+            raise
+        if env.blob is not None and env.body.get("sha256") not in (None, env.blob.sha256):
+            self.stats.records_invalid += 1
+            raise WireError("body.sha256 differs from the envelope's blob.sha256")
         body = payload.decode()
         status = self.store.put_record(
             up.device,
@@ -152,41 +254,58 @@ class Intake:
         self.emit(up.device, Receipt(type="record", id=env.record_id, status=status, reply_to="rec"))
 
     # ------------------------------------------------------------------ blobs
+    # Every upload is the device's own: (device, sha256) names its staging row and file, and a
+    # blob counts as the device's only once it uploaded and we verified it. Storage underneath
+    # stays content-addressed, so a second device's upload of the same bytes is verified and then
+    # shares the one file; it is never told "duplicate" for bytes it did not send.
 
     def _blob_init(self, up: topics.UpTopic, payload: bytes) -> None:
         init = parse(BlobInit, payload)
-        sha = init.sha256
+        sha, dev = init.sha256, up.device
         if sha != up.sha256:
             raise WireError("init sha256 does not match the topic")
-        size = self.store.blob_size(sha)
+        key = (dev, sha)
+        size = self.store.owned_size(dev, sha)
         if size is not None:
             if size != init.size:
                 raise WireError(f"blob {sha} is stored with {size} bytes, not {init.size}")
-            self.staging.drop(sha)  # a leftover from a race between two ingesters, if any
-            self.emit(
-                up.device, Receipt(type="blob", id=sha, status="duplicate", size=size, sha256=sha, reply_to="init")
-            )
+            self.staging.drop(dev, sha)  # a leftover from a race between two ingesters, if any
+            self.emit(dev, Receipt(type="blob", id=sha, status="duplicate", size=size, sha256=sha, reply_to="init"))
             return
-        self._forget(sha)
-        info = self.store.staging_info(sha)
+        lim = self.limits
+        if init.size > lim.max_blob_bytes:
+            self._refuse(f"blob {sha} of {init.size} bytes exceeds the {lim.max_blob_bytes}-byte limit")
+        self._forget(key)
+        info = self.store.staging_info(dev, sha)
         if info is not None and info[0] != init.size:
-            # Content of one sha256 has one size, so one of the two announcements is wrong; only
-            # the bytes can tell which. Start over with the newer one rather than let a bad
-            # announcement block every later upload of this blob (fin verifies either way).
-            log.warning(
-                "blob %s re-announced by %s with %d bytes (staged: %d); staging restarts",
-                sha,
-                up.device,
-                init.size,
-                info[0],
-            )
-            self.staging.drop(sha)
-            self.store.drop_staging(sha)
-        self.store.start_staging(sha, init.size, init.media_type, up.device)
-        if self.staging.create(sha, init.size):
-            self.store.forget_chunks(sha)  # a new file holds nothing, whatever rows say
-        state = self.store.blob_state(sha)
-        self._blob_receipt(up.device, sha, init.size, state.missing, "init")
+            # The device announced other bytes under this sha256 earlier; only its bytes can tell
+            # which announcement is right, so start over with the newer one (fin verifies either way).
+            log.warning("blob %s re-announced by %s with %d bytes (staged: %d); restarts", sha, dev, init.size, info[0])
+            self.staging.drop(dev, sha)
+            self.store.drop_staging(dev, sha)
+            info = None
+        if info is None:
+            uploads, announced = self.store.device_staging(dev)
+            if uploads >= lim.device_open_uploads:
+                self._refuse(
+                    f"{dev} has {uploads} uploads open, its limit; finish or let them expire"
+                    f" ({lim.upload_max_age_s:g} s) before starting more"
+                )
+            if announced + init.size > lim.device_staged_bytes:
+                self._refuse(
+                    f"{dev}'s open uploads announce {announced} bytes; {init.size} more exceed its"
+                    f" {lim.device_staged_bytes}-byte staging quota"
+                )
+        self.store.start_staging(dev, sha, init.size, init.media_type)
+        if self.staging.create(dev, sha):
+            self.store.forget_chunks(dev, sha)  # a new file holds nothing, whatever rows say
+        state = self.store.blob_state(dev, sha)
+        self._blob_receipt(dev, sha, init.size, state.missing, "init")
+
+    def _refuse(self, reason: str) -> None:
+        self.stats.quota_refusals += 1
+        log.warning("refused: %s", reason)
+        raise Refused(reason)
 
     def _blob_receipt(self, device: str, sha: str, size: int, missing: Ranges, to: ReplyTo) -> None:
         status = "missing" if missing == ((0, size),) else "partial"
@@ -204,28 +323,37 @@ class Intake:
 
     def _chunk(self, up: topics.UpTopic, payload: bytes) -> None:
         assert up.sha256 is not None and up.offset is not None
-        sha = up.sha256
+        dev, sha = up.device, up.sha256
+        key = (dev, sha)
         if len(payload) > self.max_chunk:
             raise WireError(f"chunk of {len(payload)} bytes exceeds the {self.max_chunk}-byte limit")
         if not payload:
             raise WireError("empty chunk")
-        if sha in self._staged:
-            size = self._staged[sha]
+        if key in self._staged:
+            known = self._staged[key]
         else:
-            stored = self.store.blob_size(sha) is not None
-            info = None if stored else self.store.staging_info(sha)
-            if not stored and info is None:
+            info = self.store.staging_info(dev, sha)
+            if info is None:
+                if self.store.owned_size(dev, sha) is not None:
+                    self._staged[key] = None
+                    return  # already complete: a late duplicate
                 raise WireError("chunk for a blob that was never announced with init")
-            size = self._staged[sha] = None if info is None else info[0]
-        if size is None:
-            return  # already complete: a late duplicate
+            known = self._staged[key] = [info[0], self.store.chunk_rows(dev, sha)]
+        if known is None:
+            return
+        size, rows = known
         end = up.offset + len(payload)
         if end > size:
             raise WireError(f"chunk [{up.offset}, {end}) lies outside the blob's {size} bytes")
-        if not self.staging.write(sha, up.offset, payload):
+        ranges = self._ranges.setdefault(key, [])
+        contiguous = bool(ranges) and ranges[-1][1] == up.offset
+        if not contiguous and rows + len(ranges) >= self.limits.max_chunk_rows:
+            raise WireError(
+                f"upload of {sha} already has {self.limits.max_chunk_rows} separate pieces; send contiguous chunks"
+            )
+        if not self.staging.write(dev, sha, up.offset, payload):
             return  # the staging file was just finished or dropped; fin sorts out what is still needed
-        ranges = self._ranges.setdefault(sha, [])
-        if ranges and ranges[-1][1] == up.offset:
+        if contiguous:
             ranges[-1][1] = end
         else:
             ranges.append([up.offset, end])
@@ -234,69 +362,76 @@ class Intake:
 
     def _blob_fin(self, up: topics.UpTopic, payload: bytes) -> None:
         fin = parse(BlobFin, payload)
-        sha = fin.sha256
+        sha, dev = fin.sha256, up.device
         if sha != up.sha256:
             raise WireError("fin sha256 does not match the topic")
-        self._forget(sha)
-        size = self.store.blob_size(sha)
+        key = (dev, sha)
+        self._forget(key)
+        size = self.store.owned_size(dev, sha)
         if size is not None:
             if size != fin.size:
                 raise WireError(f"blob {sha} is stored with {size} bytes, not {fin.size}")
-            self.staging.drop(sha)
-            self.emit(
-                up.device, Receipt(type="blob", id=sha, status="duplicate", size=size, sha256=sha, reply_to="fin")
-            )
+            self.staging.drop(dev, sha)
+            self.emit(dev, Receipt(type="blob", id=sha, status="duplicate", size=size, sha256=sha, reply_to="fin"))
             return
-        info = self.store.staging_info(sha)
+        info = self.store.staging_info(dev, sha)
         if info is None:
-            self.emit(up.device, Receipt(type="blob", id=sha, status="missing", reply_to="fin"))
+            self.emit(dev, Receipt(type="blob", id=sha, status="missing", reply_to="fin"))
             return
-        staged_size, media_type, _dev = info
+        staged_size, media_type = info
         if staged_size != fin.size:
             raise WireError(f"fin size {fin.size} differs from init size {staged_size}")
-        state = self.store.blob_state(sha)
+        state = self.store.blob_state(dev, sha)
         if state.missing:
-            self._blob_receipt(up.device, sha, fin.size, state.missing, "fin")
+            self._blob_receipt(dev, sha, fin.size, state.missing, "fin")
             return
         try:
-            self.staging.finish(sha, fin.size)
+            # A final file committed from another device proves nothing about this device's upload.
+            self.staging.finish(dev, sha, fin.size, relink_ok=self.store.blob_size(sha) is None)
         except BlobMismatch as exc:
-            self.staging.drop(sha)
-            self.store.drop_staging(sha)
+            self.staging.drop(dev, sha)
+            self.store.drop_staging(dev, sha)
             reason = f"blob {sha}: {exc}"
-            self.dead(topics.blob_fin(up.device, sha), up.device, reason, payload)
-            self.emit(up.device, Receipt(type="blob", id=sha, status="rejected", reason=reason[:500], reply_to="fin"))
+            self.dead(topics.blob_fin(dev, sha), dev, reason, payload)
+            self.emit(dev, Receipt(type="blob", id=sha, status="rejected", reason=reason[:500], reply_to="fin"))
             return
         except StagingLost:
-            self.store.drop_staging(sha)
-            self.emit(up.device, Receipt(type="blob", id=sha, status="missing", reply_to="fin"))
+            self.store.drop_staging(dev, sha)
+            self.emit(dev, Receipt(type="blob", id=sha, status="missing", reply_to="fin"))
             return
-        status = self.store.finish_blob(sha, fin.size, media_type, up.device)
+        status = self.store.finish_blob(dev, sha, fin.size, media_type)
         self.stats.blobs_stored += status == "stored"
-        self.emit(up.device, Receipt(type="blob", id=sha, status=status, size=fin.size, sha256=sha, reply_to="fin"))
+        self.emit(dev, Receipt(type="blob", id=sha, status=status, size=fin.size, sha256=sha, reply_to="fin"))
 
     # ------------------------------------------------------------------ queries
 
     def _query(self, up: topics.UpTopic, payload: bytes) -> None:
         q = parse(SyncQuery, payload)
-        known = self.store.known_records(up.device, q.record_ids)
-        for rid in q.record_ids:
+        dev = up.device
+        record_ids = list(dict.fromkeys(q.record_ids))  # a device asking twice gets one answer
+        shas = list(dict.fromkeys(q.blobs))
+        items = len(record_ids) + len(shas)
+        if items and not self._queries.take(dev, items):
+            self.stats.query_items_limited += items
+            raise WireError(
+                f"query of {items} items over {dev}'s query rate ({self.limits.query_items_per_s:g} items/s,"
+                f" burst {self.limits.query_items_burst}); ask again later"
+            )
+        known = self.store.known_records(dev, record_ids)
+        for rid in record_ids:
             self.emit(
-                up.device,
-                Receipt(type="record", id=rid, status="stored" if rid in known else "missing", reply_to="query"),
+                dev, Receipt(type="record", id=rid, status="stored" if rid in known else "missing", reply_to="query")
             )
         self.flush()
-        for sha in q.blobs:
-            state = self.store.blob_state(sha)
+        for sha, state in self.store.blob_states(dev, shas).items():
             if state.status == "stored":
                 self.emit(
-                    up.device,
-                    Receipt(type="blob", id=sha, status="stored", size=state.size, sha256=sha, reply_to="query"),
+                    dev, Receipt(type="blob", id=sha, status="stored", size=state.size, sha256=sha, reply_to="query")
                 )
             elif state.status == "partial" and state.size is not None:
-                self._blob_receipt(up.device, sha, state.size, state.missing, "query")
+                self._blob_receipt(dev, sha, state.size, state.missing, "query")
             else:
-                self.emit(up.device, Receipt(type="blob", id=sha, status="missing", reply_to="query"))
+                self.emit(dev, Receipt(type="blob", id=sha, status="missing", reply_to="query"))
 
 
 def _peek_record_id(payload: bytes) -> str | None:

@@ -1,6 +1,8 @@
-"""Staged blob bytes: one sparse file per blob being uploaded, in the shared blob tree.
+"""Staged blob bytes: one sparse file per (device, blob) being uploaded, in the shared blob tree.
 
-Chunks are written with ``pwrite`` at their offset, so order and chunk size do not matter, and
+Nothing is reserved up front: a device's announced size costs no disk until its bytes arrive (an
+announcement of 64 GiB is just a row, bounded by the device's quota in ``central.intake``). Chunks
+are written with ``pwrite`` at their offset, so order and chunk size do not matter, and
 the central store only records which ranges are on disk (a row is committed after the file was
 fdatasynced). Finishing a blob costs one read to verify the sha256 and a hard link to its final
 name: the bytes are written once, never copied out of a database. Every ingester that shares the
@@ -21,7 +23,7 @@ import os
 import threading
 from pathlib import Path
 
-from central.blobs import BlobMismatch, BlobTree, hash_fd
+from central.blobs import FILE_MODE, BlobMismatch, BlobTree, hash_fd, private_dirs
 from sync.files import fsync_dir
 
 
@@ -34,36 +36,33 @@ class Staging:
 
     def __init__(self, tree: BlobTree) -> None:
         self.tree = tree
-        self._fds: dict[str, tuple[int, Path]] = {}
+        self._fds: dict[tuple[str, str], tuple[int, Path]] = {}
 
-    def create(self, sha256: str, size: int) -> bool:
-        """Make the staging file if there is none; True if it was created (nothing staged yet)."""
-        path = self.tree.staging_path(sha256)
+    def create(self, device: str, sha256: str) -> bool:
+        """Make the (empty) staging file if there is none; True if it was created (nothing staged yet)."""
+        path = self.tree.staging_path(device, sha256)
+        private_dirs(path.parent, self.tree.staging_dir)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         except FileExistsError:
             return False
-        try:
-            if size:
-                os.posix_fallocate(fd, 0, size)  # allocate now: chunk writes then only copy bytes
-        except OSError:
-            os.ftruncate(fd, size)  # a filesystem without fallocate: a sparse file works too
-        finally:
-            os.close(fd)
+        os.fchmod(fd, FILE_MODE)
+        os.close(fd)
         fsync_dir(path.parent)
         return True
 
-    def write(self, sha256: str, offset: int, data: bytes) -> bool:
-        """Write a chunk; False if the blob has no staging file (finished, dropped or never created)."""
-        if sha256 in self._fds:
-            fd, path = self._fds[sha256]
+    def write(self, device: str, sha256: str, offset: int, data: bytes) -> bool:
+        """Write a chunk; False if the upload has no staging file (finished, dropped or never created)."""
+        key = (device, sha256)
+        if key in self._fds:
+            fd, path = self._fds[key]
         else:
-            path = self.tree.staging_path(sha256)
+            path = self.tree.staging_path(device, sha256)
             try:
                 fd = os.open(path, os.O_WRONLY)
             except FileNotFoundError:
                 return False
-            self._fds[sha256] = (fd, path)
+            self._fds[key] = (fd, path)
         fcntl.flock(fd, fcntl.LOCK_SH)
         try:
             try:
@@ -71,7 +70,7 @@ class Staging:
             except FileNotFoundError:
                 current = False
             if not current:
-                self._close(sha256)
+                self._close(key)
                 return False
             view = memoryview(data)
             pos = offset
@@ -80,7 +79,7 @@ class Staging:
                 view = view[n:]
                 pos += n
         finally:
-            if sha256 in self._fds:
+            if key in self._fds:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         return True
 
@@ -94,29 +93,31 @@ class Staging:
 
     def release(self) -> None:
         """Close the files of this batch without syncing (the batch was rolled back)."""
-        for sha in list(self._fds):
-            self._close(sha)
+        for key in list(self._fds):
+            self._close(key)
 
-    def _close(self, sha256: str) -> None:
-        entry = self._fds.pop(sha256, None)
+    def _close(self, key: tuple[str, str]) -> None:
+        entry = self._fds.pop(key, None)
         if entry is not None:
             os.close(entry[0])
 
-    def finish(self, sha256: str, size: int) -> None:
+    def finish(self, device: str, sha256: str, size: int, *, relink_ok: bool = True) -> None:
         """Verify the staged bytes and publish them under the final name.
 
         BlobMismatch if they do not hash to ``sha256`` (the staging file is then gone);
-        StagingLost if there is no staging file and no verified final file.
+        StagingLost if there is no staging file and (with ``relink_ok``) no verified final file.
+        ``relink_ok`` is for a crash between linking and committing; it must be False when the blob
+        is already stored from another device, or a device would be credited with bytes it never sent.
         """
-        self._close(sha256)
-        staging = self.tree.staging_path(sha256)
+        self._close((device, sha256))
+        staging = self.tree.staging_path(device, sha256)
         final = self.tree.path_for(sha256)
         private = staging.with_name(f".{sha256}.{os.getpid()}.{threading.get_native_id()}.verify")
         try:
             staging.rename(private)
         except FileNotFoundError:
             # Linked by an earlier attempt whose transaction did not commit, or by another ingester.
-            if self.tree.verify(sha256, size):
+            if relink_ok and self.tree.verify(sha256, size):
                 return
             raise StagingLost(f"blob {sha256}: staged bytes are gone") from None
         fd = os.open(private, os.O_RDWR)
@@ -128,7 +129,7 @@ class Staging:
             if os.fstat(fd).st_size != size:
                 os.ftruncate(fd, size)
             os.fsync(fd)
-            final.parent.mkdir(parents=True, exist_ok=True)
+            private_dirs(final.parent, self.tree.root)
             with contextlib.suppress(FileExistsError):  # another ingester finished first: same verified bytes
                 os.link(private, final)
             fsync_dir(final.parent)
@@ -136,7 +137,7 @@ class Staging:
             os.close(fd)
             private.unlink(missing_ok=True)
 
-    def drop(self, sha256: str) -> None:
-        """Remove a staging file (after a mismatch, or a leftover of a blob already stored)."""
-        self._close(sha256)
-        self.tree.staging_path(sha256).unlink(missing_ok=True)
+    def drop(self, device: str, sha256: str) -> None:
+        """Remove a staging file (after a mismatch, an expiry, or a leftover of a blob already stored)."""
+        self._close((device, sha256))
+        self.tree.staging_path(device, sha256).unlink(missing_ok=True)

@@ -14,6 +14,7 @@ messages per second. Outside a batch each call is its own transaction.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -27,7 +28,7 @@ from urllib.parse import urlsplit
 from central.errors import StoreError
 from sync.wire import utc_now
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS meta (
@@ -54,18 +55,29 @@ SCHEMA = [
         device TEXT NOT NULL,
         received_utc TEXT NOT NULL
     )""",
+    # Which device uploaded (and so may use) which blob: storage is content-addressed and shared,
+    # but what a device is told, and which records see a blob, depends only on its own uploads.
+    """CREATE TABLE IF NOT EXISTS blob_owners (
+        device TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        received_utc TEXT NOT NULL,
+        PRIMARY KEY (device, sha256)
+    )""",
     """CREATE TABLE IF NOT EXISTS staging (
-        sha256 TEXT PRIMARY KEY,
+        device TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
         size BIGINT NOT NULL,
         media_type TEXT NOT NULL,
-        device TEXT NOT NULL,
-        started_utc TEXT NOT NULL
+        started_utc TEXT NOT NULL,
+        touched_utc TEXT NOT NULL,
+        PRIMARY KEY (device, sha256)
     )""",
     """CREATE TABLE IF NOT EXISTS chunks (
+        device TEXT NOT NULL,
         sha256 TEXT NOT NULL,
         "offset" BIGINT NOT NULL,
         length BIGINT NOT NULL,
-        PRIMARY KEY (sha256, "offset")
+        PRIMARY KEY (device, sha256, "offset")
     )""",
     """CREATE TABLE IF NOT EXISTS dead_letters (
         id INTEGER PRIMARY KEY,
@@ -76,11 +88,20 @@ SCHEMA = [
         payload_size BIGINT NOT NULL,
         payload BLOB NOT NULL
     )""",
+    "CREATE INDEX IF NOT EXISTS dead_letters_device ON dead_letters(device, id)",
 ]
 
-DEAD_LETTER_KEEP = 64 * 1024  # bytes of a rejected payload kept for inspection
+# Schema 2 kept staging keyed by sha256 alone. Uploads in flight are state, not data: their rows
+# are dropped (the devices' next init starts them again) and the old staging files expire.
+MIGRATE_2_TO_3 = ["DROP TABLE IF EXISTS chunks", "DROP TABLE IF EXISTS staging"]
+FILL_OWNERS = (
+    "INSERT INTO blob_owners (device, sha256, received_utc) SELECT device, sha256, received_utc FROM blobs"
+    " ON CONFLICT (device, sha256) DO NOTHING"
+)
 
-Table = Literal["records", "blobs", "dead_letters", "chunks", "staging"]
+DEAD_LETTER_KEEP = 4096  # bytes of a rejected payload kept for inspection
+
+Table = Literal["records", "blobs", "blob_owners", "dead_letters", "chunks", "staging"]
 
 
 def printable(text: str, limit: int) -> str:
@@ -159,16 +180,28 @@ class CentralStore(ABC):
 
     def init_schema(self) -> None:
         with self._tx() as cur:
-            for stmt in self.schema():
+            statements = self.schema()
+            prelude = [st for st in statements if not st.lstrip().startswith("CREATE")]
+            for stmt in prelude:
                 cur.execute(stmt)
+            cur.execute(SCHEMA[0])  # meta
             row = self._exec(cur, "SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if row is None:
-                self._exec(cur, "INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
-            elif row[0] != SCHEMA_VERSION:
+            if row is not None and row[0] == "2":
+                for stmt in MIGRATE_2_TO_3:
+                    cur.execute(stmt)
+            elif row is not None and row[0] != SCHEMA_VERSION:
                 raise StoreError(
                     f"the central store has schema version {row[0]}, this fieldcap expects {SCHEMA_VERSION}; "
                     "use a fieldcap version that matches the store"
                 )
+            for stmt in statements:
+                if stmt not in prelude:
+                    cur.execute(stmt)
+            if row is None:
+                self._exec(cur, "INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            elif row[0] == "2":
+                self._exec(cur, FILL_OWNERS)
+                self._exec(cur, "UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
 
     def schema(self) -> list[str]:
         return SCHEMA
@@ -215,81 +248,171 @@ class CentralStore(ABC):
         return {r[0] for r in rows}
 
     # ------------------------------------------------------------------ blobs and staging
+    # Staging and chunk rows are per (device, sha256): one device can neither see, overwrite nor
+    # restart another's upload. ``blob_owners`` says which devices uploaded a stored blob.
 
     def blob_size(self, sha256: str) -> int | None:
+        """Size of a stored blob, whoever uploaded it (the storage itself is content-addressed)."""
         with self._tx() as cur:
             row = self._exec(cur, "SELECT size FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
         return None if row is None else int(row[0])
 
-    def start_staging(self, sha256: str, size: int, media_type: str, device: str) -> bool:
+    def owned_size(self, device: str, sha256: str) -> int | None:
+        """Size of a stored blob this device uploaded itself, else None."""
+        with self._tx() as cur:
+            row = self._exec(
+                cur,
+                "SELECT b.size FROM blob_owners o JOIN blobs b ON b.sha256 = o.sha256"
+                " WHERE o.device = ? AND o.sha256 = ?",
+                (device, sha256),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def start_staging(self, device: str, sha256: str, size: int, media_type: str) -> bool:
         """Announce a blob; True if this call created the staging row."""
+        now = utc_now()
         with self._tx() as cur:
             self._exec(
                 cur,
-                "INSERT INTO staging (sha256, size, media_type, device, started_utc) VALUES (?,?,?,?,?)"
-                " ON CONFLICT (sha256) DO NOTHING",
-                (sha256, size, media_type, device, utc_now()),
+                "INSERT INTO staging (device, sha256, size, media_type, started_utc, touched_utc) VALUES (?,?,?,?,?,?)"
+                " ON CONFLICT (device, sha256) DO UPDATE SET touched_utc = excluded.touched_utc",
+                (device, sha256, size, media_type, now, now),
             )
-            return bool(cur.rowcount == 1)
+            return bool(cur.rowcount == 1) and self._staging_new(cur, device, sha256, now)
 
-    def staging_info(self, sha256: str) -> tuple[int, str, str] | None:
+    def _staging_new(self, cur: Any, device: str, sha256: str, now: str) -> bool:
+        row = self._exec(
+            cur, "SELECT started_utc FROM staging WHERE device = ? AND sha256 = ?", (device, sha256)
+        ).fetchone()
+        return row is not None and row[0] == now
+
+    def staging_info(self, device: str, sha256: str) -> tuple[int, str] | None:
+        """(size, media_type) of this device's upload of a blob, if it has one open."""
         with self._tx() as cur:
-            row = self._exec(cur, "SELECT size, media_type, device FROM staging WHERE sha256 = ?", (sha256,)).fetchone()
-        return None if row is None else (int(row[0]), str(row[1]), str(row[2]))
+            row = self._exec(
+                cur, "SELECT size, media_type FROM staging WHERE device = ? AND sha256 = ?", (device, sha256)
+            ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
 
-    def add_chunk(self, sha256: str, offset: int, length: int) -> None:
+    def device_staging(self, device: str) -> tuple[int, int]:
+        """(open uploads, bytes announced by them) of one device: what its quotas bound."""
+        with self._tx() as cur:
+            row = self._exec(
+                cur, "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM staging WHERE device = ?", (device,)
+            ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def stale_staging(self, before_utc: str, limit: int = 1000) -> list[tuple[str, str]]:
+        """(device, sha256) of uploads nobody has touched since ``before_utc``."""
+        with self._tx() as cur:
+            rows = self._exec(
+                cur,
+                f"SELECT device, sha256 FROM staging WHERE touched_utc < ? ORDER BY touched_utc LIMIT {int(limit)}",
+                (before_utc,),
+            ).fetchall()
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def staging_keys(self) -> set[tuple[str, str]]:
+        with self._tx() as cur:
+            return {(str(r[0]), str(r[1])) for r in self._exec(cur, "SELECT device, sha256 FROM staging").fetchall()}
+
+    def add_chunk(self, device: str, sha256: str, offset: int, length: int) -> None:
         """Note that bytes [offset, offset+length) of a staged blob are on disk."""
         with self._tx() as cur:
             self._exec(
                 cur,
-                'INSERT INTO chunks (sha256, "offset", length) VALUES (?,?,?)'
-                ' ON CONFLICT (sha256, "offset") DO UPDATE SET length = excluded.length'
+                'INSERT INTO chunks (device, sha256, "offset", length) VALUES (?,?,?,?)'
+                ' ON CONFLICT (device, sha256, "offset") DO UPDATE SET length = excluded.length'
                 " WHERE excluded.length > chunks.length",
-                (sha256, offset, length),
+                (device, sha256, offset, length),
             )
 
-    def forget_chunks(self, sha256: str) -> None:
-        """The staged bytes were lost (a new staging file): nothing of this blob has arrived."""
+    def chunk_rows(self, device: str, sha256: str) -> int:
         with self._tx() as cur:
-            self._exec(cur, "DELETE FROM chunks WHERE sha256 = ?", (sha256,))
+            row = self._exec(
+                cur, "SELECT COUNT(*) FROM chunks WHERE device = ? AND sha256 = ?", (device, sha256)
+            ).fetchone()
+        return int(row[0])
 
-    def chunk_pieces(self, sha256: str) -> list[tuple[int, int]]:
+    def forget_chunks(self, device: str, sha256: str) -> None:
+        """The staged bytes were lost (a new staging file): nothing of this upload has arrived."""
+        with self._tx() as cur:
+            self._exec(cur, "DELETE FROM chunks WHERE device = ? AND sha256 = ?", (device, sha256))
+
+    def chunk_pieces(self, device: str, sha256: str) -> list[tuple[int, int]]:
         with self._tx() as cur:
             rows = self._exec(
-                cur, 'SELECT "offset", length FROM chunks WHERE sha256 = ? ORDER BY "offset"', (sha256,)
+                cur,
+                'SELECT "offset", length FROM chunks WHERE device = ? AND sha256 = ? ORDER BY "offset"',
+                (device, sha256),
             ).fetchall()
         return [(int(r[0]), int(r[1])) for r in rows]
 
-    def finish_blob(self, sha256: str, size: int, media_type: str, device: str) -> Literal["stored", "duplicate"]:
+    def finish_blob(self, device: str, sha256: str, size: int, media_type: str) -> Literal["stored", "duplicate"]:
+        """The device's verified upload: index the blob (once) and note the device as an owner."""
+        now = utc_now()
         with self._tx() as cur:
             self._exec(
                 cur,
                 "INSERT INTO blobs (sha256, size, media_type, device, received_utc) VALUES (?,?,?,?,?)"
                 " ON CONFLICT (sha256) DO NOTHING",
-                (sha256, size, media_type, device, utc_now()),
+                (sha256, size, media_type, device, now),
+            )
+            self._exec(
+                cur,
+                "INSERT INTO blob_owners (device, sha256, received_utc) VALUES (?,?,?)"
+                " ON CONFLICT (device, sha256) DO NOTHING",
+                (device, sha256, now),
             )
             status: Literal["stored", "duplicate"] = "stored" if cur.rowcount == 1 else "duplicate"
-            self._exec(cur, "DELETE FROM chunks WHERE sha256 = ?", (sha256,))
-            self._exec(cur, "DELETE FROM staging WHERE sha256 = ?", (sha256,))
+            self._exec(cur, "DELETE FROM chunks WHERE device = ? AND sha256 = ?", (device, sha256))
+            self._exec(cur, "DELETE FROM staging WHERE device = ? AND sha256 = ?", (device, sha256))
         return status
 
-    def drop_staging(self, sha256: str) -> None:
+    def drop_staging(self, device: str, sha256: str) -> None:
         with self._tx() as cur:
-            self._exec(cur, "DELETE FROM chunks WHERE sha256 = ?", (sha256,))
-            self._exec(cur, "DELETE FROM staging WHERE sha256 = ?", (sha256,))
+            self._exec(cur, "DELETE FROM chunks WHERE device = ? AND sha256 = ?", (device, sha256))
+            self._exec(cur, "DELETE FROM staging WHERE device = ? AND sha256 = ?", (device, sha256))
 
-    def blob_state(self, sha256: str) -> BlobState:
-        size = self.blob_size(sha256)
+    def blob_state(self, device: str, sha256: str) -> BlobState:
+        """What this device has of a blob centrally: its own stored upload, its partial one, or nothing."""
+        size = self.owned_size(device, sha256)
         if size is not None:
             return BlobState("stored", size)
-        info = self.staging_info(sha256)
+        info = self.staging_info(device, sha256)
         if info is None:
             return BlobState("missing")
-        return BlobState("partial", info[0], tuple(missing_ranges(info[0], self.chunk_pieces(sha256))))
+        return BlobState("partial", info[0], tuple(missing_ranges(info[0], self.chunk_pieces(device, sha256))))
+
+    def blob_states(self, device: str, shas: Sequence[str]) -> dict[str, BlobState]:
+        """``blob_state`` of many blobs with a few queries (answers to ``sync/query``)."""
+        if not shas:
+            return {}
+        marks = ",".join("?" * len(shas))
+        with self._tx() as cur:
+            owned = self._exec(
+                cur,
+                "SELECT b.sha256, b.size FROM blob_owners o JOIN blobs b ON b.sha256 = o.sha256"
+                f" WHERE o.device = ? AND o.sha256 IN ({marks})",
+                (device, *shas),
+            ).fetchall()
+            staged = self._exec(
+                cur, f"SELECT sha256, size FROM staging WHERE device = ? AND sha256 IN ({marks})", (device, *shas)
+            ).fetchall()
+        out = {sha: BlobState("missing") for sha in shas}
+        for sha, size in staged:
+            out[str(sha)] = BlobState(
+                "partial", int(size), tuple(missing_ranges(int(size), self.chunk_pieces(device, str(sha))))
+            )
+        for sha, size in owned:
+            out[str(sha)] = BlobState("stored", int(size))
+        return out
 
     # ------------------------------------------------------------------ dead letters
 
-    def dead_letter(self, topic: str, device: str | None, reason: str, payload: bytes) -> None:
+    def dead_letter(
+        self, topic: str, device: str | None, reason: str, payload: bytes, keep: int = DEAD_LETTER_KEEP
+    ) -> None:
         with self._tx() as cur:
             self._exec(
                 cur,
@@ -301,9 +424,32 @@ class CentralStore(ABC):
                     None if device is None else printable(device, 64),
                     printable(reason, 1000),
                     len(payload),
-                    payload[:DEAD_LETTER_KEEP],
+                    payload[: max(0, keep)],
                 ),
             )
+
+    def expire_dead_letters(self, before_utc: str, per_device: int) -> int:
+        """Delete dead letters older than ``before_utc`` and all but the newest ``per_device`` of each device."""
+        with self._tx() as cur:
+            n = int(self._exec(cur, "DELETE FROM dead_letters WHERE received_utc < ?", (before_utc,)).rowcount or 0)
+            over = self._exec(
+                cur,
+                "SELECT device FROM dead_letters GROUP BY device HAVING COUNT(*) > ?",
+                (per_device,),
+            ).fetchall()
+            for (device,) in over:
+                match = "device IS NULL" if device is None else "device = ?"
+                args: tuple[Any, ...] = () if device is None else (device,)
+                n += int(
+                    self._exec(
+                        cur,
+                        f"DELETE FROM dead_letters WHERE {match} AND id < (SELECT MIN(id) FROM (SELECT id FROM"
+                        f" dead_letters WHERE {match} ORDER BY id DESC LIMIT {int(per_device)}) newest)",
+                        args + args,
+                    ).rowcount
+                    or 0
+                )
+        return n
 
     # ------------------------------------------------------------------ listing
 
@@ -312,7 +458,8 @@ class CentralStore(ABC):
     ) -> list[dict[str, Any]]:
         sql = (
             "SELECT r.device, r.record_id, r.kind, r.blob_sha256, r.blob_size, r.received_utc,"
-            " b.sha256 IS NOT NULL AS blob_stored FROM records r LEFT JOIN blobs b ON b.sha256 = r.blob_sha256"
+            " o.sha256 IS NOT NULL AS blob_stored FROM records r"
+            " LEFT JOIN blob_owners o ON o.device = r.device AND o.sha256 = r.blob_sha256"
         )
         where, args = [], []
         if device:
@@ -358,7 +505,7 @@ class SqliteStore(CentralStore):
     def __init__(self, path: Path) -> None:
         super().__init__()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _private_file(path)
             self._conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
@@ -386,6 +533,20 @@ class SqliteStore(CentralStore):
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _private_file(path: Path) -> None:
+    """Create the database file readable by its owner and group only (SQLite's -wal/-shm copy its mode)."""
+    from central.blobs import FILE_MODE, private_dirs
+
+    private_dirs(path.parent, Path(path.anchor))
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        mode = os.fstat(fd).st_mode & 0o777
+        if mode & 0o007:
+            os.fchmod(fd, mode & ~0o007)
+    finally:
+        os.close(fd)
 
 
 def open_store(url: str) -> CentralStore:

@@ -115,11 +115,15 @@ def new_client(
     return client
 
 
-def connect_properties(session_expiry_s: int, receive_maximum: int | None = None) -> Properties:
+def connect_properties(
+    session_expiry_s: int, receive_maximum: int | None = None, maximum_packet: int | None = None
+) -> Properties:
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = session_expiry_s
     if receive_maximum is not None:  # how many unacknowledged QoS 1 messages the broker may send us
         props.ReceiveMaximum = receive_maximum
+    if maximum_packet is not None:  # the broker drops larger packets for us instead of sending them
+        props.MaximumPacketSize = maximum_packet
     return props
 
 

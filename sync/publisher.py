@@ -32,6 +32,7 @@ from sync.outbox import BlobRef, OutboxChanges, OutboxItem, OutboxStore
 from sync.ratelimit import TokenBucket
 from sync.receipts import Awaiting, ReceiptBook
 from sync.settings import SyncSettings
+from sync.signing import ReceiptVerifier, signature_of
 from sync.uploads import Event, LocalMediaError, Upload, local_loss
 from sync.wire import (
     MAX_QUERY_ITEMS,
@@ -58,6 +59,7 @@ PACKET_TOO_LARGE = 0x95
 NO_MATCHING_SUBSCRIBERS = 0x10
 UNROUTED_ASK_S = 1.0  # ask about a message the broker routed to nobody after this long
 DENIED_EVENT_EVERY_S = 3600.0  # one event per hour per reason while the broker keeps refusing
+FORGED_EVENT_EVERY_S = 600.0  # at most one forged_receipt event per ten minutes; the rest are counted
 
 Kind = Literal["rec", "chunk", "init", "fin", "query", "status"]
 
@@ -79,6 +81,7 @@ class PublisherStats:
     blobs_confirmed: int = 0
     bytes_sent: int = 0
     receipts: int = 0
+    forged_receipts: int = 0  # receipt messages refused: unsigned or not signed by the central side
     queries: int = 0
     refused_publishes: int = 0
     unrouted: int = 0  # PUBACKs saying "no matching subscribers": no ingester is listening
@@ -97,13 +100,20 @@ class Publisher:
         settings: SyncSettings,
         credentials: Credentials,
         open_store: Callable[[], Closable],
+        verifier: ReceiptVerifier | None = None,
     ) -> None:
+        """``verifier`` (the central side's receipt public key) makes every receipt message prove
+        that an ingester signed it for this device; without one any client that may publish on
+        this device's receipt topic can confirm items."""
         topics.status(device_id)  # validates the device id
         self.device = device_id
         self.settings = settings
         self.credentials = credentials
         self.address = BrokerAddress.parse(settings.broker)
         self._open_store = open_store
+        self.verifier = verifier
+        self._receipt_topic = topics.receipts(device_id)
+        self._forged_unreported = 0  # refused since the last forged_receipt event
         self.stats = PublisherStats()
         #: Monotonic time of the loop's last iteration (the daemon's watchdog reads it).
         self.heartbeat: float | None = None
@@ -332,12 +342,40 @@ class Publisher:
             log.error("%s; nothing can be confirmed (check the ACL for down/#)", self.stats.last_error)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        payload = bytes(msg.payload)
+        if self.verifier is not None:
+            # Checked against this device's own topic, whatever topic the message came on.
+            why = self.verifier.check(self._receipt_topic, payload, signature_of(msg.properties))
+            if why is not None:
+                self._forged(why, len(payload))
+                return
         try:
-            batch = parse(ReceiptBatch, bytes(msg.payload))
+            batch = parse(ReceiptBatch, payload)
         except WireError as exc:
             log.error("ignoring a malformed receipt on %s: %s", msg.topic, exc)
             return
         self._receipts.extend(batch.receipts)
+
+    def _forged(self, why: str, size: int) -> None:
+        """Refuse a receipt message that is not the central side's: count it, report it sparingly.
+
+        The first one is an events row and an error line at once; a flood after it only counts,
+        and the next report (at most one per FORGED_EVENT_EVERY_S) says how many were refused.
+        """
+        self.stats.forged_receipts += 1
+        self._forged_unreported += 1
+        now = time.monotonic()
+        if now - self._event_times.get("forged_receipt", -FORGED_EVENT_EVERY_S) < FORGED_EVENT_EVERY_S:
+            return
+        self._event_times["forged_receipt"] = now
+        n, self._forged_unreported = self._forged_unreported, 0
+        message = (
+            f"refused {n} receipt message(s) not signed by the central side ({why}; last one {size} bytes); "
+            "nothing was confirmed by them. Someone may be forging receipts, or the ingester runs without "
+            "--receipt-key or with a key that does not match sync.receipt_public_key"
+        )
+        log.error("%s", message)
+        self._events.append(("forged_receipt", message, {"device": self.device, "reason": why, "count": n}))
 
     def _refused(self, kind: Kind, ident: str, up: Upload | None, rc: ReasonCode) -> None:
         """An error PUBACK (paho still calls it 'published'): the broker did not take the message."""

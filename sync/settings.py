@@ -6,6 +6,7 @@ reads (relative names resolve in systemd's ``$CREDENTIALS_DIRECTORY``).
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -34,6 +35,17 @@ class SyncSettings(_Strict):
     username: str | None = Field(default=None, description="MQTT username (defaults to the device id).")
     password_file: str | None = Field(default=None, description="File holding the MQTT password.")
     tls: TlsSettings | None = Field(default=None, description="TLS settings; required for mqtts://.")
+    allow_plaintext_password: bool = Field(
+        default=False,
+        description="Allow sending the password over plain mqtt:// to a host other than loopback (anyone on "
+        "the path can read it); use mqtts:// instead.",
+    )
+    receipt_public_key: str | None = Field(
+        default=None,
+        description="The central side's receipt public key (PEM, receipt-key.pub from `fieldcap central keygen`): "
+        "receipts not signed with its private key are refused and recorded as forged_receipt events. Without it "
+        "receipts cannot be told from forgeries, so confirmed media is never evicted to free space.",
+    )
     chunk_size: int = Field(
         default=65536,
         ge=1024,
@@ -78,3 +90,29 @@ class SyncSettings(_Strict):
         if self.broker.startswith("mqtts://") and self.tls is None:
             raise ValueError("mqtts:// needs a [sync.tls] section with ca_file")
         return self
+
+    @model_validator(mode="after")
+    def _no_cleartext_password(self) -> SyncSettings:
+        parts = urlsplit(self.broker)
+        if (
+            self.password_file
+            and parts.scheme == "mqtt"
+            and not is_loopback(parts.hostname or "")
+            and not self.allow_plaintext_password
+        ):
+            raise ValueError(
+                f"password_file would send the password in clear text over {self.broker} (plain mqtt:// to a "
+                "host that is not this machine); use mqtts:// with a [sync.tls] section, or set "
+                "allow_plaintext_password = true if the network path is trusted"
+            )
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (traffic that never leaves this machine)."""
+    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

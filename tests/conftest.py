@@ -46,3 +46,35 @@ def postgres_url() -> Iterator[str]:
 def model_dir() -> Path:
     """Where the fetched models live (``./dev test`` fetches them once)."""
     return Path(os.environ.get("FIELDCAP_MODEL_DIR", Path(__file__).resolve().parents[1] / ".cache" / "models"))
+
+
+@pytest.fixture(autouse=True)
+def _device_records_match_their_schemas(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every record any test's device catalog queued for sync must pass the central side's schema.
+
+    The ingester refuses bodies that do not match ``sync.records``; checking every catalog the tests
+    leave behind catches a device-side change (a new field, a new kind) before a device in the field
+    has its records refused.
+    """
+    root: Path | None = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if root is None:
+        return
+    import json
+    import sqlite3
+
+    from sync.records import body_problem
+
+    problems = []
+    for path in root.rglob("catalog.sqlite"):
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+            rows = conn.execute("SELECT record_id, kind, body_json FROM outbox").fetchall()
+            conn.close()
+        except sqlite3.Error:
+            continue  # a test that corrupts its catalog on purpose
+        for rid, kind, body in rows:
+            problem = body_problem(kind, json.loads(body))
+            if problem is not None:
+                problems.append(f"{path.relative_to(root)} {rid} ({kind}): {problem}")
+    assert not problems, "device records the ingester would refuse:\n" + "\n".join(problems[:10])

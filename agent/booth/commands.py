@@ -104,6 +104,14 @@ def _need_tty() -> None:
         )
 
 
+def _ask_subject() -> str:
+    """The subject ID typed at a hidden prompt, twice (a typo would file the takes under another pseudonym)."""
+    value = str(click.prompt("subject ID", hide_input=True, confirmation_prompt=True)).strip()
+    if not value:
+        raise UserError("the subject ID is empty; type it at the prompt or give --subject ID")
+    return value
+
+
 def _sitting(station: Any, booth: Any, sync_wait: float, *, end_reason: str | None = None) -> int:
     """Run the UI, then stop the agent (QC finished, sync given ``sync_wait``) and say where things stand.
 
@@ -175,7 +183,9 @@ def _open_station(config: Any, config_file: str, notes: list[str]) -> Any:
     help="Prompt script (.tsv, .csv or .json).",
 )
 @click.option(
-    "--subject", required=True, help="The subject's ID; only its pseudonym (HMAC with the key file) is stored."
+    "--subject",
+    help="The subject's ID; only its pseudonym (HMAC with the key file) is stored. '-' or none: asked at a "
+    "prompt (input hidden), so the ID never shows in the process list.",
 )
 @click.option(
     "--round", "round_no", default=1, show_default=True, type=click.IntRange(1, 10000), help="Recording round."
@@ -195,7 +205,7 @@ def _open_station(config: Any, config_file: str, notes: list[str]) -> Any:
 @sync_wait_option
 def booth_command(
     script_file: Path,
-    subject: str,
+    subject: str | None,
     round_no: int,
     config_file: Path | None,
     countdown: int,
@@ -221,12 +231,14 @@ def booth_command(
         config, file = _load(config_file)
         config, notes = booth_config(config, file)
         _need_tty()
+        subject_id = _ask_subject() if subject in (None, "-") else subject
+        assert subject_id is not None
         station = _open_station(config, file, notes)
         booth = None
         try:
             confirm = (lambda _q: True) if yes else (lambda q: click.confirm(q, default=True))
             row = open_booth_session(
-                station, script, subject, round_no, new=new_session, confirm=confirm, say=click.echo
+                station, script, subject_id, round_no, new=new_session, confirm=confirm, say=click.echo
             )
             booth = Booth(station, row, list(row.items), countdown_s=countdown, mic_test=not no_mic_test)
             click.echo("loading the QC models ...")

@@ -63,6 +63,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fieldcap.recorder")
 
+# A face redactor (agent.capture.redaction.FaceRedactor): (frame, meta) -> the frame to encode.
+Redactor = Callable[[np.ndarray[Any, Any], dict[str, Any]], np.ndarray[Any, Any]]
 RING_MARGIN_MAX_NS = 500_000_000  # the ring keeps up to two sample gaps (at most this) beyond pre_s
 RING_WARN_BYTES = 512 << 20  # a ring holding more raw frames than this is worth a warning
 
@@ -117,8 +119,10 @@ class StreamRecorder:
         session_of: Callable[[], str | None] | None = None,
         live: LatestReadings | None = None,
         triggers: TriggerBus | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.stream = stream
+        self.redactor = redactor
         self.modality = modality
         self.policy = policy
         self.settings = settings_in_force
@@ -222,13 +226,22 @@ class StreamRecorder:
             seq_last=sample.seq,
             meta=meta,
             media_type=media_type,
-            encode=lambda: encode_image(frame, fmt, quality),
+            encode=self._encoder(frame, fmt, quality, meta),
             session_id=ctx.session_id if ctx and ctx.session_id else self.session_of(),
             item_id=ctx.item_id if ctx else None,
             take=ctx.take_no if ctx else None,
             context=ctx,
             t_captured_ns=sample.t_mono_ns,
         )
+
+    def _encoder(
+        self, frame: np.ndarray[Any, Any], fmt: str, quality: int, meta: dict[str, Any]
+    ) -> Callable[[], bytes]:
+        """Encoding runs on a writer thread; with redaction on, faces are blurred first (into ``meta``)."""
+        redactor = self.redactor
+        if redactor is None:
+            return lambda: encode_image(frame, fmt, quality)
+        return lambda: encode_image(redactor(frame, meta), fmt, quality)
 
     # ------------------------------------------------------------------ audio files
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.capture.clock import Clock, ClockSample
 from agent.capture.environment import LatestReadings
@@ -37,6 +37,9 @@ from agent.catalog.writer import Writer
 from agent.config import CaptureSettings, Config
 from agent.sessions.alignment import align_session
 from agent.sessions.takes import Sessions, load_subject_key
+
+if TYPE_CHECKING:
+    from agent.capture.redaction import FaceRedactor
 
 log = logging.getLogger("fieldcap.recording")
 
@@ -96,6 +99,7 @@ class Recording:
         self.recorders: dict[str, StreamRecorder] = {}
         self._external_recorders = recorders
         self._lock = threading.Lock()
+        self._redactor: FaceRedactor | None = None
         key_file = config.session.subject_key_file
         self.sessions = Sessions(
             open_catalog,
@@ -238,6 +242,7 @@ class Recording:
             session_of=self.sessions.current,
             live=self.live,
             triggers=self.triggers,
+            redactor=self._face_redactor() if policy.redact_faces else None,
         )
         self._pair(rec)
         with self._lock:
@@ -245,6 +250,20 @@ class Recording:
         if policy.policy == "triggered":
             self.triggers.subscribe(stream, rec.trigger)
         return rec
+
+    def _face_redactor(self) -> FaceRedactor:
+        """One face redactor for every redacting camera, loaded when the first one opens: a missing
+        model fails that camera's start (and is shown), it never lets a frame through unredacted."""
+        from agent.capture.redaction import FaceRedactor
+
+        with self._lock:
+            if self._redactor is None:
+                self._redactor = FaceRedactor(self.config.qc, self._redact_min_score())
+            return self._redactor
+
+    def _redact_min_score(self) -> float:
+        scores = [cap.redact_min_score for cap in self.config.capture.values() if cap.redact_faces]
+        return min(scores, default=0.4)
 
     def _pair(self, rec: StreamRecorder) -> None:
         """Wire pairing (``pair_with``): every camera may lead the running recorders paired with it; a

@@ -19,6 +19,7 @@ from agent.catalog.migrations import Database, catalog_migrations
 from agent.catalog.records import new_record_id
 from agent.errors import CatalogError
 from sync.outbox import BlobRef
+from sync.records import TEXT_MAX
 from sync.wire import utc_now
 
 # Lower numbers go first: the small records that say what happened before the media itself.
@@ -148,6 +149,8 @@ class Store:
     ) -> str:
         """The ``events`` row and its outbox row, inside the caller's transaction."""
         record_id = new_record_id()
+        if len(message) > TEXT_MAX:  # the central side refuses longer text (sync.records)
+            message = message[: TEXT_MAX - 1] + "…"
         row = {
             "record_id": record_id,
             "t_utc_ns": time.time_ns(),

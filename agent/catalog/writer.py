@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -30,9 +30,6 @@ from agent.errors import CatalogError
 from sync.files import write_atomic
 from sync.outbox import BlobRef
 
-if TYPE_CHECKING:
-    pass
-
 log = logging.getLogger("fieldcap.recorder")
 
 # The disk guard's hook (agent.ops.retention.DiskGuard.media_allowed): (stream, kind, t_mono_ns, seq) -> may
@@ -42,6 +39,13 @@ MediaAllowed = Callable[[str, str, int, int], bool]
 
 class MediaRefused(Exception):
     """New media is refused while the data disk holds only unsynced data (recorded by the hook)."""
+
+
+class FrameDropped(Exception):
+    """A frame that must not be written as it is (e.g. its face redaction failed): dropped and
+    recorded as an ``event`` row of this kind, never written."""
+
+    event = "frame_dropped"
 
 
 Reading = tuple[int, int, int, str, float | None]
@@ -183,6 +187,7 @@ class Writer:
         self._busy = 0
         self._stopping = False
         self.dropped: dict[str, int] = {}
+        self.dropped_on_purpose: dict[str, int] = {}  # FrameDropped, each also an events row
         self.written = 0
         self.errors = 0
         self.latency_ns: dict[str, deque[int]] = {}
@@ -289,6 +294,19 @@ class Writer:
             if job.context is not None:
                 job.context.job_done(job.stream, None, str(exc))
             return
+        if isinstance(exc, FrameDropped):  # by design (e.g. redaction failed): a drop, not a write error
+            with self._stats_lock:
+                self.dropped_on_purpose[job.stream] = self.dropped_on_purpose.get(job.stream, 0) + 1
+            log.warning("%s: frame dropped: %s", job.stream, exc)
+            try:
+                catalog.add_event(
+                    exc.event, f"{job.stream}: frame dropped: {exc}", stream=job.stream, detail={"error": str(exc)}
+                )
+            except Exception:
+                log.exception("could not record the dropped frame")
+            if job.context is not None:
+                job.context.job_done(job.stream, None, str(exc))
+            return
         with self._stats_lock:
             self.errors += 1
         log.error("could not write a %s capture of %s: %s", job.kind, job.stream, exc, exc_info=True)
@@ -325,8 +343,6 @@ class Writer:
         Streamed audio was admitted when its file was opened, so it is always finished.
         """
         utc = self.clock.utc_ns(job.t_start_mono_ns)
-        meta = dict(job.meta)
-        meta["clock"] = self.clock.entry_at(job.t_start_mono_ns).health.as_dict()
         media: BlobRef | None = None
         rel: str | None = None
         if job.part is not None:
@@ -334,10 +350,12 @@ class Writer:
         elif job.encode is not None and job.media_type is not None:
             if not self.allows_media(job.stream, job.kind, job.t_start_mono_ns, job.seq_first):
                 raise MediaRefused(f"{job.stream}: media refused: the data disk is full of unsynced data")
-            data = job.encode()
+            data = job.encode()  # may add to job.meta (face redaction): the meta is read after it
             written = write_atomic(media_path(self.media_root, job.stream, new_record_id(), job.media_type, utc), data)
         else:
             written = None
+        meta = dict(job.meta)
+        meta["clock"] = self.clock.entry_at(job.t_start_mono_ns).health.as_dict()
         if written is not None and job.media_type is not None:
             rel = str(written.path.relative_to(self.data_dir))
             media = BlobRef(written.sha256, written.size, written.path, job.media_type)

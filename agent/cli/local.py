@@ -40,7 +40,7 @@ def config_validate(file: Path, no_secrets: bool, as_json: bool) -> None:
     Each problem is printed as FILE:LINE: key: what is wrong (with a "did you mean" for a
     misspelt key or device type); exit status 1 when there is one.
     """
-    from agent.config import check_secrets, load_config
+    from agent.config import check_secrets, config_warnings, load_config
     from agent.errors import ConfigError
 
     try:
@@ -53,9 +53,20 @@ def config_validate(file: Path, no_secrets: bool, as_json: bool) -> None:
             echo_json({"ok": False, "file": str(file), "problems": problems})
             sys.exit(1)
         raise UserError(str(exc)) from None
+    warnings = config_warnings(cfg)
     if as_json:
-        echo_json({"ok": True, "file": str(file), "devices": len(cfg.devices), "device_id": cfg.agent.device_id})
+        echo_json(
+            {
+                "ok": True,
+                "file": str(file),
+                "devices": len(cfg.devices),
+                "device_id": cfg.agent.device_id,
+                "warnings": warnings,
+            }
+        )
         return
+    for warning in warnings:
+        click.echo(f"{file}: warning: {warning}", err=True)
     click.echo(f"{file}: OK ({len(cfg.devices)} devices, device id {cfg.agent.device_id!r})")
 
 

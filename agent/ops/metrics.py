@@ -8,6 +8,7 @@ global registry, and a test can run several agents in one process.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -131,6 +132,12 @@ def _sync(snap: dict[str, Any]) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "fieldcap_broker_connected", "1 while connected to the broker.", value=float(bool(snap["broker_connected"]))
         )
+    if snap.get("forged_receipts") is not None:
+        yield CounterMetricFamily(
+            "fieldcap_forged_receipts",
+            "Receipt messages refused because the central side's signature was missing or wrong.",
+            value=float(snap["forged_receipts"]),
+        )
 
 
 def _disk(snap: dict[str, Any]) -> Iterator[Metric]:
@@ -222,6 +229,14 @@ class MetricsServer:
         host = settings.address if ":" not in settings.address else f"[{settings.address}]"
         self.url = f"http://{host}:{server.server_port}/metrics"
         log.info("metrics on %s", self.url)
+        if not ipaddress.ip_address(settings.address).is_loopback:
+            log.warning(
+                "metrics endpoint %s is reachable from other machines (%s is not a loopback address); it tells "
+                "anyone who can reach it the device id, streams and backlog. Bind it to 127.0.0.1 and let a local "
+                "collector scrape it, or firewall the port",
+                self.url,
+                settings.address,
+            )
 
     def close(self) -> None:
         self._server.shutdown()

@@ -62,8 +62,12 @@ class DiskGuard:
         settings: StorageSettings,
         *,
         synchronous: Literal["full", "normal"] = "full",
+        evict_confirmed: bool = True,
     ) -> None:
+        """``evict_confirmed`` False (a device that cannot verify its receipts) never deletes media:
+        a forged receipt could have confirmed it; above the high watermark media then pauses."""
         self.data_dir = catalog_path.parent
+        self.evict_confirmed = evict_confirmed
         self.settings = settings
         self._lock = threading.RLock()
         self._cat = Catalog(catalog_path, device_id, synchronous=synchronous)
@@ -135,7 +139,7 @@ class DiskGuard:
 
     def _enforce(self, usage: DiskUsage) -> DiskUsage:
         high = self.settings.high_watermark_pct
-        if usage.used_pct >= high:
+        if usage.used_pct >= high and self.evict_confirmed:
             usage = self._evict(usage)
         self.last_usage = usage
         if usage.used_pct >= high and not self.paused:
@@ -148,10 +152,15 @@ class DiskGuard:
         self.paused_since = utc_now()
         self._refused_in_pause = 0
         files, size = self._cat.media.unsynced()
+        why = (
+            f"holds no confirmed media to evict; {files} unsynced file(s) ({size} bytes) wait for central receipts"
+            if self.evict_confirmed
+            else "eviction is off because sync.receipt_public_key is not set (receipts cannot be verified, so "
+            f"no media is deleted on their word); {files} unsynced file(s) ({size} bytes)"
+        )
         message = (
             f"media capture paused: {usage.path} is {usage.used_pct:.1f}% full (high watermark "
-            f"{self.settings.high_watermark_pct:g}%) and holds no confirmed media to evict; {files} unsynced "
-            f"file(s) ({size} bytes) wait for central receipts. New media is refused until use drops below "
+            f"{self.settings.high_watermark_pct:g}%) and {why}. New media is refused until use drops below "
             "the high watermark; sensor readings and records continue. Check the broker connection or free space."
         )
         log.error("%s", message, extra={"event": "media_paused"})

@@ -18,6 +18,8 @@ import click
 from agent.cli.common import UserError, echo_json, json_option
 from central.blobs import BlobTree
 from central.store import CentralStore, open_store
+from central.store_url import ENV as STORE_ENV
+from central.store_url import resolve_store_url, store_url_option
 from sync.errors import SyncError
 
 F = Callable[..., Any]
@@ -68,7 +70,7 @@ def store_options(f: F) -> F:
         type=click.Path(file_okay=False, path_type=Path),
         help="Central blob directory (default: 'blobs' beside a SQLite store).",
     )(f)
-    return click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")(f)
+    return store_url_option(f)
 
 
 def filter_options(f: F) -> F:
@@ -296,7 +298,7 @@ def report_command(
 
 
 @click.command("review-import")
-@click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")
+@store_url_option
 @click.option(
     "--adjudicator",
     "adjudicators",
@@ -327,7 +329,17 @@ def review_import_command(store_url: str, adjudicators: tuple[str, ...], file: P
 
 
 @click.group("agreement", invoke_without_command=True)
-@click.option("--store", "store_url", help="sqlite:///PATH or postgresql://...")
+@click.option(
+    "--store",
+    "store_url",
+    envvar=STORE_ENV,
+    help=f"sqlite:///PATH or postgresql://... (or ${STORE_ENV}; with a password prefer --store-file).",
+)
+@click.option(
+    "--store-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the store URL (keeps a database password out of the process list).",
+)
 @filter_options
 @click.option(
     "--threshold",
@@ -340,13 +352,19 @@ def review_import_command(store_url: str, adjudicators: tuple[str, ...], file: P
 @json_option("One JSON object: kappas per label and annotator pair, machine vs human, the disagreements.")
 @click.pass_context
 def agreement_group(
-    ctx: click.Context, /, store_url: str | None, threshold: float, show_all: bool, as_json: bool, **kw: Any
+    ctx: click.Context,
+    /,
+    store_url: str | None,
+    store_file: Path | None,
+    threshold: float,
+    show_all: bool,
+    as_json: bool,
+    **kw: Any,
 ) -> None:
     """Inter-annotator agreement, and the tasks whose annotators disagree (for adjudication)."""
     if ctx.invoked_subcommand is not None:
         return
-    if store_url is None:
-        raise UserError("--store URL is needed (sqlite:///PATH or postgresql://...)")
+    store_url = resolve_store_url(store_url, store_file)
     from central.datasets.consistency import consistency
     from central.datasets.samples import load_samples
     from central.datasets.selection import select, unknown_values
@@ -385,7 +403,7 @@ def agreement_group(
 
 
 @agreement_group.command("adjudicate")
-@click.option("--store", "store_url", required=True, help="sqlite:///PATH or postgresql://...")
+@store_url_option
 @click.argument("key")
 @click.option(
     "--use",

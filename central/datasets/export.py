@@ -94,6 +94,7 @@ def export(
         "modalities": dict(sorted(Counter(s.modality for s in samples).items())),
         "annotation_sources": dict(sorted(Counter(s.annotation_source for s in samples).items())),
         "skipped": skipped,
+        "invalid_records": everything.invalid,
         "license": options.license,
         "description": options.description,
     }

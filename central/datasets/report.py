@@ -74,7 +74,7 @@ def build_report(store: CentralStore, blobs: BlobTree, out: Path, options: Repor
         "headline": headline(samples),
         "name": options.name,
         "filters": options.filters.as_dict(),
-        "store": store_counts(store),
+        "store": {**store_counts(store), "invalid_records": everything.invalid},
         **ind,
         "consistency": card_consistency(samples),
     }

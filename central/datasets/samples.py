@@ -11,13 +11,18 @@ sent several (a session's start and end records, a re-screened verdict).
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from collections.abc import Sequence
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from central.datasets.versions import AnnotationSet, all_sets, chosen
 from central.store import CentralStore
+from sync.records import body_problem
+from sync.topics import SHA256_RE
+
+log = logging.getLogger("fieldcap.datasets")
 
 KINDS = ("capture", "verdict", "channel_verdict", "annotation", "session", "stream", "take")
 
@@ -165,17 +170,31 @@ def _annotation_order(ann: dict[str, Any]) -> tuple[str, float, str, str]:
     )
 
 
+class Samples(list[Sample]):
+    """The samples of a store, and how many stored records of each kind could not be read as samples."""
+
+    def __init__(self, items: Iterable[Sample] = ()) -> None:
+        super().__init__(items)
+        self.invalid: dict[str, int] = {}
+
+
 def read_records(
-    store: CentralStore, kinds: Sequence[str] = KINDS
+    store: CentralStore, kinds: Sequence[str] = KINDS, invalid: Counter[str] | None = None
 ) -> list[tuple[str, str, str, str, dict[str, Any], bool]]:
     """(device, record_id, kind, received_utc, envelope, blob stored) of ``kinds``, by device and
-    record id (record ids sort by time, so the newest of several comes last)."""
+    record id (record ids sort by time, so the newest of several comes last).
+
+    Every body is checked against its kind's schema (``sync.records``) again: rows stored before the
+    ingester validated bodies, or edited by hand, are skipped and counted in ``invalid`` instead of
+    breaking a report. A blob counts as stored for a record only if the record's own device uploaded it.
+    """
+    invalid = Counter() if invalid is None else invalid
     marks = ",".join("?" * len(kinds))
     with store._tx() as cur:
         rows = store._exec(
             cur,
-            "SELECT r.device, r.record_id, r.kind, r.received_utc, r.body, b.sha256 IS NOT NULL"
-            " FROM records r LEFT JOIN blobs b ON b.sha256 = r.blob_sha256"
+            "SELECT r.device, r.record_id, r.kind, r.received_utc, r.body, o.sha256 IS NOT NULL"
+            " FROM records r LEFT JOIN blob_owners o ON o.device = r.device AND o.sha256 = r.blob_sha256"
             f" WHERE r.kind IN ({marks}) ORDER BY r.device, r.record_id",
             tuple(kinds),
         ).fetchall()
@@ -183,23 +202,39 @@ def read_records(
     for device, record_id, kind, received, body, stored in rows:
         try:
             env = json.loads(body)
-        except ValueError:
-            continue  # the ingester validated it; a hand-edited row is not a sample
-        if isinstance(env, dict) and isinstance(env.get("body"), dict):
-            out.append((str(device), str(record_id), str(kind), str(received), env, bool(stored)))
+        except (ValueError, RecursionError):
+            env = None
+        problem = body_problem(str(kind), env)
+        if problem is None and isinstance(env, dict) and env.get("blob") is not None:
+            blob = env["blob"]
+            if not (
+                isinstance(blob, dict) and SHA256_RE.fullmatch(str(blob.get("sha256"))) and _is_int(blob.get("size"))
+            ):
+                problem = "the envelope's blob is malformed"
+        if problem is not None:
+            invalid[str(kind)] += 1
+            log.warning("record %s/%s (%s) skipped: %s", device, record_id, kind, problem[:200])
+            continue
+        assert isinstance(env, dict)
+        out.append((str(device), str(record_id), str(kind), str(received), env, bool(stored)))
     return out
 
 
-def load_samples(store: CentralStore) -> list[Sample]:
-    """Every capture in the store as a sample, in capture-time order."""
-    captures: list[Sample] = []
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def load_samples(store: CentralStore) -> Samples:
+    """Every capture in the store as a sample, in capture-time order (``invalid``: rows skipped per kind)."""
+    invalid: Counter[str] = Counter()
+    captures = Samples()
     verdicts: dict[tuple[str, str], dict[str, Any]] = {}
     channels: dict[tuple[str, str], list[dict[str, Any]]] = {}
     annotations: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     sessions: dict[tuple[str, str], dict[str, Any]] = {}
     streams: dict[tuple[str, str], dict[str, Any]] = {}
     takes: dict[tuple[str, str], dict[str, Any]] = {}
-    for device, record_id, kind, received, env, stored in read_records(store):
+    for device, record_id, kind, received, env, stored in read_records(store, KINDS, invalid):
         body = env["body"]
         if kind == "capture":
             blob = env.get("blob")
@@ -232,6 +267,7 @@ def load_samples(store: CentralStore) -> list[Sample]:
     for c in captures:
         c.channel_verdicts = channels.get((c.device, c.record_id), [])
     captures.sort(key=lambda s: s.sort_key)
+    captures.invalid = dict(sorted(invalid.items()))
     return captures
 
 

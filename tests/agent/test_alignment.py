@@ -163,7 +163,13 @@ def _frame(cat: Catalog, stream: str, modality: str, t: int, session: str, index
 def test_unmatched_items_are_rows_with_a_reason(tmp_path: Path) -> None:
     with Catalog(tmp_path / "catalog.sqlite", "dev") as cat:
         cat.sessions.add_session(
-            {"session_id": "s1", "kind": "test", "site": "x", "station": "y", "started_utc": "2026-01-01T00:00:00"}
+            {
+                "session_id": "s1",
+                "kind": "test",
+                "site": "x",
+                "station": "y",
+                "started_utc": "2026-01-01T00:00:00+00:00",
+            }
         )
         ms = 1_000_000
         vis = [_frame(cat, "vis", "visible", i * 100 * ms, "s1", i) for i in range(10)]  # 10 fps

@@ -448,3 +448,35 @@ def test_ctrl_c_while_recording_keeps_the_take_and_quits(tmp_path: Path, model_d
         (status,) = cat.conn.execute("SELECT status FROM takes").fetchone()
         assert status == "aborted"
         assert cat.conn.execute("SELECT COUNT(*) FROM captures WHERE kind = 'take'").fetchone()[0] == 1
+
+
+def test_the_subject_id_can_be_typed_at_a_hidden_prompt(tmp_path: Path, model_dir: Path) -> None:
+    """``--subject -``: the ID is asked for twice, never echoed, never in the process list; its pseudonym is kept."""
+    from agent.sessions.takes import pseudonym
+
+    key = tmp_path / "subject.key"
+    key.write_bytes(os.urandom(32))
+    config = tmp_path / "sim.toml"
+    config.write_text(
+        f'[agent]\ndevice_id = "sim-booth"\ndata_dir = "{tmp_path / "data"}"\n'
+        '[[devices]]\nname = "mics"\ntype = "sim-microphone"\nchannels = 2\nspeech_like = true\n'
+        f'[session]\nsubject_key_file = "{key}"\n[qc]\nmodel_dir = "{model_dir}"\n[sync]\nenabled = false\n'
+    )
+    script = tmp_path / "s.csv"
+    script.write_text("x1,hello there,phrase\n")
+    screen = _spawn(["booth", "--script", str(script), "--subject", "-", "--config", str(config), "--countdown", "0"])
+    screen.wait(r"subject ID: ")
+    assert "SECRET-77" not in Path(f"/proc/{screen.child.pid}/cmdline").read_bytes().decode(errors="replace")
+    screen.send("SECRET-77\r")
+    screen.wait(r"Repeat for confirmation: ")
+    screen.send("SECRET-77\r")
+    screen.wait(r"MIC TEST")
+    screen.idle(1.0)
+    screen.send("\r")
+    screen.wait(r"hello there")
+    screen.send("q")
+    assert screen.finish(120) == 0, screen.tail()
+    assert "SECRET-77" not in screen.text  # hidden input: not echoed to the terminal
+    with Catalog(tmp_path / "data" / "catalog.sqlite", "sim-booth") as cat:
+        (stored,) = cat.conn.execute("SELECT subject_pseudonym FROM sessions WHERE kind = 'booth'").fetchone()
+    assert stored == pseudonym("SECRET-77", key.read_bytes())

@@ -10,6 +10,7 @@ import pytest
 
 from agent.config import check_secrets, load_config, parse_config
 from agent.errors import ConfigError
+from sync.signing import generate
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = '[agent]\ndevice_id = "dev-1"\ndata_dir = "/tmp/x"\n'
@@ -117,10 +118,62 @@ def test_examples_validate_with_their_credentials(example: Path, tmp_path: Path)
     cfg = load_config(example)
     creds = tmp_path / "creds"
     creds.mkdir()
-    for name in ("ca.pem", "device.pem", "device.key", "mqtt-password", "subject-key", "camera-credentials"):
+    for name in ("ca.pem", "ca.crt", "device.pem", "device.key", "mqtt-password", "subject-key", "camera-credentials"):
         (creds / name).write_text("x\n")
+    generate(creds)  # receipt-key.pub is a real key: validate loads it
     import os
 
     proc = fieldcap("config", "validate", str(example), env={**os.environ, "CREDENTIALS_DIRECTORY": str(creds)})
     assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr  # the examples show the safe setup
+    if cfg.sync.password_file:
+        assert cfg.sync.broker.startswith("mqtts://")
     assert cfg.devices
+
+
+SYNC = BASE + '[[devices]]\nname = "cam"\ntype = "sim-camera"\n[sync]\n'
+
+
+@pytest.mark.parametrize(
+    ("broker", "allowed"),
+    [
+        ("mqtt://ingest.lan:1883", False),
+        ("mqtt://10.0.0.5:1883", False),
+        ("mqtt://127.0.0.1:1883", True),
+        ("mqtt://[::1]:1883", True),
+        ("mqtt://localhost:1883", True),
+    ],
+)
+def test_a_password_over_plain_mqtt_leaves_the_machine_only_when_allowed(
+    tmp_path: Path, broker: str, allowed: bool
+) -> None:
+    path = write(tmp_path, SYNC + f'broker = "{broker}"\npassword_file = "pw"\n')
+    if allowed:
+        load_config(path)
+    else:
+        proc = fieldcap("config", "validate", "--no-secrets", str(path))
+        assert proc.returncode == 1
+        assert "sync: password_file would send the password in clear text" in proc.stderr
+        assert "use mqtts://" in proc.stderr and "allow_plaintext_password = true" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        path.write_text(path.read_text() + "allow_plaintext_password = true\n")
+        load_config(path)  # the operator's explicit choice
+    tls = write(tmp_path, SYNC + 'broker = "mqtts://ingest.lan:8884"\npassword_file = "pw"\ntls = { ca_file = "ca" }\n')
+    load_config(tls)
+
+
+def test_validate_warns_about_unverified_receipts_and_checks_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, SYNC + 'broker = "mqtt://127.0.0.1:1883"\n')
+    proc = fieldcap("config", "validate", str(path))
+    assert proc.returncode == 0
+    assert "warning: sync.receipt_public_key is not set" in proc.stderr
+    assert "never evicted" in proc.stderr
+    private, public, _ = generate(tmp_path / "keys")
+    path.write_text(path.read_text() + f'receipt_public_key = "{public}"\n')
+    proc = fieldcap("config", "validate", str(path))
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+    path.write_text(path.read_text().replace(str(public), str(private)))
+    proc = fieldcap("config", "validate", str(path))
+    assert proc.returncode == 1
+    assert "sync.receipt_public_key" in proc.stderr and "not a PEM public key" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -29,6 +29,7 @@ from agent.ops.retention import PENDING_KEY, DiskGuard
 from central.broker import LocalBroker, free_port
 from sync.files import write_atomic
 from sync.outbox import BlobRef
+from sync.signing import generate
 
 
 @pytest.fixture
@@ -192,12 +193,34 @@ def test_an_interrupted_eviction_is_finished_at_start(small_fs: Path) -> None:
     assert store.cat.get_state(PENDING_KEY) is None
 
 
+def test_a_device_that_cannot_verify_receipts_never_evicts(small_fs: Path) -> None:
+    """Without a receipt key "confirmed" may come from a forger: the disk fills, media pauses, nothing goes."""
+    data = small_fs / "data"
+    store = Store(data)
+    ballast(small_fs, 5)
+    confirmed = [store.add(300 * 1024, confirmed=True, verdict="fail") for _ in range(6)]
+    settings = StorageSettings(high_watermark_pct=20, low_watermark_pct=10)
+    guard = DiskGuard(data / "catalog.sqlite", "ret-01", settings, evict_confirmed=False)
+    assert disk_usage(data).used_pct >= 20
+    guard.check()
+    assert guard.paused
+    assert all(store.exists(r) and store.row(r)["media_deleted_utc"] is None for r in confirmed)
+    assert not store.events("eviction")
+    (paused,) = store.events("media_paused")
+    assert "sync.receipt_public_key is not set" in paused["message"]
+    guard.evict_confirmed = True  # a key is configured (config reload): eviction works again
+    guard.check()
+    assert not guard.paused and store.events("eviction")
+    guard.close()
+
+
 # ---------------------------------------------------------------------------- the whole agent
 
 
 def test_disk_full_during_capture_pauses_media_and_recovers_after_receipts(small_fs: Path, tmp_path: Path) -> None:
     data = small_fs / "data"
     port = free_port()
+    private, public, _ = generate(tmp_path / "keys")  # eviction trusts only signed receipts
     config = parse_config(
         {
             "agent": {"device_id": "ret-02", "data_dir": str(data)},
@@ -212,7 +235,11 @@ def test_disk_full_during_capture_pauses_media_and_recovers_after_receipts(small
                 "env": {"policy": "readings", "batch_s": 0.5},
             },
             "storage": {"high_watermark_pct": 60, "low_watermark_pct": 40, "check_interval_s": 0.3},
-            "sync": {"broker": f"mqtt://127.0.0.1:{port}", "receipt_timeout_s": 2.0},
+            "sync": {
+                "broker": f"mqtt://127.0.0.1:{port}",
+                "receipt_timeout_s": 2.0,
+                "receipt_public_key": str(public),
+            },
         }
     )
     agent = Agent(config)
@@ -260,6 +287,8 @@ def test_disk_full_during_capture_pauses_media_and_recovers_after_receipts(small
                     f"sqlite:///{tmp_path / 'central.db'}",
                     "--blobs",
                     str(tmp_path / "blobs"),
+                    "--receipt-key",
+                    str(private),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=(tmp_path / "ingest.log").open("wb"),

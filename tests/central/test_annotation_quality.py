@@ -244,10 +244,11 @@ def test_adjudication_becomes_the_exported_version(central: Path, tmp_path: Path
     for args, message in (
         (["agreement", "adjudicate", "--store", store_url(central), disputed, "--use", "mallory"], "did not annotate"),
         (["agreement", "adjudicate", "--store", store_url(central), "nope/nothing", "--use", "bob"], "no such capture"),
-        (["agreement"], "--store URL is needed"),
     ):
         result = run(*args)
         assert result.exit_code == 1 and message in result.output, result.output
+    nowhere = run("agreement")
+    assert nowhere.exit_code == 2 and "no central store given" in nowhere.output
 
 
 def test_review_import_refuses_garbled_times(central: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -486,6 +487,12 @@ def test_postgresql_store_gives_the_same_version_and_takes_reviews(
                     " VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
                     row,
                 )
+            for row in sql(demo, "SELECT device, sha256, received_utc FROM blob_owners"):
+                store._exec(
+                    cur,
+                    "INSERT INTO blob_owners (device, sha256, received_utc) VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                    row,
+                )
     finally:
         store.close()
     lite = export(demo, tmp_path / "lite", "jsonl")
@@ -548,3 +555,59 @@ def test_postgresql_store_gives_the_same_version_and_takes_reviews(
     )
     rows = (tmp_path / "pg2" / "samples.jsonl").read_text().splitlines()
     assert [json.loads(r)["key"] for r in rows] == [tasks["key"]]
+
+
+POISON: dict[str, tuple[str, Any]] = {
+    # kind: (field, a value of the wrong type) — each once crashed `fieldcap report` and every export
+    "capture": ("t_start_utc_ns", "yesterday"),
+    "annotation": ("t_start_s", "x"),
+    "take": ("take_no", "one"),
+    "verdict": ("metrics", ["not", "an", "object"]),
+    "session": ("round", "two"),
+    "stream": ("settings", "fast"),
+}
+
+
+def test_poisoned_records_already_stored_are_skipped_and_counted(central: Path, tmp_path: Path) -> None:
+    """Rows stored before the ingester validated bodies: report and every export skip and count them."""
+    donors = {
+        kind: sql(central, "SELECT device, kind, created_utc, body FROM records WHERE kind = ? LIMIT 1", kind)
+        for kind in POISON
+    }
+    planted = 0
+    with sqlite3.connect(central / "central.db") as conn:
+        for kind, (key, bad) in POISON.items():
+            env = {
+                "schema_version": 1,
+                "record_id": f"ffffffffffff-{planted:04d}",
+                "device": "poison",
+                "kind": kind,
+                "created_utc": "2026-01-01T00:00:00+00:00",
+                "body": {},
+            }
+            if donors[kind]:
+                env["body"] = json.loads(donors[kind][0][3])["body"]
+            env["body"] = {**env["body"], key: bad}
+            conn.execute(
+                "INSERT INTO records (device, record_id, kind, created_utc, received_utc, body) VALUES (?,?,?,?,?,?)",
+                ("poison", env["record_id"], kind, env["created_utc"], env["created_utc"], json.dumps(env)),
+            )
+            planted += 1
+        # a take number "one" on an honest device's take, and a verdict of the wrong shape on its capture
+        (cap_env,) = [json.loads(b) for (b,) in conn.execute("SELECT body FROM records WHERE kind = 'capture' LIMIT 1")]
+        verdict = {**cap_env, "record_id": "ffffffffffff-9999", "kind": "verdict"}
+        verdict["body"] = {"capture_id": cap_env["record_id"], "verdict": 7}
+        conn.execute(
+            "INSERT INTO records (device, record_id, kind, created_utc, received_utc, body) VALUES (?,?,?,?,?,?)",
+            (cap_env["device"], verdict["record_id"], "verdict", verdict["created_utc"], "2027", json.dumps(verdict)),
+        )
+        planted += 1
+    result = run("report", "--store", store_url(central), "--out", str(tmp_path / "report"), "--json")
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert sum(card["store"]["invalid_records"].values()) == planted, card["store"]
+    assert set(card["store"]["invalid_records"]) == set(POISON)
+    for fmt in ("jsonl", "hf", "webdataset", "labelstudio", "mcap"):
+        manifest = export(central, tmp_path / f"out-{fmt}", fmt)
+        header = manifest.get("header", manifest)
+        assert sum(header["invalid_records"].values()) == planted, (fmt, header.get("invalid_records"))

@@ -25,6 +25,24 @@ def ing(tmp_path: Path) -> Ingester:
     return Ingester(broker="mqtt://127.0.0.1:1", store=SqliteStore(tmp_path / "c.db"), blobs=BlobTree(tmp_path / "b"))
 
 
+def capture_body(**extra: object) -> dict[str, object]:
+    """A capture body as a device's catalog writes it (``sync.records.CaptureV1``)."""
+    return {
+        "record_id": "0123456789ab-1",
+        "stream": "cam0",
+        "kind": "frame",
+        "modality": "visible",
+        "t_start_mono_ns": 1,
+        "t_end_mono_ns": 2,
+        "t_start_utc_ns": 3,
+        "seq_first": 0,
+        "seq_last": 0,
+        "created_utc": "2026-01-01T00:00:00+00:00",
+        "meta": {},
+        **extra,
+    }
+
+
 def announce(ing: Ingester, data: bytes, device: str = "d1") -> str:
     sha = hashlib.sha256(data).hexdigest()
     init = BlobInit(sha256=sha, size=len(data), chunk_size=65536, media_type="audio/wav")
@@ -42,13 +60,13 @@ def test_a_late_chunk_cannot_change_a_verified_blob(tmp_path: Path) -> None:
     data = os.urandom(100_000)
     sha = hashlib.sha256(data).hexdigest()
     writer, finisher = Staging(tree), Staging(tree)  # two ingesters sharing the tree
-    assert writer.create(sha, len(data))
-    assert writer.write(sha, 0, data)  # the writer keeps its file open, as within a batch
-    finisher.finish(sha, len(data))
-    assert not writer.write(sha, 0, b"EVIL" * 100)  # its open file is no longer the staging file
+    assert writer.create("d1", sha)
+    assert writer.write("d1", sha, 0, data)  # the writer keeps its file open, as within a batch
+    finisher.finish("d1", sha, len(data))
+    assert not writer.write("d1", sha, 0, b"EVIL" * 100)  # its open file is no longer the staging file
     writer.sync()
     assert tree.path_for(sha).read_bytes() == data
-    assert not tree.staging_path(sha).exists()
+    assert not tree.staging_path("d1", sha).exists()
 
 
 def test_crash_between_publishing_a_blob_and_committing_it(ing: Ingester) -> None:
@@ -57,7 +75,7 @@ def test_crash_between_publishing_a_blob_and_committing_it(ing: Ingester) -> Non
     for off in range(0, len(data), 65536):
         ing.handle(topics.blob_chunk("d1", sha, off), data[off : off + 65536])
     # The fin handler got as far as linking the verified file, then the process died before commit.
-    ing.intake.staging.finish(sha, len(data))
+    ing.intake.staging.finish("d1", sha, len(data))
     assert ing.store.blob_size(sha) is None and ing.store.count("chunks") > 0
     assert fin(ing, sha, len(data)).status == "stored"  # the redelivered fin completes it
     assert ing.blobs.verify(sha, len(data)) and ing.store.count("chunks") == 0
@@ -68,7 +86,7 @@ def test_lost_staging_bytes_make_the_device_start_over(ing: Ingester) -> None:
     sha = announce(ing, data)
     ing.handle(topics.blob_chunk("d1", sha, 0), data[:65536])
     ing.handle(topics.blob_chunk("d1", sha, 65536), data[65536:])
-    ing.blobs.staging_path(sha).unlink()  # e.g. someone cleaned the staging directory
+    ing.blobs.staging_path("d1", sha).unlink()  # e.g. someone cleaned the staging directory
     assert fin(ing, sha, len(data)).status == "missing"
     sha2 = announce(ing, data)
     assert ing.pending_receipts[-1][1].status == "missing" and sha2 == sha  # a fresh start
@@ -105,12 +123,12 @@ def test_a_record_id_reused_with_another_body_is_kept_once_and_reported(ing: Ing
         "device": "d1",
         "kind": "capture",
         "created_utc": "2026-01-01T00:00:00+00:00",
-        "body": {"v": 1},
+        "body": capture_body(meta={"v": 1}),
     }
     ing.handle(topics.record("d1", "capture"), json.dumps(env).encode())
-    ing.handle(topics.record("d1", "capture"), json.dumps({**env, "body": {"v": 2}}).encode())
+    ing.handle(topics.record("d1", "capture"), json.dumps({**env, "body": capture_body(meta={"v": 2})}).encode())
     assert [r.status for _d, r in ing.pending_receipts] == ["stored", "duplicate"]
-    assert json.loads(ing.store.record_body("d1", "0123456789ab-1") or "{}")["body"] == {"v": 1}
+    assert json.loads(ing.store.record_body("d1", "0123456789ab-1") or "{}")["body"]["meta"] == {"v": 1}
     (dead,) = ing.store.dead_letters()
     assert "already stored with a different body" in dead["reason"]
 
@@ -173,7 +191,7 @@ def test_central_ls_lists_what_is_stored(ing: Ingester, tmp_path: Path) -> None:
         "device": "d1",
         "kind": "capture",
         "created_utc": "2026-01-01T00:00:00+00:00",
-        "body": {},
+        "body": capture_body(record_id="0123456789ab-2"),
     }
     ing.handle(topics.record("d1", "capture"), json.dumps(env).encode())
     ing.handle("fieldcap/v1/d1/up/nonsense", b"x")

@@ -35,4 +35,3 @@ def test_textgrid_tiles_the_take() -> None:
 def test_textgrid_rejects_bad_duration() -> None:
     with pytest.raises(ValueError, match="positive"):
         textgrid([], 0)
-

@@ -132,7 +132,7 @@ def settings(broker_url: str, **overrides: Any) -> SyncSettings:
     return SyncSettings.model_validate(base)
 
 
-def publisher(device: Device, sync: SyncSettings, credentials: Any = None) -> Publisher:
+def publisher(device: Device, sync: SyncSettings, credentials: Any = None, verifier: Any = None) -> Publisher:
     from sync.mqtt import Credentials
 
     return Publisher(
@@ -140,12 +140,15 @@ def publisher(device: Device, sync: SyncSettings, credentials: Any = None) -> Pu
         settings=sync,
         credentials=credentials or Credentials(),
         open_store=lambda: device.catalog().outbox,
+        verifier=verifier,
     )
 
 
 @contextmanager
-def running_publisher(device: Device, sync: SyncSettings, credentials: Any = None) -> Iterator[Publisher]:
-    pub = publisher(device, sync, credentials)
+def running_publisher(
+    device: Device, sync: SyncSettings, credentials: Any = None, verifier: Any = None
+) -> Iterator[Publisher]:
+    pub = publisher(device, sync, credentials, verifier)
     pub.start()
     try:
         yield pub
@@ -262,9 +265,8 @@ def sha256_of(path: Path) -> str:
 
 def staged_bytes(central: Central) -> int:
     """Bytes of blobs still being uploaded that the central side already has on disk."""
-    with central.store._tx() as cur:
-        shas = [r[0] for r in cur.execute("SELECT sha256 FROM staging")]
-    return sum(n for sha in shas for _o, n in central.store.chunk_pieces(sha))
+    keys = central.store.staging_keys()
+    return sum(n for device, sha in keys for _o, n in central.store.chunk_pieces(device, sha))
 
 
 def assert_exactly_once(device: Device, central: Central, *, all_confirmed: bool = True) -> None:
@@ -323,7 +325,7 @@ def assert_exactly_once(device: Device, central: Central, *, all_confirmed: bool
         elif sha256_of(local) != cap["sha256"]:
             problems.append(f"{cap['record_id']}: local media no longer hashes to its catalog sha256")
     if all_confirmed:
-        leftovers = [p.name for p in central.tree.staging_dir.iterdir()]
+        leftovers = [p.name for p in central.tree.staging_dir.rglob("*") if p.is_file()]
         if leftovers:
             problems.append(f"staging files left over after every blob was stored: {leftovers[:3]}")
         if central.store.count("chunks") or central.store.count("staging"):

@@ -65,7 +65,7 @@ def test_oversized_records_are_refused_locally_and_chunks_fit_the_broker(
     small_broker = "max_packet_size 20000\nmax_inflight_messages 5\n"
     device.add(records=20, blob_sizes=(150_000,), seed=72)
     with device.catalog() as cat:
-        big = cat.add_event("note", "x" * 30_000)  # a record the broker could never take
+        big = cat.add_event("note", "big", detail={"text": "x" * 30_000})  # a record the broker could never take
     with LocalBroker(tmp_path / "broker", extra_config=small_broker) as broker:
         sync = settings(broker.url, chunk_size=65536)
         with running_ingester(broker.url, central), running_publisher(device, sync) as pub:

@@ -26,6 +26,7 @@ from sync_harness import Central, running_ingester, wait_for
 from central.blobs import BlobTree
 from central.broker import LocalBroker
 from central.ingester import Ingester
+from central.limits import IntakeLimits
 from central.store import SqliteStore
 from sync import topics
 
@@ -231,10 +232,13 @@ def fuzz_ingester() -> Iterator[Ingester]:
     # tmpfs: the same SQLite, without paying a disk flush for each of 10,000 transactions
     root = Path(tempfile.mkdtemp(prefix="fieldcap-fuzz-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
     store = SqliteStore(root / "central.db")
-    yield Ingester(broker="mqtt://127.0.0.1:1", store=store, blobs=BlobTree(root / "blobs"))
+    yield Ingester(broker="mqtt://127.0.0.1:1", store=store, blobs=BlobTree(root / "blobs"), limits=KEEP_ALL)
     store.close()
 
 
+# Every rejected message is kept here, to check each one's reason (the dead-letter rate limit is
+# tested in tests/central/test_hostile_devices.py).
+KEEP_ALL = IntakeLimits(dead_letter_burst=10**9, dead_letters_per_device=10**9)
 FUZZ_MESSAGES = int(os.environ.get("FIELDCAP_FUZZ_MESSAGES", "10000"))
 PER_EXAMPLE = 8  # messages per hypothesis example: the per-example overhead is then paid 8 times less
 
@@ -270,7 +274,7 @@ def test_ten_thousand_hostile_messages_are_each_dead_lettered(fuzz_ingester: Ing
 
 def test_hostile_messages_on_postgresql(pg_central: Central) -> None:
     """The same messages against PostgreSQL, which refuses some values SQLite takes (NUL in text)."""
-    ing = Ingester(broker="mqtt://127.0.0.1:1", store=pg_central.store, blobs=pg_central.tree)
+    ing = Ingester(broker="mqtt://127.0.0.1:1", store=pg_central.store, blobs=pg_central.tree, limits=KEEP_ALL)
 
     @settings(max_examples=1000 // PER_EXAMPLE, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(st.lists(hostile, min_size=PER_EXAMPLE, max_size=PER_EXAMPLE))
@@ -314,7 +318,7 @@ def test_hostile_messages_through_a_real_broker(mosquitto: LocalBroker, central:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fuzzer", protocol=mqtt.MQTTv5)
     client.connect("127.0.0.1", mosquitto.port)
     client.loop_start()
-    with running_ingester(mosquitto.url, central) as ing:
+    with running_ingester(mosquitto.url, central, limits=KEEP_ALL) as ing:
         infos = [client.publish(t, p, qos=1) for t, p in sent]
         wait_for(lambda: all(i.is_published() for i in infos), 60, "the broker to take every message")
         wait_for(lambda: central.store.count("dead_letters") >= len(sent), 60, "every message to be dead-lettered")

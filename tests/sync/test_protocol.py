@@ -57,7 +57,19 @@ def envelope(device: str = "d1", rid: str = "0123456789ab-1", **extra: object) -
         "device": device,
         "kind": "capture",
         "created_utc": "2026-01-01T00:00:00+00:00",
-        "body": {},
+        "body": {
+            "record_id": rid,
+            "stream": "cam0",
+            "kind": "frame",
+            "modality": "visible",
+            "t_start_mono_ns": 1,
+            "t_end_mono_ns": 2,
+            "t_start_utc_ns": 3,
+            "seq_first": 0,
+            "seq_last": 0,
+            "created_utc": "2026-01-01T00:00:00+00:00",
+            "meta": {},
+        },
         **extra,
     }
     return json.dumps(env).encode()
@@ -110,7 +122,7 @@ def test_corrupted_blob_is_rejected_not_stored(ingester: Ingester) -> None:
     ingester.handle(topics.blob_fin("d1", sha), json.dumps({"sha256": sha, "size": len(data)}).encode())
     assert receipts(ingester)[-1].status == "rejected"
     assert not ingester.blobs.path_for(sha).exists()
-    assert ingester.store.blob_state(sha).status == "missing"
+    assert ingester.store.blob_state("d1", sha).status == "missing"
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """TLS, passwords and ACLs with the shipped broker example (examples/broker/), for real.
 
-The module makes a CA and certificates with ``examples/broker/make-certs.sh`` (openssl), a
+The module makes a CA and broker certificate with ``examples/broker/make-certs.sh`` (openssl), client
+keys and requests with ``device-csr.sh`` signed by ``sign-csr.sh`` (the README's flow), a
 password file with ``mosquitto_passwd``, and runs Mosquitto with ``examples/broker/mosquitto.conf``
 and ``fieldcap.acl``, changed only in ports and paths.
 """
@@ -8,12 +9,14 @@ and ``fieldcap.acl``, changed only in ports and paths.
 from __future__ import annotations
 
 import json
+import shutil
 import ssl
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -51,9 +54,17 @@ class SecureBroker:
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
     root = tmp_path_factory.mktemp("secure-broker")
     certs = root / "fieldcap"
-    subprocess.run(
-        [str(EXAMPLE / "make-certs.sh"), str(certs), "127.0.0.1", "dev-1", "ingest"], check=True, capture_output=True
-    )
+    subprocess.run([str(EXAMPLE / "make-certs.sh"), str(certs), "127.0.0.1"], check=True, capture_output=True)
+    for name in ("dev-1", "ingest"):  # each client makes its own key; only its request reaches the CA
+        client_dir = root / f"{name}-host"
+        subprocess.run([str(EXAMPLE / "device-csr.sh"), name, str(client_dir)], check=True, capture_output=True)
+        subprocess.run(
+            [str(EXAMPLE / "sign-csr.sh"), str(certs), str(client_dir / f"{name}.csr"), name],
+            check=True,
+            capture_output=True,
+        )
+        for ext in ("crt", "key"):
+            shutil.copy(client_dir / f"{name}.{ext}", certs / f"{name}.{ext}")  # (only for the test's convenience)
     (certs / "fieldcap.acl").write_text((EXAMPLE / "fieldcap.acl").read_text())
     passwd = certs / "passwd"
     passwd.touch()
@@ -199,6 +210,21 @@ def test_without_an_acl_the_ingester_still_rejects_a_record_in_another_devices_t
     assert rcpt["status"] == "rejected" and rcpt["id"] == "0123456789ab-cafe"
 
 
+def test_the_ca_signs_only_the_name_it_was_asked_for(secure: SecureBroker, tmp_path: Path) -> None:
+    subprocess.run([str(EXAMPLE / "device-csr.sh"), "dev-1", str(tmp_path)], check=True, capture_output=True)
+    assert (tmp_path / "dev-1.key").stat().st_mode & 0o077 == 0  # the key is private to its owner
+    forged = subprocess.run(
+        [str(EXAMPLE / "sign-csr.sh"), str(secure.certs), str(tmp_path / "dev-1.csr"), "dev-2"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert forged.returncode != 0 and "expected 'subject=CN=dev-2'" in forged.stderr
+    assert not (tmp_path / "dev-2.crt").exists()
+    again = subprocess.run([str(EXAMPLE / "device-csr.sh"), "dev-1", str(tmp_path)], capture_output=True, check=False)
+    assert again.returncode != 0  # never overwrites a key
+
+
 def test_unusable_credential_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(SyncError, match=r"cannot use the CA certificate .*missing-ca\.crt"):
         tls_context(str(tmp_path / "missing-ca.crt"), None, None)
@@ -206,3 +232,17 @@ def test_unusable_credential_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(SyncError, match="cannot use the CA certificate"):
         tls_context(str(tmp_path / "ca.crt"), None, None)
     ssl.create_default_context()  # the system store itself is fine
+
+
+def test_the_acl_file_alone_does_not_stop_a_device_joining_the_ingest_share(secure: SecureBroker) -> None:
+    """The known limit of the ACL-file setup (docs/security.md): Mosquitto 2.0 grants a device the
+    ingesters' shared subscription. The dynamic-security setup refuses it (test_dynsec_broker.py)."""
+    subacks: list[Any] = []
+    spy = _client(secure, "dev-1", secure.creds("dev-1"), secure.tls_port)
+    spy.on_subscribe = lambda _c, _u, _m, rcs, _p: subacks.append(rcs[0])
+    spy.subscribe(topics.ingest_subscription("ingest"), qos=1)
+    deadline = time.monotonic() + 10
+    while not subacks and time.monotonic() < deadline:
+        time.sleep(0.05)
+    spy.loop_stop()
+    assert subacks and not subacks[0].is_failure, subacks
