@@ -29,6 +29,9 @@ class Entry(NamedTuple):
 
 
 COMMANDS: dict[str, Entry] = {
+    "agreement": Entry(
+        "central.datasets.commands:agreement_group", "Inter-annotator agreement and adjudication.", "central"
+    ),
     "booth": Entry("agent.booth.commands:booth_command", "Record a subject reading a prompt script, item by item."),
     "central": Entry("central.cli:central_group", "Inspect the central store.", "central"),
     "completion": Entry("agent.cli.local:completion_command", "Print the shell completion script (bash, zsh, fish)."),
@@ -46,7 +49,7 @@ COMMANDS: dict[str, Entry] = {
     "rerecord": Entry("agent.booth.commands:rerecord_command", "Record items of a booth session again."),
     "review": Entry("agent.booth.commands:review_command", "Booth takes with their QC verdicts."),
     "review-import": Entry(
-        "central.datasets.commands:review_import_command", "Import corrected labels from Label Studio.", "central"
+        "central.datasets.commands:review_import_command", "Import every annotation from Label Studio.", "central"
     ),
     "run": Entry("agent.cli.local:run_cmd", "Run the agent until SIGTERM."),
     "status": Entry("agent.cli.local:status_cmd", "Health of the agent."),

@@ -2,8 +2,9 @@
 
 ``load_samples`` joins what the central store holds into samples (a capture with its verdict,
 annotations, session, stream and take); ``export`` writes a filtered selection as a reproducible,
-resumable snapshot in one of ``FORMATS``; ``import_review`` brings human-corrected labels back
-from Label Studio as a new annotation version; ``build_report`` writes the dataset card.
+resumable snapshot in one of ``FORMATS``; ``import_review`` brings every annotation people made in
+Label Studio back as annotation sets (``versions``); ``consistency`` measures how annotators agree;
+``build_report`` writes the dataset card.
 """
 
 from central.datasets.errors import DatasetError

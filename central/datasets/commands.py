@@ -18,7 +18,8 @@ import click
 from agent.cli.common import UserError, echo_json, json_option
 from central.blobs import BlobTree
 from central.store import CentralStore, open_store
-from central.store_url import store_url_option
+from central.store_url import ENV as STORE_ENV
+from central.store_url import resolve_store_url, store_url_option
 from sync.errors import SyncError
 
 F = Callable[..., Any]
@@ -151,6 +152,20 @@ def _filters(kw: dict[str, Any]) -> Any:
     show_default=True,
     help="labelstudio: prefix of media URLs (Label Studio local files by default).",
 )
+@click.option(
+    "--overlap",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0),
+    help="labelstudio: share of tasks (0..1) marked for two annotators (task 'overlap': 2), for agreement.",
+)
+@click.option(
+    "--overlap-seed",
+    default=0,
+    show_default=True,
+    type=int,
+    help="labelstudio: seed of the --overlap draw (the same seed draws the same tasks).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option("One JSON object: the version and its counts (no progress bar).")
 def export_command(
@@ -164,6 +179,8 @@ def export_command(
     license_: str | None,
     description: str | None,
     media_url_prefix: str,
+    overlap: float,
+    overlap_seed: int,
     quiet: bool,
     as_json: bool,
     **kw: Any,
@@ -183,6 +200,8 @@ def export_command(
             license=license_,
             description=description,
             media_url_prefix=media_url_prefix,
+            overlap=overlap,
+            overlap_seed=overlap_seed,
         )
         result = export(store, blobs, out, options, replace=replace, progress=not (quiet or as_json))
     m = result.manifest
@@ -280,20 +299,128 @@ def report_command(
 
 @click.command("review-import")
 @store_url_option
+@click.option(
+    "--adjudicator",
+    "adjudicators",
+    multiple=True,
+    metavar="USER",
+    help="Label Studio user (email or id) whose annotations are adjudications, preferred by later exports"
+    " (repeatable).",
+)
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @json_option("One JSON object: the import's counts.")
-def review_import_command(store_url: str, file: Path, as_json: bool) -> None:
-    """Import human-corrected labels from a Label Studio JSON export as a new annotation version."""
+def review_import_command(store_url: str, adjudicators: tuple[str, ...], file: Path, as_json: bool) -> None:
+    """Import every annotation of a Label Studio JSON export, each kept with its annotator and time."""
     from central.datasets.review import import_review
 
     with _opened(store_url) as store:
-        summary = import_review(store, file)
+        summary = import_review(store, file, set(adjudicators))
     if as_json:
         echo_json({"file": str(file), **dataclasses.asdict(summary)})
         return
     ignored = ", ".join(f"{n} {t}" for t, n in sorted(summary.ignored.items()))
     click.echo(
-        f"{file}: {summary.tasks} tasks, {summary.reviewed} reviewed: {summary.added} new version(s),"
-        f" {summary.unchanged} unchanged, {summary.unreviewed} without a review"
+        f"{file}: {summary.tasks} tasks, {summary.reviewed} reviewed by {summary.annotators} annotator(s):"
+        f" {summary.added} new annotation set(s), {summary.unchanged} unchanged"
+        + (f" ({summary.adjudications} adjudication(s))" if summary.adjudications else "")
+        + f", {summary.unreviewed} without a review"
         + (f"; ignored results: {ignored}" if ignored else "")
     )
+
+
+@click.group("agreement", invoke_without_command=True)
+@click.option(
+    "--store",
+    "store_url",
+    envvar=STORE_ENV,
+    help=f"sqlite:///PATH or postgresql://... (or ${STORE_ENV}; with a password prefer --store-file).",
+)
+@click.option(
+    "--store-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding the store URL (keeps a database password out of the process list).",
+)
+@filter_options
+@click.option(
+    "--threshold",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0),
+    help="List tasks whose disagreement (1 - weakest agreement between two annotators) is above this.",
+)
+@click.option("--all", "show_all", is_flag=True, help="List adjudicated tasks too.")
+@json_option("One JSON object: kappas per label and annotator pair, machine vs human, the disagreements.")
+@click.pass_context
+def agreement_group(
+    ctx: click.Context,
+    /,
+    store_url: str | None,
+    store_file: Path | None,
+    threshold: float,
+    show_all: bool,
+    as_json: bool,
+    **kw: Any,
+) -> None:
+    """Inter-annotator agreement, and the tasks whose annotators disagree (for adjudication)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    store_url = resolve_store_url(store_url, store_file)
+    from central.datasets.consistency import consistency
+    from central.datasets.samples import load_samples
+    from central.datasets.selection import select, unknown_values
+
+    filters = _filters(kw)
+    with _opened(store_url) as store:
+        everything = load_samples(store)
+    unknown = unknown_values(everything, filters)
+    if unknown:
+        raise UserError(f"{unknown[0]}: no sample in the store has it; check the spelling")
+    result = consistency(select(everything, filters), threshold)
+    if not show_all:
+        result["disagreements"] = [d for d in result["disagreements"] if not d["adjudicated"]]
+    if as_json:
+        echo_json(result)
+        return
+    for d in result["disagreements"]:
+        worst = max(d["pairs"], key=lambda p: p["disagreement"])
+        shown = ", ".join(
+            f"{m} {worst[m]:.3g}"
+            for m in ("labels", "box_iou", "segment_overlap", "cer", "wer")
+            if worst.get(m) is not None
+        )
+        click.echo(
+            f"{d['key']}  disagreement {d['disagreement']:.2f}  {worst['a']} vs {worst['b']}: {shown}"
+            + ("  (adjudicated)" if d["adjudicated"] else "")
+        )
+    for label, k in result["labels"].items():
+        kappa = "undefined" if k["kappa"] is None else f"{k['kappa']:.3f}"
+        click.echo(f"label {label}: {k['method']} kappa {kappa} over {k['tasks']} task(s)")
+    click.echo(
+        f"{result['multi_annotated']} task(s) with two or more annotators, {result['adjudicated']} adjudicated;"
+        f" {len(result['disagreements'])} listed above disagreement {threshold:g}"
+        + ("" if not result["disagreements"] else "; settle one with: fieldcap agreement adjudicate")
+    )
+
+
+@agreement_group.command("adjudicate")
+@store_url_option
+@click.argument("key")
+@click.option(
+    "--use",
+    required=True,
+    metavar="ANNOTATOR|machine",
+    help="Whose annotations become the adjudicated version: an annotator of the task, or 'machine'.",
+)
+@click.option("--by", "by", default="adjudicator", show_default=True, help="Who adjudicates (recorded).")
+@json_option("One JSON object: what was adopted.")
+def adjudicate_command(store_url: str, key: str, use: str, by: str, as_json: bool) -> None:
+    """Make one annotator's (or the machine's) annotations of task KEY (DEVICE/RECORD_ID) the adjudicated
+    version, which later exports prefer."""
+    from central.datasets.adjudication import adjudicate
+
+    with _opened(store_url) as store:
+        done = adjudicate(store, key, use, by)
+    if as_json:
+        echo_json(dataclasses.asdict(done))
+        return
+    click.echo(f"{key}: adopted {use}'s annotations as {by}'s adjudication" + ("" if done.added else " (already so)"))

@@ -1,7 +1,7 @@
 """``--format jsonl``: media files as they were captured plus one manifest line per sample.
 
 ``samples.jsonl`` holds one canonical JSON object per line (sorted keys): the sample's metadata,
-QC verdict, annotations (the newest human version where there is one) and lineage, with ``media``
+QC verdict, annotations (the chosen human set where there is one: ``versions``) and lineage, with ``media``
 naming its file under ``media/DEVICE/RECORD_ID.EXT`` (null for sensor readings, which are inline).
 """
 

@@ -5,8 +5,18 @@ One project per kind of media: ``labelstudio/image/`` (visible and thermal frame
 ``label_config.xml`` (the labeling interface). Media files are under ``media/`` and referenced
 as ``PREFIX + media/...``; the default prefix is Label Studio's local-files URL, so set
 ``LOCAL_FILES_DOCUMENT_ROOT`` to the export directory. Sensor readings have nothing to label and
-are left out. Each task's data names the capture (``fieldcap_device``, ``fieldcap_record_id``),
+are left out. A thermal frame is shown to annotators as an 8-bit false-colour preview
+(``media/KEY.preview.png``, task data ``image``) while ``thermal_raw`` links the captured 16-bit PNG
+(exact radiometric values) for tools; boxes drawn on the preview are in the raw frame's pixels,
+as both have the same size. Each task's data names the capture (``fieldcap_device``, ``fieldcap_record_id``),
 which is how ``fieldcap review-import`` finds it again.
+
+``--overlap SHARE`` marks that share of each project's tasks (rounded up) for two annotators: such
+a task has Label Studio's task field ``overlap: 2`` (how many distinct annotators its automatic
+distribution hands the task to; the project's "Annotations per task minimum" must allow 2) and
+``meta.fieldcap_double_annotation: true``. The draw is seeded (``--overlap-seed``): each task
+ranks by sha256(seed, sample key) and the first ones are marked, so the same seed and selection
+mark the same tasks.
 
 Result ids are derived from the annotation's record id, so a reviewer who edits a prediction keeps
 its id and the import knows which machine annotation (and kind) the correction belongs to.
@@ -16,13 +26,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
 from central.datasets.plan import ExportContext, copy_spec, media_path, text_spec
 from central.datasets.samples import Sample
-from central.datasets.snapshot import FileSpec
+from central.datasets.snapshot import FileSpec, fingerprint
+from central.datasets.thermal import PREVIEW_EXT, RENDERING, is_thermal_frame, preview_png, read_frame
 
 DEFAULT_LABELS = {"image": ("face",), "audio": ("speech",)}
 
@@ -99,7 +112,18 @@ def to_result(ann: dict[str, Any], target: str, size: tuple[int, int] | None) ->
     return None
 
 
-def task(s: Sample, ctx: ExportContext, project: str, media: str) -> dict[str, Any]:
+def preview_spec(ctx: ExportContext, s: Sample, path: str) -> FileSpec:
+    """The false-colour preview of a thermal frame, rendered when the file is written."""
+    assert s.blob is not None
+    source = ctx.blobs.path_for(s.blob.sha256)
+
+    def write(dest: Path) -> None:
+        dest.write_bytes(preview_png(read_frame(source, s.key)))
+
+    return FileSpec(path, fingerprint("preview", RENDERING, s.blob.sha256), write, s.blob.size)
+
+
+def task(s: Sample, ctx: ExportContext, project: str, media: str, preview: str | None = None) -> dict[str, Any]:
     size = _size(s, ctx) if project == "image" else None
     groups: dict[str, list[dict[str, Any]]] = {}
     scores: dict[str, list[float]] = {}
@@ -108,7 +132,7 @@ def task(s: Sample, ctx: ExportContext, project: str, media: str) -> dict[str, A
         if result is None:
             continue
         if ann.get("source") == "human" and s.human is not None:
-            version = f"human@v{s.human.version}"
+            version = f"{s.human.role}:{s.human.annotator}@{s.human.annotated_utc or '?'}"
         else:
             version = f"{ann.get('model')}@{ann.get('model_version')}"
         groups.setdefault(version, []).append(result)
@@ -125,20 +149,21 @@ def task(s: Sample, ctx: ExportContext, project: str, media: str) -> dict[str, A
             }
         )
     verdict = s.verdict or {}
-    return {
-        "data": {
-            project: ctx.options.media_url_prefix + media,
-            "fieldcap_key": s.key,
-            "fieldcap_device": s.device,
-            "fieldcap_record_id": s.record_id,
-            "modality": s.modality,
-            "stream": s.stream_name,
-            "qc_verdict": verdict.get("verdict"),
-            "qc_reasons": "; ".join(str(r) for r in verdict.get("reasons") or []),
-            "annotation_source": s.annotation_source,
-        },
-        "predictions": predictions,
+    shown = media if preview is None else preview
+    data: dict[str, Any] = {
+        project: ctx.options.media_url_prefix + shown,
+        "fieldcap_key": s.key,
+        "fieldcap_device": s.device,
+        "fieldcap_record_id": s.record_id,
+        "modality": s.modality,
+        "stream": s.stream_name,
+        "qc_verdict": verdict.get("verdict"),
+        "qc_reasons": "; ".join(str(r) for r in verdict.get("reasons") or []),
+        "annotation_source": s.annotation_source,
     }
+    if preview is not None:
+        data["thermal_raw"] = ctx.options.media_url_prefix + media
+    return {"data": data, "predictions": predictions}
 
 
 def label_config(project: str, labels: Sequence[str]) -> str:
@@ -160,6 +185,15 @@ def label_config(project: str, labels: Sequence[str]) -> str:
     )
 
 
+def double_annotated(keys: Sequence[str], share: float, seed: int) -> set[str]:
+    """The keys (``ceil(share * n)`` of them) drawn for two annotators; see the module doc."""
+    if share <= 0 or not keys:
+        return set()
+    n = min(len(keys), math.ceil(share * len(keys) - 1e-9))
+    rank = sorted(keys, key=lambda k: hashlib.sha256(f"{seed}\x00{k}".encode()).hexdigest())
+    return set(rank[:n])
+
+
 def _const(text: str) -> Callable[[], str]:
     return lambda: text
 
@@ -174,10 +208,21 @@ def plan(samples: Sequence[Sample], ctx: ExportContext) -> list[FileSpec]:
         if project is None or media is None:
             continue
         specs.append(copy_spec(ctx, s, media))
-        tasks.setdefault(project, []).append(task(s, ctx, project, media))
+        preview = None
+        if is_thermal_frame(s):
+            preview = f"media/{s.key}.{PREVIEW_EXT}"
+            specs.append(preview_spec(ctx, s, preview))
+        tasks.setdefault(project, []).append(task(s, ctx, project, media, preview))
         seen = labels.setdefault(project, set())
         seen |= {str(a["label"]) for a in s.annotations if a.get("label") and a.get("kind") != "transcript"}
     for project in sorted(tasks):
+        marked = double_annotated(
+            [t["data"]["fieldcap_key"] for t in tasks[project]], ctx.options.overlap, ctx.options.overlap_seed
+        )
+        for t in tasks[project]:
+            if t["data"]["fieldcap_key"] in marked:
+                t["overlap"] = 2
+                t["meta"] = {"fieldcap_double_annotation": True}
         text = json.dumps(tasks[project], indent=1, sort_keys=True, ensure_ascii=False) + "\n"
         specs.append(text_spec(f"labelstudio/{project}/tasks.json", _const(text), text))
         config = label_config(project, sorted(labels[project] | set(DEFAULT_LABELS[project])))

@@ -139,6 +139,7 @@ def lineage(s: Sample) -> dict[str, Any]:
         "annotations": {
             "source": s.annotation_source,
             "human": None if s.human is None else s.human.provenance(),
+            "human_sets": [h.provenance() for h in s.human_sets],
             "models": _models(s),
             "machine": s.machine_annotations,
         },

@@ -34,12 +34,18 @@ class ExportOptions:
     license: str | None = None
     description: str | None = None
     media_url_prefix: str = "/data/local-files/?d="
+    overlap: float = 0.0  # labelstudio: share of tasks for two annotators
+    overlap_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
             raise DatasetError(f"--format {self.fmt!r}: unknown; use one of {', '.join(FORMATS)}")
         if self.shard_bytes < 1024:
             raise DatasetError(f"--shard-size {self.shard_bytes}: too small; give at least 1024 bytes")
+        if not 0.0 <= self.overlap <= 1.0:
+            raise DatasetError(f"--overlap {self.overlap}: give a share of tasks between 0 and 1 (0.1 = 10%)")
+        if self.overlap and self.fmt != "labelstudio":
+            raise DatasetError("--overlap: only --format labelstudio marks tasks for double annotation")
 
     def layout(self) -> dict[str, Any]:
         """The options that shape this format's files (part of the plan an export resumes only when equal)."""
@@ -48,6 +54,9 @@ class ExportOptions:
             out["shard_bytes"] = self.shard_bytes
         if self.fmt == "labelstudio":
             out["media_url_prefix"] = self.media_url_prefix
+            if self.overlap:  # absent when 0, so exports made before --overlap existed resume
+                out["overlap"] = self.overlap
+                out["overlap_seed"] = self.overlap_seed
         return out
 
 

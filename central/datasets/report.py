@@ -1,8 +1,9 @@
 """``fieldcap report``: the dataset card — ``report.json``, ``report.html`` and ``plots/*.png``.
 
-The JSON holds every indicator (see ``indicators``) plus the headline and what the central store
-holds per record kind, so a pipeline can gate on it; the HTML (``templates/report.html.j2``,
-autoescaped: every string in it may have come from a device) shows the same numbers with the plots.
+The JSON holds every indicator (see ``indicators``), the annotation consistency (``consistency``),
+the headline and what the central store holds per record kind, so a pipeline can gate on it; the
+HTML (``templates/report.html.j2``, autoescaped: every string in it may have come from a device)
+shows the same numbers with the plots.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from agent.extras import require
 from central.blobs import BlobTree
 from central.datasets import booth_coverage, indicators, plots
+from central.datasets.consistency import consistency
 from central.datasets.errors import DatasetError
 from central.datasets.headline import headline, human_bytes
 from central.datasets.samples import Sample, load_samples
@@ -74,6 +76,7 @@ def build_report(store: CentralStore, blobs: BlobTree, out: Path, options: Repor
         "filters": options.filters.as_dict(),
         "store": {**store_counts(store), "invalid_records": everything.invalid},
         **ind,
+        "consistency": card_consistency(samples),
     }
     out.mkdir(parents=True, exist_ok=True)
     drawn = plots.draw_all(ind, samples, out / "plots")
@@ -81,6 +84,15 @@ def build_report(store: CentralStore, blobs: BlobTree, out: Path, options: Repor
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n")
     (out / "report.html").write_text(render_html(report), encoding="utf-8")
     return report
+
+
+def card_consistency(samples: list[Sample]) -> dict[str, Any]:
+    """The card's consistency section: agreement per label, per annotator pair and per model
+    version, and how many tasks still disagree (the list itself is ``fieldcap agreement``'s)."""
+    result = consistency(samples, 0.0)
+    open_ = [d for d in result.pop("disagreements") if not d["adjudicated"]]
+    result["open_disagreements"] = len(open_)
+    return result
 
 
 # ---------------------------------------------------------------------------- HTML

@@ -1,10 +1,13 @@
-"""``fieldcap review-import``: human-corrected labels from a Label Studio export, as a new version.
+"""``fieldcap review-import``: the annotations people made in Label Studio, each kept as a set.
 
 Reads Label Studio's JSON export of a project made by ``fieldcap export --format labelstudio``.
-For each task, the newest annotation that was not cancelled becomes the capture's new human
-annotation version (``central.datasets.versions``); the machine's annotations stay as they are, and
-later exports prefer the human version. Importing the same file again adds nothing. A file that
-names captures this store does not have is refused as a whole, before anything is stored.
+Every annotation that was not cancelled becomes an annotation set of its capture, with its
+annotator (``completed_by``) and time (``updated_at``, else ``created_at``): two annotators of a
+double-annotated task give two sets, a later correction gives another, and none replaces another
+(``central.datasets.versions``). Annotations by a user named with ``--adjudicator`` are
+adjudications, which later exports prefer. The machine's annotations stay as they are. Importing
+the same file again adds nothing. A file that names captures this store does not have is refused
+as a whole, before anything is stored.
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from central.datasets.errors import DatasetError
 from central.datasets.labelstudio import result_id
 from central.datasets.samples import load_samples
-from central.datasets.versions import add_versions
+from central.datasets.versions import ADJUDICATOR, ANNOTATOR, NewSet, add_sets
 from central.store import CentralStore
 from sync.wire import utc_now
 
@@ -30,10 +35,13 @@ HUMAN_VERSION = "labelstudio"
 @dataclass
 class ImportSummary:
     tasks: int = 0
-    reviewed: int = 0
-    added: int = 0
-    unchanged: int = 0
+    reviewed: int = 0  # tasks with at least one annotation
+    annotations: int = 0  # annotations (not cancelled) in the file
+    added: int = 0  # new annotation sets
+    unchanged: int = 0  # sets stored by an earlier import
     unreviewed: int = 0
+    annotators: int = 0
+    adjudications: int = 0
     ignored: Counter[str] = field(default_factory=Counter)  # result types fieldcap cannot store
 
 
@@ -44,13 +52,25 @@ def _author(annotation: dict[str, Any]) -> str | None:
     return None if who is None else str(who)
 
 
-def _newest(annotations: Any) -> dict[str, Any] | None:
+def when(value: Any, where: str) -> str | None:
+    """An ISO 8601 time as UTC ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``, so times sort as strings."""
+    if value in (None, ""):
+        return None
+    try:
+        t = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise DatasetError(
+            f"{where}: time {str(value)[:40]!r} is not ISO 8601; export the project from Label Studio as JSON"
+        ) from None
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _submitted(annotations: Any, where: str) -> list[dict[str, Any]]:
+    if annotations is None:
+        return []
     if not isinstance(annotations, list):
-        return None
-    done = [a for a in annotations if isinstance(a, dict) and not a.get("was_cancelled")]
-    if not done:
-        return None
-    return max(done, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), str(a.get("id"))))
+        raise DatasetError(f"{where}: 'annotations' is not a list; export the project as JSON from Label Studio")
+    return [a for a in annotations if isinstance(a, dict) and not a.get("was_cancelled")]
 
 
 def _human(kind: str, label: str, n: int, **extra: Any) -> dict[str, Any]:
@@ -132,17 +152,20 @@ def _load(path: Path) -> tuple[bytes, list[Any]]:
     return raw, data
 
 
-def import_review(store: CentralStore, path: Path) -> ImportSummary:
-    """Store the reviewed tasks in ``path`` as new human annotation versions; see the module doc."""
+def import_review(store: CentralStore, path: Path, adjudicators: Collection[str] = ()) -> ImportSummary:
+    """Store every submitted annotation in ``path`` as an annotation set; see the module doc."""
     raw, tasks = _load(path)
     samples = {(s.device, s.record_id): s for s in load_samples(store)}
     summary = ImportSummary(tasks=len(tasks))
-    items: list[tuple[str, str, str | None, str | None, list[dict[str, Any]]]] = []
+    items: list[NewSet] = []
     unknown: list[str] = []
+    people: set[str] = set()
     for i, t in enumerate(tasks):
         where = f"{path}: task {i + 1}"
         data = t.get("data") if isinstance(t, dict) else None
-        if not isinstance(data, dict) or not data.get("fieldcap_record_id") or not data.get("fieldcap_device"):
+        if not isinstance(t, dict) or not isinstance(data, dict):
+            raise DatasetError(f"{where}: not a Label Studio task (no 'data' object); export the project as JSON")
+        if not data.get("fieldcap_record_id") or not data.get("fieldcap_device"):
             raise DatasetError(
                 f"{where}: data.fieldcap_device / data.fieldcap_record_id missing; import only projects made"
                 " with fieldcap export --format labelstudio"
@@ -151,20 +174,27 @@ def import_review(store: CentralStore, path: Path) -> ImportSummary:
         if key not in samples:
             unknown.append("/".join(key))
             continue
-        chosen = _newest(t.get("annotations"))
-        if chosen is None:
+        submitted = _submitted(t.get("annotations"), where)
+        if not submitted:
             summary.unreviewed += 1
             continue
+        summary.reviewed += 1
         kinds = {result_id(str(a.get("record_id"))): str(a.get("kind")) for a in samples[key].machine_annotations}
-        annotations = from_results(chosen.get("result"), kinds, where, summary.ignored)
-        reviewed = chosen.get("updated_at") or chosen.get("created_at")
-        items.append((*key, _author(chosen), None if reviewed is None else str(reviewed), annotations))
+        for n, a in enumerate(submitted):
+            at = f"{where}, annotation {a.get('id', n + 1)}"
+            person = _author(a) or "unknown"
+            role = ADJUDICATOR if person in adjudicators else ANNOTATOR
+            annotations = from_results(a.get("result"), kinds, at, summary.ignored)
+            items.append(NewSet(*key, person, role, when(a.get("updated_at") or a.get("created_at"), at), annotations))
+            people.add(person)
+            summary.adjudications += role == ADJUDICATOR
     if unknown:
         raise DatasetError(
             f"{path}: {len(unknown)} task(s) name captures this store does not have (e.g. {unknown[0]});"
             " import the file into the store it was exported from. Nothing was imported"
         )
-    summary.reviewed = len(items)
+    summary.annotations, summary.annotators = len(items), len(people)
     review_id = hashlib.sha256(raw).hexdigest()[:32]
-    summary.added, summary.unchanged = add_versions(store, review_id, path.name, utc_now(), len(tasks), items)
+    stored = add_sets(store, review_id, path.name, "labelstudio", utc_now(), len(tasks), items)
+    summary.added, summary.unchanged = stored
     return summary

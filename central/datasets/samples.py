@@ -1,7 +1,8 @@
 """Samples: each capture in the central store joined with everything recorded about it.
 
 A sample is one ``capture`` record (a frame, an audio segment or take, a batch of sensor
-readings) with its QC verdict, its machine annotations, the newest human annotation version, and
+readings) with its QC verdict, its machine annotations, every human annotation set (and the one
+exports use, ``versions.chosen``), and
 the session, stream (settings in force) and take it belongs to. Records arrive from devices in any
 order and may be re-sent, so joins go by (device, id) and the newest record wins where a device
 sent several (a session's start and end records, a re-screened verdict).
@@ -16,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from central.datasets.versions import HumanVersion, latest_versions
+from central.datasets.versions import AnnotationSet, all_sets, chosen
 from central.store import CentralStore
 from sync.records import body_problem
 from sync.topics import SHA256_RE
@@ -63,7 +64,8 @@ class Sample:
     verdict: dict[str, Any] | None = None
     channel_verdicts: list[dict[str, Any]] = field(default_factory=list)  # per microphone, multi-channel takes
     machine_annotations: list[dict[str, Any]] = field(default_factory=list)
-    human: HumanVersion | None = None
+    human: AnnotationSet | None = None  # the human set exports use (adjudicated > newest annotator)
+    human_sets: list[AnnotationSet] = field(default_factory=list)  # every one, least preferred first
     session: dict[str, Any] | None = None
     stream: dict[str, Any] | None = None
     take: dict[str, Any] | None = None
@@ -123,7 +125,7 @@ class Sample:
 
     @property
     def annotations(self) -> list[dict[str, Any]]:
-        """What exports use: the newest human version where there is one, else the machine's."""
+        """What exports use: the chosen human set where there is one, else the machine's."""
         if self.human is not None:
             return [dict(a) for a in self.human.annotations]
         return [dict(a) for a in self.machine_annotations]
@@ -261,7 +263,7 @@ def load_samples(store: CentralStore) -> Samples:
             streams[(device, str(body["stream_id"]))] = body
         elif kind == "take" and body.get("take_id"):
             takes[(device, str(body["take_id"]))] = body
-    _link(captures, verdicts, annotations, sessions, streams, takes, latest_versions(store))
+    _link(captures, verdicts, annotations, sessions, streams, takes, all_sets(store))
     for c in captures:
         c.channel_verdicts = channels.get((c.device, c.record_id), [])
     captures.sort(key=lambda s: s.sort_key)
@@ -276,7 +278,7 @@ def _link(
     sessions: dict[tuple[str, str], dict[str, Any]],
     streams: dict[tuple[str, str], dict[str, Any]],
     takes: dict[tuple[str, str], dict[str, Any]],
-    human: dict[tuple[str, str], HumanVersion],
+    human: dict[tuple[str, str], list[AnnotationSet]],
 ) -> None:
     take_of_capture: dict[tuple[str, str], dict[str, Any]] = {}
     take_by_number: dict[tuple[str, str, str, Any], dict[str, Any]] = {}
@@ -297,7 +299,8 @@ def _link(
         key = (s.device, s.record_id)
         s.verdict = verdicts.get(key)
         s.machine_annotations = sorted(annotations.get(key, []), key=_annotation_order)
-        s.human = human.get(key)
+        s.human_sets = human.get(key, [])
+        s.human = chosen(s.human_sets)
         sid, stream_id = s.capture.get("session_id"), s.capture.get("stream_id")
         s.session = sessions.get((s.device, str(sid))) if sid else None
         s.stream = streams.get((s.device, str(stream_id))) if stream_id else None

@@ -1,10 +1,17 @@
-"""Human annotation versions, kept beside the machine's in the central store.
+"""Human annotation sets, kept beside the machine's in the central store: one per annotator and time.
 
 The machine's annotations are ``annotation`` records as the devices sent them and are never
-changed. A review import adds, per capture, a numbered human version (1, 2, ...) holding the whole
-corrected annotation set; exports use the newest human version where one exists and say so in the
-lineage, and still carry the machine's set. The tables are created on first use with ``CREATE
-TABLE IF NOT EXISTS`` through the store's own transaction helpers, so SQLite and PostgreSQL both work.
+changed. A review import adds, per capture, one *annotation set* for every annotation a person
+submitted (the whole annotation set of that task, with its annotator, role and time); nothing is
+overwritten, so double annotation and later corrections all stay and agreement can be measured.
+An *adjudicator* set (a review by a user marked as adjudicator, or ``fieldcap agreement
+adjudicate``) settles a disagreement.
+
+Exports choose one version per capture, deterministically: the newest adjudicator set, else the
+newest annotator set (by the annotator's submission time, then set id), else the machine's
+annotations. Tables are created on first use with ``CREATE TABLE IF NOT EXISTS`` through the
+store's own transaction helpers, so SQLite and PostgreSQL both work. Review versions stored before
+annotation sets existed (``dataset_annotation_versions``) are carried over as annotator sets.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from central.store import CentralStore
+
+ANNOTATOR, ADJUDICATOR = "annotator", "adjudicator"
+ROLES = (ANNOTATOR, ADJUDICATOR)
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS dataset_reviews (
@@ -37,6 +47,18 @@ SCHEMA = [
         annotations TEXT NOT NULL,
         PRIMARY KEY (device, capture_id, version_no)
     )""",
+    """CREATE TABLE IF NOT EXISTS dataset_annotation_sets (
+        set_id TEXT PRIMARY KEY,
+        device TEXT NOT NULL,
+        capture_id TEXT NOT NULL,
+        annotator TEXT NOT NULL,
+        role TEXT NOT NULL,
+        annotated_utc TEXT,
+        review_id TEXT NOT NULL,
+        content_sha256 TEXT NOT NULL,
+        annotations TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS dataset_annotation_sets_capture ON dataset_annotation_sets (device, capture_id)",
 ]
 
 
@@ -50,90 +72,147 @@ def content_sha256(annotations: Sequence[dict[str, Any]]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class HumanVersion:
-    """One human annotation set of one capture."""
+class AnnotationSet:
+    """Everything one person said about one capture at one time."""
 
-    version: int
+    set_id: str
+    device: str
+    capture_id: str
+    annotator: str
+    role: str  # ANNOTATOR or ADJUDICATOR
+    annotated_utc: str | None
     review_id: str
-    author: str | None
-    reviewed_utc: str | None
     content_sha256: str
     annotations: tuple[dict[str, Any], ...]
 
+    @property
+    def preference(self) -> tuple[bool, str, str]:
+        """Larger is preferred: adjudicated before annotated, then newer, then the set id."""
+        return (self.role == ADJUDICATOR, self.annotated_utc or "", self.set_id)
+
     def provenance(self) -> dict[str, Any]:
         return {
-            "version": self.version,
+            "set_id": self.set_id,
+            "annotator": self.annotator,
+            "role": self.role,
+            "annotated_utc": self.annotated_utc,
             "review_id": self.review_id,
-            "author": self.author,
-            "reviewed_utc": self.reviewed_utc,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class NewSet:
+    """An annotation set to store (its id is derived from what it is)."""
+
+    device: str
+    capture_id: str
+    annotator: str
+    role: str
+    annotated_utc: str | None
+    annotations: list[dict[str, Any]]
+
+    def set_id(self) -> str:
+        what = [self.device, self.capture_id, self.annotator, self.role, self.annotated_utc]
+        return hashlib.sha256(canonical_json([*what, content_sha256(self.annotations)]).encode()).hexdigest()[:32]
+
+
+def chosen(sets: Sequence[AnnotationSet]) -> AnnotationSet | None:
+    """The set exports use: the newest adjudication, else the newest annotator set."""
+    return max(sets, key=lambda s: s.preference) if sets else None
+
+
+def newest_by_annotator(sets: Sequence[AnnotationSet]) -> dict[str, AnnotationSet]:
+    """Each annotator's latest word on a capture (adjudications left out)."""
+    out: dict[str, AnnotationSet] = {}
+    for s in sorted((s for s in sets if s.role == ANNOTATOR), key=lambda s: s.preference):
+        out[s.annotator] = s
+    return out
 
 
 def ensure_schema(store: CentralStore) -> None:
     with store._tx() as cur:
         for stmt in SCHEMA:
             store._exec(cur, stmt)
+        legacy = store._exec(
+            cur,
+            "SELECT device, capture_id, review_id, author, reviewed_utc, annotations FROM dataset_annotation_versions"
+            " ORDER BY device, capture_id, version_no",
+        ).fetchall()
+        for device, capture_id, review_id, author, reviewed, body in legacy:
+            item = NewSet(str(device), str(capture_id), str(author or "unknown"), ANNOTATOR, reviewed, json.loads(body))
+            _insert(store, cur, item, str(review_id))
 
 
-def latest_versions(store: CentralStore) -> dict[tuple[str, str], HumanVersion]:
-    """The newest human version of every capture that has one, by (device, capture_id)."""
+def _insert(store: CentralStore, cur: Any, item: NewSet, review_id: str) -> None:
+    store._exec(
+        cur,
+        "INSERT INTO dataset_annotation_sets (set_id, device, capture_id, annotator, role, annotated_utc, review_id,"
+        " content_sha256, annotations) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (set_id) DO NOTHING",
+        (
+            item.set_id(),
+            item.device,
+            item.capture_id,
+            item.annotator,
+            item.role,
+            item.annotated_utc,
+            review_id,
+            content_sha256(item.annotations),
+            canonical_json(item.annotations),
+        ),
+    )
+
+
+def all_sets(store: CentralStore) -> dict[tuple[str, str], list[AnnotationSet]]:
+    """Every human annotation set, by (device, capture_id), least preferred first."""
     ensure_schema(store)
     with store._tx() as cur:
         rows = store._exec(
             cur,
-            "SELECT v.device, v.capture_id, v.version_no, v.review_id, v.author, v.reviewed_utc, v.content_sha256,"
-            " v.annotations FROM dataset_annotation_versions v JOIN"
-            " (SELECT device, capture_id, MAX(version_no) AS n FROM dataset_annotation_versions"
-            "  GROUP BY device, capture_id) m"
-            " ON m.device = v.device AND m.capture_id = v.capture_id AND m.n = v.version_no",
+            "SELECT set_id, device, capture_id, annotator, role, annotated_utc, review_id, content_sha256, annotations"
+            " FROM dataset_annotation_sets",
         ).fetchall()
-    out: dict[tuple[str, str], HumanVersion] = {}
-    for device, capture_id, n, review_id, author, reviewed, digest, body in rows:
-        out[(str(device), str(capture_id))] = HumanVersion(
-            int(n), str(review_id), author, reviewed, str(digest), tuple(json.loads(body))
+    out: dict[tuple[str, str], list[AnnotationSet]] = {}
+    for set_id, device, capture_id, annotator, role, annotated, review_id, digest, body in rows:
+        s = AnnotationSet(
+            str(set_id),
+            str(device),
+            str(capture_id),
+            str(annotator),
+            str(role),
+            None if annotated is None else str(annotated),
+            str(review_id),
+            str(digest),
+            tuple(json.loads(body)),
         )
+        out.setdefault((s.device, s.capture_id), []).append(s)
+    for sets in out.values():
+        sets.sort(key=lambda s: s.preference)
     return out
 
 
-def add_versions(
-    store: CentralStore,
-    review_id: str,
-    source: str,
-    imported_utc: str,
-    tasks: int,
-    items: Sequence[tuple[str, str, str | None, str | None, list[dict[str, Any]]]],
+def add_sets(
+    store: CentralStore, review_id: str, source: str, tool: str, imported_utc: str, tasks: int, items: Sequence[NewSet]
 ) -> tuple[int, int]:
-    """Store (device, capture_id, author, reviewed_utc, annotations) items as new versions, in one
-    transaction; an item equal to the capture's newest human version is not stored again.
-
-    Returns (versions added, unchanged).
-    """
-    ensure_schema(store)
-    current = latest_versions(store)
+    """Store ``items`` in one transaction; a set stored before (same capture, person, role, time and
+    content) is not stored again. Returns (sets added, already there)."""
+    known = {s.set_id for sets in all_sets(store).values() for s in sets}
     added = unchanged = 0
     with store._tx() as cur:
-        for device, capture_id, author, reviewed, annotations in items:
-            digest = content_sha256(annotations)
-            prev = current.get((device, capture_id))
-            if prev is not None and prev.content_sha256 == digest:
+        for item in items:
+            if item.role not in ROLES:
+                raise ValueError(f"unknown annotation role {item.role!r}")
+            sid = item.set_id()
+            if sid in known:
                 unchanged += 1
                 continue
-            version = 1 if prev is None else prev.version + 1
-            store._exec(
-                cur,
-                "INSERT INTO dataset_annotation_versions (device, capture_id, version_no, review_id, author,"
-                " reviewed_utc, content_sha256, annotations) VALUES (?,?,?,?,?,?,?,?)",
-                (device, capture_id, version, review_id, author, reviewed, digest, canonical_json(annotations)),
-            )
-            current[(device, capture_id)] = HumanVersion(
-                version, review_id, author, reviewed, digest, tuple(annotations)
-            )
+            _insert(store, cur, item, review_id)
+            known.add(sid)
             added += 1
         store._exec(
             cur,
             "INSERT INTO dataset_reviews (review_id, source, tool, imported_utc, tasks, versions)"
             " VALUES (?,?,?,?,?,?) ON CONFLICT (review_id) DO UPDATE SET versions ="
             " dataset_reviews.versions + excluded.versions",
-            (review_id, source, "labelstudio", imported_utc, tasks, added),
+            (review_id, source, tool, imported_utc, tasks, added),
         )
     return added, unchanged

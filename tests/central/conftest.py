@@ -15,9 +15,16 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from central.datasets.commands import export_command, report_command, review_import_command
+from central.datasets.commands import agreement_group, export_command, report_command, review_import_command
 
-CLI = click.Group(commands={"export": export_command, "report": report_command, "review-import": review_import_command})
+CLI = click.Group(
+    commands={
+        "agreement": agreement_group,
+        "export": export_command,
+        "report": report_command,
+        "review-import": review_import_command,
+    }
+)
 
 
 @pytest.fixture(scope="session")

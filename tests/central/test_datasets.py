@@ -179,9 +179,11 @@ def test_webdataset_shards_read_back(demo: Path, tmp_path: Path) -> None:
     for s in samples:
         meta = json.loads(s["json"])
         assert meta["key"] == s["__key__"]
-        media = [k for k in s if k in ("jpg", "png", "wav")]
+        media = [k for k in s if k in ("jpg", "png", "wav", "npy")]
         if blobs[s["__key__"]] is None:
             assert not media and meta["readings"]
+        elif media == ["npy"]:  # thermal: decoded pixels (test_thermal_exports checks them)
+            assert meta["modality"] == "thermal" and meta["sha256"] == blobs[s["__key__"]]
         else:
             assert hashlib.sha256(s[media[0]]).hexdigest() == blobs[s["__key__"]]
     with tarfile.open(urls[0]) as tar:  # reproducible headers
@@ -268,8 +270,9 @@ def _reviewed(tasks: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[s
     return edited, target
 
 
-def add_machine_annotation(central: Path) -> None:
-    """A VAD segment on the first audio capture, stored the way the ingester stores a device's record."""
+def add_machine_annotation(central: Path, model: str = "silero-vad") -> str:
+    """A VAD segment on the first audio capture, stored the way the ingester stores a device's record;
+    returns the capture's key."""
     from central.store import open_store
 
     device, capture_id = sql(
@@ -287,7 +290,7 @@ def add_machine_annotation(central: Path) -> None:
         "t_start_s": 0.25,
         "t_end_s": 1.5,
         "geometry": None,
-        "model": "silero-vad",
+        "model": model,
         "model_version": "6.2.3",
         "model_sha256": "1" * 64,
         "created_utc": "2025-01-01T00:00:00+00:00",
@@ -305,6 +308,7 @@ def add_machine_annotation(central: Path) -> None:
         store.put_record(device, record_id, "annotation", envelope["created_utc"], None, None, json.dumps(envelope))
     finally:
         store.close()
+    return f"{device}/{capture_id}"
 
 
 def test_label_studio_review_changes_the_next_export_and_keeps_the_machine_version(
@@ -335,9 +339,9 @@ def test_label_studio_review_changes_the_next_export_and_keeps_the_machine_versi
     file.write_text(json.dumps(reviewed))
     result = run("review-import", "--store", store_url(central), str(file))
     assert result.exit_code == 0, result.output
-    assert "1 new version(s)" in result.output
+    assert "1 new annotation set(s)" in result.output
     again = run("review-import", "--store", store_url(central), str(file))
-    assert "0 new version(s), 1 unchanged" in again.output
+    assert "0 new annotation set(s), 1 unchanged" in again.output
 
     after = {
         r["key"]: r
@@ -352,15 +356,17 @@ def test_label_studio_review_changes_the_next_export_and_keeps_the_machine_versi
     row = after[key]
     assert row["annotation_source"] == "human"
     assert "reviewed" in row["labels"] and row["labels"] != machine_labels
-    assert row["lineage"]["annotations"]["human"]["version"] == 1
-    assert row["lineage"]["annotations"]["human"]["author"] == "annotator@example.org"
+    human = row["lineage"]["annotations"]["human"]
+    assert human["role"] == "annotator" and human["annotated_utc"] == "2025-01-02T03:04:05.000000+00:00"
+    assert human["annotator"] == "annotator@example.org"
+    assert row["lineage"]["annotations"]["human_sets"] == [human]
     assert row["lineage"]["annotations"]["machine"] == before[key]["annotations"]  # the machine's version is kept
     # the machine's records are untouched, the human version is a row of its own
     assert sql(central, "SELECT COUNT(*) FROM records WHERE kind = 'annotation'")[0][0] == machine
     device, rid = key.split("/")
     assert sql(
-        central, "SELECT version_no FROM dataset_annotation_versions WHERE device = ? AND capture_id = ?", device, rid
-    ) == [(1,)]
+        central, "SELECT annotator FROM dataset_annotation_sets WHERE device = ? AND capture_id = ?", device, rid
+    ) == [("annotator@example.org",)]
     others = [k for k in after if k != key]
     assert all(after[k]["annotation_source"] == before[k]["annotation_source"] for k in others)
     # and the label filter now finds it by the human label
@@ -532,7 +538,7 @@ def test_postgresql_store_gives_the_same_version_and_takes_reviews(
         )
     )
     result = run("review-import", "--store", postgres_url, str(file))
-    assert result.exit_code == 0 and "1 new version(s)" in result.output, result.output
+    assert result.exit_code == 0 and "1 new annotation set(s)" in result.output, result.output
     run(
         "export",
         "--store",
