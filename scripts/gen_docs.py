@@ -253,6 +253,8 @@ def _metric_families(source: Path) -> list[tuple[str, str, str, list[str]]]:
         func = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
         if not func.endswith("MetricFamily") or len(node.args) < 2:
             continue
+        if not all(isinstance(a, ast.Constant) for a in node.args[:2]):
+            continue  # a name built at run time (a table of counters): documented from that table
         name, help_text = (ast.literal_eval(a) for a in node.args[:2])
         labels: list[str] = []
         for kw in node.keywords:
@@ -278,7 +280,27 @@ def metrics_reference() -> str:
     for name, kind, help_text, labels in _metric_families(source):
         shown = f"{name}_total" if kind == "counter" else name
         out.append(f"| `{shown}` | {kind} | {', '.join(f'`{x}`' for x in labels)} | {_cell(help_text)} |")
+    out += ["", *ingest_metrics()]
     return "\n".join(out).rstrip() + "\n"
+
+
+def ingest_metrics() -> list[str]:
+    """The ingester's section: ``COUNTERS`` and the families in ``central/metrics.py``."""
+    module = importlib.import_module("central.metrics")
+    out = [
+        "## The ingester (`fieldcap ingest --metrics-port`)",
+        "",
+        " ".join((module.__doc__ or "").strip().split("\n\n")[0].split()),
+        "",
+        "| metric | type | labels | description |",
+        "|---|---|---|---|",
+    ]
+    rows = [(f"fieldcap_ingest_{name}_total", "counter", doc, []) for name, (_attr, doc) in module.COUNTERS.items()]
+    for name, kind, help_text, labels in _metric_families(Path(inspect.getfile(module))):
+        rows.append((f"{name}_total" if kind == "counter" else name, kind, help_text, labels))
+    for name, kind, help_text, labels in sorted(rows):
+        out.append(f"| `{name}` | {kind} | {', '.join(f'`{x}`' for x in labels)} | {_cell(help_text)} |")
+    return out
 
 
 # ----------------------------------------------------------------------------- docs/wire.md
