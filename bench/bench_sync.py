@@ -112,9 +112,11 @@ def confirmed(catalog: Path) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def ingesters(broker_url: str, store_url: str, blobs: Path, n: int, log: Path, *extra: str) -> Iterator[None]:
+def ingesters(
+    broker_url: str, store_url: str, blobs: Path, n: int, log: Path, *extra: str
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     """``fieldcap ingest`` processes in one shared-subscription group, ready when subscribed."""
-    procs = []
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         for k in range(n):
             klog = log.with_suffix(f".{k}.log")
@@ -148,7 +150,7 @@ def ingesters(broker_url: str, store_url: str, blobs: Path, n: int, log: Path, *
                 if procs[-1].poll() is not None or time.monotonic() > deadline:
                     sys.exit(f"the ingester did not start:\n{klog.read_text(errors='replace')[-2000:]}")
                 time.sleep(0.05)
-        yield
+        yield procs
     finally:
         for p in procs:
             p.terminate()
