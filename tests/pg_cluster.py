@@ -36,7 +36,8 @@ def _free_port() -> int:
 class PgCluster:
     """``with PgCluster() as url:`` — a server that lives as long as the block."""
 
-    def __init__(self, database: str = "fieldcap") -> None:
+    def __init__(self, database: str = "fieldcap", *, trust_nets: tuple[str, ...] = ()) -> None:
+        """``trust_nets`` (CIDR): also listen on every address and let these networks in (other hosts)."""
         bin_dir = pg_bin()
         if bin_dir is None:
             raise RuntimeError(
@@ -47,6 +48,7 @@ class PgCluster:
         self.tmp = Path(tempfile.mkdtemp(prefix="fieldcap-pg-"))
         self.data = self.tmp / "data"
         self.port = _free_port()
+        self.trust_nets = trust_nets
 
     @property
     def url(self) -> str:
@@ -58,7 +60,12 @@ class PgCluster:
             shutil.chown(self.tmp, "postgres")
         initdb = [str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync"]
         subprocess.run(_as_postgres(initdb), check=True, capture_output=True)
-        opts = f"-p {self.port} -k {self.tmp} -c listen_addresses=127.0.0.1 -c fsync=off"
+        listen = "127.0.0.1"
+        if self.trust_nets:
+            with (self.data / "pg_hba.conf").open("a") as hba:
+                hba.writelines(f"host all all {net} trust\n" for net in self.trust_nets)
+            listen = "*"
+        opts = f"-p {self.port} -k {self.tmp} -c listen_addresses='{listen}' -c fsync=off"
         start = [str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.tmp / "log"), "-w", "start"]
         subprocess.run(_as_postgres(start), check=True, capture_output=True)
         deadline = time.monotonic() + 20
