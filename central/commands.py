@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from central.store import CentralStore
-from sync.commands import Command, PurgeBody, RerecordBody, encode_command, parse_command
+from sync.commands import Command, CommandKind, PurgeBody, RerecordBody, encode_command, parse_command
 from sync.records import CommandAckV1
 from sync.wire import utc_now
 
@@ -40,7 +40,7 @@ def operator() -> str:
 
 
 def new_command(device: str, *, rerecord: RerecordBody | None = None, purge: PurgeBody | None = None) -> Command:
-    kind = "rerecord" if rerecord is not None else "purge"
+    kind: CommandKind = "rerecord" if rerecord is not None else "purge"
     cmd = Command(
         schema_version=1,
         command_id=str(uuid.uuid4()),
@@ -69,7 +69,8 @@ def open_commands(store: CentralStore, limit: int = 1000) -> list[tuple[str, str
     with store._tx() as cur:
         rows = store._exec(
             cur,
-            f"SELECT device, kind, payload FROM commands WHERE acked_utc IS NULL ORDER BY created_utc LIMIT {int(limit)}",
+            "SELECT device, kind, payload FROM commands WHERE acked_utc IS NULL"
+            f" ORDER BY created_utc LIMIT {int(limit)}",
         ).fetchall()
     return [(str(d), str(k), str(p).encode()) for d, k, p in rows]
 
@@ -114,6 +115,4 @@ def audit(store: CentralStore, action: str, subject: str, detail: dict[str, Any]
 def audit_rows(store: CentralStore) -> list[dict[str, Any]]:
     with store._tx() as cur:
         rows = store._exec(cur, "SELECT at_utc, who, action, subject, detail FROM audit ORDER BY id").fetchall()
-    return [
-        {"at_utc": a, "who": w, "action": act, "subject": s, "detail": json.loads(d)} for a, w, act, s, d in rows
-    ]
+    return [{"at_utc": a, "who": w, "action": act, "subject": s, "detail": json.loads(d)} for a, w, act, s, d in rows]

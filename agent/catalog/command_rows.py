@@ -61,8 +61,16 @@ def apply_command(store: Store, cmd: Command, *, verified: bool) -> str | None:
             "INSERT INTO commands (command_id, kind, status, message, body_json, received_utc) VALUES (?,?,?,?,?,?)",
             (cmd.command_id, cmd.kind, status, message, cmd.model_dump_json(exclude_none=True), utc_now()),
         )
-        store.insert_event(conn, "command_refused" if status == "refused" else f"command_{cmd.kind}", message, detail=detail)
-        ack = {"command_id": cmd.command_id, "command": cmd.kind, "status": status, "message": message, "counts": counts}
+        store.insert_event(
+            conn, "command_refused" if status == "refused" else f"command_{cmd.kind}", message, detail=detail
+        )
+        ack = {
+            "command_id": cmd.command_id,
+            "command": cmd.kind,
+            "status": status,
+            "message": message,
+            "counts": counts,
+        }
         store.write_record(conn, new_record_id(), "command_ack", ack)
     for rel in media:
         (store.data_dir / rel).unlink(missing_ok=True)
@@ -111,7 +119,11 @@ def _purge(conn: sqlite3.Connection, pseudonym: str) -> tuple[dict[str, int], li
     conn.execute(f"DELETE FROM alignment_runs WHERE session_id IN ({s})", sids)
     conn.execute(f"DELETE FROM alignments WHERE session_id IN ({s})", sids)
     conn.execute(f"DELETE FROM rerecord_requests WHERE session_id IN ({s})", sids)
-    conn.execute(f"UPDATE captures SET stream_id = NULL WHERE stream_id IN (SELECT stream_id FROM streams WHERE session_id IN ({s}))", sids)
+    conn.execute(
+        "UPDATE captures SET stream_id = NULL WHERE stream_id IN"
+        f" (SELECT stream_id FROM streams WHERE session_id IN ({s}))",
+        sids,
+    )
     conn.execute(f"DELETE FROM streams WHERE session_id IN ({s})", sids)
     conn.execute(f"DELETE FROM sessions WHERE session_id IN ({s})", sids)
     p = _marks(paths)
@@ -135,7 +147,9 @@ def pending_rerecords(store: Store) -> list[PendingRerecord]:
 
 def command_rows(store: Store) -> list[dict[str, str]]:
     """The commands this device applied or refused, newest first."""
-    rows = store.conn.execute("SELECT command_id, kind, status, message, received_utc FROM commands ORDER BY received_utc DESC")
+    rows = store.conn.execute(
+        "SELECT command_id, kind, status, message, received_utc FROM commands ORDER BY received_utc DESC"
+    )
     return [dict(r) for r in rows]
 
 
