@@ -262,8 +262,11 @@ def _announce_requests(config_file: Path | None) -> None:
     """The booth's start screen names the central side's open re-record requests, once per session."""
     from agent.catalog.command_rows import pending_rerecords
 
-    with _catalog(config_file or default_config(), None) as cat:
-        requests = pending_rerecords(cat)
+    try:
+        with _catalog(config_file or default_config(), None) as cat:
+            requests = pending_rerecords(cat)
+    except UserError:  # no catalog yet (the first sitting on this data directory): nothing was asked
+        return
     if requests:
         sessions = sorted({r.session_id for r in requests})
         click.echo(
