@@ -1,12 +1,13 @@
 """Withdrawal of consent: a participant's records, blobs and device copies are deleted, and audited.
 
-``withdraw`` finds the sessions whose subject pseudonym matches, deletes in one store transaction
-every record that hangs off them (sessions, streams, takes, captures, alignments, and the verdicts,
-channel verdicts and annotations of those captures) and the blob rows no remaining record uses,
-notes the annotation sets of those captures as withdrawn (``central.datasets.versions``), queues a
-signed ``purge`` command for each device that recorded them, and writes an ``audit`` row. The
-blob files are removed after the commit: a crash in between leaves unreferenced files, never a
-record whose media is gone. Running it again is harmless and removes anything that arrived since.
+``withdraw`` finds the sessions whose subject pseudonym matches and deletes, in one store
+transaction, every record that hangs off them (sessions, streams, takes, captures, alignments,
+events about those sessions, and the verdicts, channel verdicts and annotations of those captures)
+and the blob rows no remaining record uses. It notes the annotation sets of those captures as
+withdrawn (``central.datasets.versions``), queues a signed ``purge`` command for each device that
+recorded them, and writes an ``audit`` row. Blob files are removed after the commit: a crash in
+between leaves unreferenced files, never a record whose media is gone. Running it again is
+harmless and removes anything that arrived since.
 """
 
 from __future__ import annotations
@@ -93,6 +94,10 @@ def withdraw(store: CentralStore, blobs: BlobTree, pseudonym: str, who: str) -> 
         for device, record_id, kind, _sha, body in _bodies(store, cur, CAPTURE_KINDS):
             if (device, str(body.get("capture_id"))) in captures:
                 doomed.append((device, record_id, kind))
+        for device, record_id, kind, _sha, body in _bodies(store, cur, ["event"]):
+            detail = body.get("detail")
+            if isinstance(detail, dict) and (device, str(detail.get("session_id"))) in sessions:
+                doomed.append((device, record_id, kind))  # booth decisions, reopenings, mic tests
         for device, record_id, kind in doomed:
             store._exec(cur, "DELETE FROM records WHERE device = ? AND record_id = ?", (device, record_id))
             result.records[kind] = result.records.get(kind, 0) + 1

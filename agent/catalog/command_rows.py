@@ -88,7 +88,7 @@ def _marks(values: Sequence[str]) -> str:
 def _purge(conn: sqlite3.Connection, pseudonym: str) -> tuple[dict[str, int], list[str]]:
     """Delete the subject's sessions and all that hangs off them; the media paths no one else uses."""
     sids = _ids(conn, "SELECT session_id FROM sessions WHERE subject_pseudonym = ?", [pseudonym])
-    counts = {"sessions": len(sids), "takes": 0, "captures": 0, "media_files": 0, "records_unsent": 0}
+    counts = {"sessions": len(sids), "takes": 0, "captures": 0, "events": 0, "media_files": 0, "records_unsent": 0}
     if not sids:
         return counts, []
     s = _marks(sids)
@@ -98,15 +98,17 @@ def _purge(conn: sqlite3.Connection, pseudonym: str) -> tuple[dict[str, int], li
     # Outbox rows of everything purged: unsent ones must never leave, sent ones are deleted centrally.
     envelope_session = "json_extract(body_json, '$.body.session_id')"
     envelope_capture = "json_extract(body_json, '$.body.capture_id')"
+    envelope_event = "json_extract(body_json, '$.body.detail.session_id')"
     gone = conn.execute(
         f"SELECT COUNT(*) FROM outbox WHERE record_state != 'confirmed' AND ({envelope_session} IN ({s})"
-        f" OR {envelope_capture} IN ({c}) OR record_id IN ({c}))",
-        (*sids, *caps, *caps),
+        f" OR {envelope_event} IN ({s}) OR {envelope_capture} IN ({c}) OR record_id IN ({c}))",
+        (*sids, *sids, *caps, *caps),
     ).fetchone()[0]
     counts["records_unsent"] = int(gone)
     conn.execute(
-        f"DELETE FROM outbox WHERE {envelope_session} IN ({s}) OR {envelope_capture} IN ({c}) OR record_id IN ({c})",
-        (*sids, *caps, *caps),
+        f"DELETE FROM outbox WHERE {envelope_session} IN ({s}) OR {envelope_event} IN ({s})"
+        f" OR {envelope_capture} IN ({c}) OR record_id IN ({c})",
+        (*sids, *sids, *caps, *caps),
     )
     for table in ("annotations", "verdicts", "channel_verdicts"):
         conn.execute(f"DELETE FROM {table} WHERE capture_id IN ({c})", caps)
@@ -119,6 +121,9 @@ def _purge(conn: sqlite3.Connection, pseudonym: str) -> tuple[dict[str, int], li
     conn.execute(f"DELETE FROM alignment_runs WHERE session_id IN ({s})", sids)
     conn.execute(f"DELETE FROM alignments WHERE session_id IN ({s})", sids)
     conn.execute(f"DELETE FROM rerecord_requests WHERE session_id IN ({s})", sids)
+    counts["events"] = conn.execute(
+        f"DELETE FROM events WHERE json_extract(detail_json, '$.session_id') IN ({s})", sids
+    ).rowcount
     conn.execute(
         "UPDATE captures SET stream_id = NULL WHERE stream_id IN"
         f" (SELECT stream_id FROM streams WHERE session_id IN ({s}))",

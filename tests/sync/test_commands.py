@@ -143,8 +143,10 @@ def synced(
 
 
 def test_a_rerecord_request_reaches_the_booth_once_and_the_retake_closes_it(
-    mosquitto: LocalBroker, device: Device, central: Central, keys: tuple[ReceiptSigner, ReceiptVerifier]
+    mosquitto: LocalBroker, device: Device, any_central: Central, keys: tuple[ReceiptSigner, ReceiptVerifier]
 ) -> None:
+    """On SQLite and PostgreSQL: the commands table, the acknowledgement and the closing retake."""
+    central = any_central
     signer, verifier = keys
     session_id, take_id, capture_id = session(device, ALICE)
     with synced(mosquitto, device, central, signer, verifier):
@@ -188,6 +190,8 @@ def test_withdrawal_deletes_the_participant_centrally_and_on_the_device(
     signer, verifier = keys
     alice_session, _, alice_capture = session(device, ALICE)
     bob_session, _, bob_capture = session(device, BOB)
+    with device.catalog() as cat:
+        cat.add_event("booth_decision", "accepted", detail={"session_id": alice_session})
     (alice_media,) = [
         r["path"] for r in catalog_rows(device, "SELECT path FROM captures WHERE record_id = ?", alice_capture)
     ]
@@ -209,6 +213,7 @@ def test_withdrawal_deletes_the_participant_centrally_and_on_the_device(
         (row,) = audit_rows(central.store)
         assert row["action"] == "withdraw" and row["subject"] == ALICE and row["who"]
         assert row["detail"]["records"]["capture"] == 1 and row["detail"]["blobs"] == 1
+        assert row["detail"]["records"]["event"] == 1
 
         # The device purges its copies and says so; the answer flows back as ordinary records.
         wait_for(lambda: bool(device.events("command_purge")), 30, "the purge on the device")
@@ -226,6 +231,7 @@ def test_withdrawal_deletes_the_participant_centrally_and_on_the_device(
         )
     assert catalog_rows(device, "SELECT * FROM sessions WHERE subject_pseudonym = ?", ALICE) == []
     assert catalog_rows(device, "SELECT * FROM captures WHERE record_id = ?", alice_capture) == []
+    assert catalog_rows(device, "SELECT * FROM events WHERE detail_json LIKE ?", f"%{alice_session}%") == []
     assert not (device.root / alice_media).exists()
     assert catalog_rows(device, "SELECT * FROM sessions WHERE subject_pseudonym = ?", BOB)
     assert (
