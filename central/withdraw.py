@@ -7,7 +7,7 @@ and the blob rows no remaining record uses. It notes the annotation sets of thos
 withdrawn (``central.datasets.versions``), queues a signed ``purge`` command for each device that
 recorded them, and writes an ``audit`` row. Blob files are removed after the commit: a crash in
 between leaves unreferenced files, never a record whose media is gone. Running it again is
-harmless and removes anything that arrived since.
+harmless and removes anything that arrived since (the audit remembers which sessions were hers).
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ class Withdrawal:
     blobs: int = 0
     annotation_sets: int = 0
     commands: list[str] = field(default_factory=list)
+    sessions: list[tuple[str, str]] = field(default_factory=list)  # (device, session_id)
+    captures: list[tuple[str, str]] = field(default_factory=list)  # (device, capture record id)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -47,6 +49,8 @@ class Withdrawal:
             "blobs": self.blobs,
             "annotation_sets": self.annotation_sets,
             "purge_commands": self.commands,
+            "sessions": [list(s) for s in self.sessions],
+            "captures": [list(c) for c in self.captures],
         }
 
 
@@ -69,6 +73,20 @@ def _bodies(
     return out
 
 
+def _withdrawn_before(
+    store: CentralStore, cur: Any, pseudonym: str
+) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(device, session_id) and (device, capture_id) that earlier withdrawals of this pseudonym deleted."""
+    rows = store._exec(cur, "SELECT detail FROM audit WHERE action = 'withdraw' AND subject = ?", (pseudonym,))
+    sessions: set[tuple[str, str]] = set()
+    captures: set[tuple[str, str]] = set()
+    for (detail,) in rows.fetchall():
+        data = json.loads(detail)
+        sessions.update((str(d), str(s)) for d, s in data.get("sessions", []))
+        captures.update((str(d), str(c)) for d, c in data.get("captures", []))
+    return sessions, captures
+
+
 def withdraw(store: CentralStore, blobs: BlobTree, pseudonym: str, who: str) -> Withdrawal:
     """Delete the participant's data centrally and tell the devices; WithdrawError if none is known."""
     result = Withdrawal(pseudonym)
@@ -79,11 +97,13 @@ def withdraw(store: CentralStore, blobs: BlobTree, pseudonym: str, who: str) -> 
             for d, _r, _k, _s, b in _bodies(store, cur, ["session"])
             if b.get("subject_pseudonym") == pseudonym
         }
+        before_sessions, captures = _withdrawn_before(store, cur, pseudonym)  # for records that came late
+        sessions |= before_sessions
         if not sessions:
             raise WithdrawError(f"no session in the central store has subject pseudonym {pseudonym!r}")
+        result.sessions = sorted(sessions)
         doomed: list[tuple[str, str, str]] = []
         shas: set[str] = set()
-        captures: set[tuple[str, str]] = set()
         for device, record_id, kind, sha, body in _bodies(store, cur, SESSION_KINDS):
             if (device, str(body.get("session_id"))) in sessions:
                 doomed.append((device, record_id, kind))
@@ -108,6 +128,7 @@ def withdraw(store: CentralStore, blobs: BlobTree, pseudonym: str, who: str) -> 
             store._exec(cur, "DELETE FROM blobs WHERE sha256 = ?", (sha,))
             gone_files.append(sha)
         result.blobs = len(gone_files)
+        result.captures = sorted(captures)
         now = utc_now()
         result.annotation_sets = _mark(store, captures, pseudonym, now)
         result.devices = sorted({d for d, _s in sessions})

@@ -285,3 +285,24 @@ def test_forged_and_misaddressed_commands_are_refused(
     assert catalog_rows(device, "SELECT * FROM sessions WHERE session_id = ?", alice_session)
     assert catalog_rows(device, "SELECT * FROM commands") == []
     assert device.events("command_refused")
+
+
+def test_withdrawing_again_removes_records_that_arrived_late(device: Device, central: Central) -> None:
+    """A verdict the device sent before it applied the purge, stored after the withdrawal."""
+    alice_session, _, alice_capture = session(device, ALICE)
+    with device._ro() as conn:
+        rows = [(r["record_id"], r["kind"], r["body_json"]) for r in conn.execute("SELECT * FROM outbox")]
+    late = [r for r in rows if r[1] == "verdict"]
+    for record_id, kind, body in rows:
+        if kind != "verdict":
+            central.store.put_record(device.device_id, record_id, kind, utc_now(), None, None, body)
+    blobs = str(central.tree.root)
+    assert cli("central", "withdraw", ALICE, "--store", central.url, "--blobs", blobs).exit_code == 0
+    for record_id, kind, body in late:
+        central.store.put_record(device.device_id, record_id, kind, utc_now(), None, None, body)
+    assert central_rows(central, "SELECT COUNT(*) FROM records WHERE kind = 'verdict'") == [(1,)]
+    again = cli("central", "withdraw", ALICE, "--store", central.url, "--blobs", blobs, "--json")
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output)["records"] == {"verdict": 1}
+    assert central_rows(central, "SELECT COUNT(*) FROM records") == [(0,)]
+    assert alice_capture and alice_session
