@@ -156,6 +156,14 @@ SIZE = SizeParam()
     help="Ed25519 private key that signs receipts (default: $CREDENTIALS_DIRECTORY/receipt-key when present; "
     "make one with `fieldcap central keygen`).",
 )
+@click.option(
+    "--command-interval",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 86400),
+    help="Seconds between publishing again the central commands (re-record requests, purges) that devices "
+    "have not acknowledged yet.",
+)
 def ingest_command(
     broker: str,
     store_url: str,
@@ -177,6 +185,7 @@ def ingest_command(
     metrics_port: int | None,
     metrics_address: str,
     receipt_key: Path | None,
+    command_interval: float,
 ) -> None:
     """Receive, verify, deduplicate and store what devices publish, and answer with receipts."""
     import os
@@ -217,6 +226,7 @@ def ingest_command(
                 dead_letters_per_device=dead_letters_per_device,
             ),
             signer=signer,
+            command_every_s=command_interval,
         )
         metrics = (
             IngestMetricsServer(metrics_address, metrics_port, lambda: ingester.stats)
@@ -235,6 +245,98 @@ def ingest_command(
         if metrics is not None:
             metrics.close()
         store.close()
+
+
+@click.command("rerecord")
+@store_url_option
+@click.option("--take", "takes", multiple=True, help="A take to record again (its take_id); repeatable.")
+@click.option("--capture", "captures", multiple=True, help="A capture whose take to record again; repeatable.")
+@click.option("--reason", help="Why, as the booth operator will read it.")
+@click.option("--list", "as_list", is_flag=True, help="List the requests and whether a retake has closed them.")
+@json_option("One JSON object per requested take per line (with --list).")
+def central_rerecord(
+    store_url: str, takes: tuple[str, ...], captures: tuple[str, ...], reason: str | None, as_list: bool, as_json: bool
+) -> None:
+    """Ask the booth that recorded a take to record it again.
+
+    The request reaches the device through the ingester (published until the device acknowledges
+    it); the booth operator sees it at the booth's start and in `fieldcap rerecord --pending`. It is
+    closed when the retake's record arrives here.
+    """
+    from central.commands import operator
+    from central.rerecord import RerecordError, request, states
+    from central.store import open_store
+    from sync.errors import SyncError
+
+    if not as_list and not (takes or captures):
+        raise click.UsageError("give --take TAKE_ID or --capture ID (repeatable), or --list")
+    if not as_list and not (reason and reason.strip()):
+        raise click.UsageError("give --reason TEXT: the booth operator reads it")
+    with user_errors(SyncError, OSError, RerecordError):
+        store = open_store(store_url)
+        try:
+            if not as_list:
+                for cmd in request(store, takes, captures, (reason or "").strip(), operator()):
+                    assert cmd.rerecord is not None
+                    click.echo(f"queued {cmd.command_id} for {cmd.device}: {len(cmd.rerecord.items)} take(s)")
+                return
+            rows = states(store)
+        finally:
+            store.close()
+    for r in rows:
+        row = {
+            "request": r.command.command_id,
+            "device": r.device,
+            "take_id": r.item.take_id,
+            "session_id": r.item.session_id,
+            "item_id": r.item.item_id,
+            "state": r.state,
+            "retake": r.retake,
+            "reason": r.command.rerecord.reason if r.command.rerecord else "",
+        }
+        if as_json:
+            click.echo(json.dumps(row))
+        else:
+            click.echo(
+                f"{row['state']:9}  {shown(r.device)}  {shown(r.item.session_id)}  {shown(r.item.item_id)}"
+                f"  take {shown(r.item.take_id)}  {shown(row['reason'])}"
+            )
+
+
+@click.command("withdraw")
+@click.argument("pseudonym")
+@store_url_option
+@click.option(
+    "--blobs", "blob_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Blob directory."
+)
+@json_option("Print what was deleted as one JSON object.")
+def central_withdraw(pseudonym: str, store_url: str, blob_dir: Path, as_json: bool) -> None:
+    """Delete everything of the participant with subject PSEUDONYM (consent withdrawn).
+
+    Their records and the blobs only they use are deleted here, annotation sets of their captures
+    are marked withdrawn, the devices that recorded them are told to purge their local copies
+    (a signed command; devices without the receipt public key refuse it and say so), and an audit
+    row records who did it, when, and how much was deleted.
+    """
+    from central.blobs import BlobTree
+    from central.commands import operator
+    from central.store import open_store
+    from central.withdraw import WithdrawError, withdraw
+    from sync.errors import SyncError
+
+    with user_errors(SyncError, OSError, WithdrawError):
+        store = open_store(store_url)
+        try:
+            result = withdraw(store, BlobTree(blob_dir), pseudonym.strip().lower(), operator())
+        finally:
+            store.close()
+    if as_json:
+        click.echo(json.dumps(result.summary(), sort_keys=True))
+        return
+    records = ", ".join(f"{n} {k}" for k, n in sorted(result.records.items()))
+    click.echo(f"deleted {records} and {result.blobs} blob(s); {result.annotation_sets} annotation set(s) marked")
+    for device, cmd in zip(result.devices, result.commands, strict=True):
+        click.echo(f"purge {cmd} queued for {device} (applied when it next connects)")
 
 
 def shown(value: object) -> str:
@@ -465,3 +567,7 @@ def central_provision_ingester(
         finally:
             admin.close()
     click.echo(f"provisioned ingester {name!r} in group {group!r}: role fieldcap-ingest-{group}")
+
+
+central_group.add_command(central_rerecord)
+central_group.add_command(central_withdraw)

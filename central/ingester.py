@@ -35,12 +35,13 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from central.blobs import BlobTree
+from central.commands import open_commands
 from central.intake import DEFAULT_MAX_CHUNK, Intake, IntakeStats
 from central.limits import IntakeLimits
 from central.store import CentralStore
 from sync import topics
 from sync.mqtt import TOPIC_OVERHEAD, BrokerAddress, Credentials, backoff, connect_properties, new_client
-from sync.signing import SIG_PROPERTY, ReceiptSigner
+from sync.signing import COMMAND_CONTEXT, SIG_PROPERTY, ReceiptSigner
 from sync.wire import MAX_RECORD_BYTES, Receipt, ReceiptBatch, encode
 
 log = logging.getLogger("fieldcap.ingest")
@@ -51,6 +52,7 @@ RECEIPT_BYTES = 64 * 1024  # receipts per message, before the broker's own maxim
 BATCH_RETRIES = 3
 SUMMARY_EVERY_S = 60.0  # the totals log line
 PACKET_OVERHEAD = 64 * 1024  # topic, properties and headers around a payload, generously
+COMMAND_EVERY_S = 30.0  # open central → device commands are published again this often until acknowledged
 SIGNATURE_BYTES = 128  # the signature's user property: name, "ed25519:" and 88 base64 characters
 
 
@@ -96,6 +98,7 @@ class Ingester:
         reconnect_max_s: float = 30.0,
         limits: IntakeLimits | None = None,
         signer: ReceiptSigner | None = None,
+        command_every_s: float = COMMAND_EVERY_S,
     ) -> None:
         """``signer`` signs every receipt message; without it devices that hold the receipt
         public key refuse every receipt, and devices without one cannot tell forged ones."""
@@ -109,6 +112,8 @@ class Ingester:
         self.credentials = credentials or Credentials()
         self.reconnect_max_s = reconnect_max_s
         self.signer = signer
+        self.command_every_s = command_every_s
+        self._next_commands = 0.0
         self.stats = IngestStats()
         self.intake = Intake(store, blobs, self._emit, max_chunk=max_chunk, limits=limits)
         self.intake.stats = self.stats
@@ -274,6 +279,8 @@ class Ingester:
                     self._process(client)
                 if time.monotonic() >= self._next_sweep:
                     self.sweep()
+                if time.monotonic() >= self._next_commands:
+                    self._publish_commands(client)
                 if time.monotonic() >= self._next_summary:
                     self._log_summary()
         except Outage as exc:
@@ -320,12 +327,29 @@ class Ingester:
             for payload in _pack(receipts, limit - SIGNATURE_BYTES if self.signer else limit):
                 client.publish(topic, payload, qos=1, properties=self._signed(topic, payload))
 
-    def _signed(self, topic: str, payload: bytes) -> Properties | None:
-        """The PUBLISH properties carrying the receipt message's signature (one per message)."""
+    def _publish_commands(self, client: mqtt.Client) -> None:
+        """Publish every open command again (QoS 1); devices apply each id once."""
+        self._next_commands = time.monotonic() + self.command_every_s
+        try:
+            pending = open_commands(self.store)
+        except Exception as exc:  # commands must never stop ingestion; the next round retries
+            log.error("cannot read the open commands: %r", exc)
+            return
+        for device, kind, payload in pending:
+            try:
+                topic = topics.command(device, kind)
+            except topics.TopicError as exc:
+                log.error("not publishing a command: %s", exc)
+                continue
+            client.publish(topic, payload, qos=1, properties=self._signed(topic, payload, COMMAND_CONTEXT))
+
+    def _signed(self, topic: str, payload: bytes, context: bytes | None = None) -> Properties | None:
+        """The PUBLISH properties carrying the message's signature (a receipt's unless ``context``)."""
         if self.signer is None:
             return None
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        props.UserProperty = (SIG_PROPERTY, self.signer.sign(topic, payload))
+        sig = self.signer.sign(topic, payload) if context is None else self.signer.sign(topic, payload, context)
+        props.UserProperty = (SIG_PROPERTY, sig)
         return props
 
     # ------------------------------------------------------------------ paho callbacks (same thread)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from central.blobs import BlobMismatch, BlobTree
+from central.commands import record_ack
 from central.limits import Buckets, IntakeLimits
 from central.staging import Staging, StagingLost
 from central.store import CentralStore
@@ -241,6 +242,8 @@ class Intake:
         )
         if status == "stored":
             self.stats.records_stored += 1
+            if env.kind == "command_ack" and not record_ack(self.store, up.device, env.body):
+                log.warning("%s acknowledged command %s, which is not open for it", up.device, env.body["command_id"])
         else:
             self.stats.duplicates += 1
             if self.store.record_body(up.device, env.record_id) != body:

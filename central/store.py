@@ -91,6 +91,33 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS dead_letters_device ON dead_letters(device, id)",
 ]
 
+# ---- Central → device commands and the audit trail (central.commands, central.withdraw).
+# New tables only, created if missing: no schema version change, no migration of existing rows.
+COMMAND_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS commands (
+        command_id TEXT PRIMARY KEY,
+        device TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_utc TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        acked_utc TEXT,
+        ack_status TEXT,
+        ack_message TEXT,
+        ack_counts TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS commands_open ON commands(acked_utc, device)",
+    """CREATE TABLE IF NOT EXISTS audit (
+        id INTEGER PRIMARY KEY,
+        at_utc TEXT NOT NULL,
+        who TEXT NOT NULL,
+        action TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        detail TEXT NOT NULL
+    )""",
+]
+SCHEMA += COMMAND_SCHEMA
+
 # Schema 2 kept staging keyed by sha256 alone. Uploads in flight are state, not data: their rows
 # are dropped (the devices' next init starts them again) and the old staging files expire.
 MIGRATE_2_TO_3 = ["DROP TABLE IF EXISTS chunks", "DROP TABLE IF EXISTS staging"]

@@ -21,7 +21,10 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from sync.commands import Command
 
 ItemState = Literal["pending", "sent", "confirmed", "rejected"]
 
@@ -69,6 +72,10 @@ class OutboxChanges:
         return bool(self.records or self.blobs or self.receipt_seen)
 
 
+if TYPE_CHECKING:
+    from sync.commands import Command
+
+
 class OutboxStore(Protocol):
     """Durable outbox operations; every method commits before it returns."""
 
@@ -97,3 +104,10 @@ class OutboxStore(Protocol):
 
     def record_event(self, kind: str, message: str, detail: dict[str, object]) -> None:
         """Add an entry to the loss ledger / audit log (itself synced)."""
+
+    def apply_command(self, command: Command, *, verified: bool) -> str | None:
+        """Apply a central command once (its event and ``command_ack`` record committed with it).
+
+        ``verified``: its signature checked out; commands that delete data are refused without.
+        Returns what was done, or None for a command id applied before (a replay).
+        """

@@ -27,12 +27,13 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from sync import topics
+from sync.commands import Command, parse_command
 from sync.mqtt import BrokerAddress, ConnackLimits, Credentials, backoff, connect_properties, new_client
 from sync.outbox import BlobRef, OutboxChanges, OutboxItem, OutboxStore
 from sync.ratelimit import TokenBucket
 from sync.receipts import Awaiting, ReceiptBook
 from sync.settings import SyncSettings
-from sync.signing import ReceiptVerifier, signature_of
+from sync.signing import COMMAND_CONTEXT, ReceiptVerifier, signature_of
 from sync.uploads import Event, LocalMediaError, Upload, local_loss
 from sync.wire import (
     MAX_QUERY_ITEMS,
@@ -82,6 +83,8 @@ class PublisherStats:
     bytes_sent: int = 0
     receipts: int = 0
     forged_receipts: int = 0  # receipt messages refused: unsigned or not signed by the central side
+    commands: int = 0  # central commands received and valid (replays included)
+    commands_refused: int = 0  # command messages refused: malformed, for another device, or badly signed
     queries: int = 0
     refused_publishes: int = 0
     unrouted: int = 0  # PUBACKs saying "no matching subscribers": no ingester is listening
@@ -113,6 +116,8 @@ class Publisher:
         self._open_store = open_store
         self.verifier = verifier
         self._receipt_topic = topics.receipts(device_id)
+        self._command_prefix = topics.command(device_id, "x")[:-1]
+        self._commands: list[tuple[Command, bool]] = []  # received, not yet applied (with: verified)
         self._forged_unreported = 0  # refused since the last forged_receipt event
         self.stats = PublisherStats()
         #: Monotonic time of the loop's last iteration (the daemon's watchdog reads it).
@@ -297,7 +302,7 @@ class Publisher:
         self.stats.connects += 1
         self._limits = ConnackLimits.from_properties(props)
         self._window_max = min(self.settings.max_inflight, self._limits.receive_maximum or 65535)
-        client.subscribe(topics.receipts(self.device), qos=1)
+        client.subscribe([(topics.receipts(self.device), 1), (topics.commands(self.device), 1)])
         self._publish(topics.status(self.device), b"online", ("status", ""), retain=True)
         log.info("connected to %s:%d", self.address.host, self.address.port)
 
@@ -343,6 +348,9 @@ class Publisher:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         payload = bytes(msg.payload)
+        if msg.topic.startswith(self._command_prefix):
+            self._on_command(msg.topic, payload, signature_of(msg.properties))
+            return
         if self.verifier is not None:
             # Checked against this device's own topic, whatever topic the message came on.
             why = self.verifier.check(self._receipt_topic, payload, signature_of(msg.properties))
@@ -355,6 +363,39 @@ class Publisher:
             log.error("ignoring a malformed receipt on %s: %s", msg.topic, exc)
             return
         self._receipts.extend(batch.receipts)
+
+    def _on_command(self, topic: str, payload: bytes, signature: str | None) -> None:
+        """Validate a central command; it is applied (once) when the round settles.
+
+        With the central side's public key a command must be signed for this very topic; without
+        one it is taken unverified, and the catalog refuses those that delete data.
+        """
+        why: str | None = None
+        cmd: Command | None = None
+        if self.verifier is not None:
+            why = self.verifier.check(topic, payload, signature, COMMAND_CONTEXT)
+        if why is None:
+            try:
+                cmd = parse_command(payload)
+            except WireError as exc:
+                why = f"malformed: {exc}"
+        if cmd is not None and (cmd.device != self.device or topic != topics.command(self.device, cmd.kind)):
+            why = f"addressed to {cmd.device!r} as {cmd.kind!r}, received on {topic[:200]!r}"
+        if why is not None or cmd is None:
+            self.stats.commands_refused += 1
+            message = f"refused a central command message ({why}; {len(payload)} bytes); nothing was done"
+            log.error("%s", message)
+            self._event("command_refused", message, str(why)[:60])
+            return
+        self.stats.commands += 1
+        self._commands.append((cmd, self.verifier is not None))
+
+    def _apply_commands(self, store: Closable) -> None:
+        commands, self._commands = self._commands, []
+        for cmd, verified in commands:
+            done = store.apply_command(cmd, verified=verified)
+            if done is not None:
+                log.warning("central command %s (%s): %s", cmd.command_id, cmd.kind, done)
 
     def _forged(self, why: str, size: int) -> None:
         """Refuse a receipt message that is not the central side's: count it, report it sparingly.
@@ -435,9 +476,11 @@ class Publisher:
         costs one write, not two, and a busy device commits ten times a second, not per message.
         Losing unwritten changes in a crash is harmless: the items are asked about again.
         """
-        busy = bool(self._receipts)
+        busy = bool(self._receipts or self._commands)
         if self._receipts:
             self._apply_receipts()
+        if self._commands:
+            self._apply_commands(store)
         now = time.monotonic()
         changes = self._changes
         size = len(changes.records) + len(changes.blobs)

@@ -192,6 +192,16 @@ class TakeV1(_Body):
     ended_utc: UtcTime | None = None
 
 
+class CommandAckV1(_Body):
+    """A device's answer to a central command (``sync.commands``): it was applied, or refused and why."""
+
+    command_id: RecordId
+    command: Name
+    status: Literal["applied", "refused"]
+    message: Text
+    counts: dict[str, int]
+
+
 #: (kind, envelope schema_version) → the model of the body.
 SCHEMAS: dict[tuple[str, int], type[_Body]] = {
     ("capture", 1): CaptureV1,
@@ -205,6 +215,7 @@ SCHEMAS: dict[tuple[str, int], type[_Body]] = {
     ("session", 1): SessionV1,
     ("stream", 1): StreamV1,
     ("take", 1): TakeV1,
+    ("command_ack", 1): CommandAckV1,
 }
 
 

@@ -27,6 +27,7 @@ from sync.errors import SyncError
 
 SIG_PROPERTY = "fieldcap-sig"
 _CONTEXT = b"fieldcap receipt v1\n"
+COMMAND_CONTEXT = b"fieldcap command v1\n"  # commands (``sync.commands``): a receipt signature is no command
 _SCHEME = "ed25519:"
 PRIVATE_NAME = "receipt-key"  # also the systemd credential name ($CREDENTIALS_DIRECTORY/receipt-key)
 PUBLIC_NAME = "receipt-key.pub"
@@ -38,8 +39,8 @@ class KeyFileError(SyncError):
     """A key file that cannot be used; the text says which file and what to do."""
 
 
-def _message(topic: str, payload: bytes) -> bytes:
-    return _CONTEXT + topic.encode() + b"\n" + payload
+def _message(topic: str, payload: bytes, context: bytes = _CONTEXT) -> bytes:
+    return context + topic.encode() + b"\n" + payload
 
 
 def key_id(public: Ed25519PublicKey) -> str:
@@ -66,9 +67,9 @@ class ReceiptSigner:
             raise KeyFileError(f"{path}: not an Ed25519 key; {_MAKE}")
         return cls(key)
 
-    def sign(self, topic: str, payload: bytes) -> str:
-        """The value of the ``fieldcap-sig`` user property for this message."""
-        return _SCHEME + base64.b64encode(self._key.sign(_message(topic, payload))).decode()
+    def sign(self, topic: str, payload: bytes, context: bytes = _CONTEXT) -> str:
+        """The value of the ``fieldcap-sig`` user property for this message (a receipt unless ``context``)."""
+        return _SCHEME + base64.b64encode(self._key.sign(_message(topic, payload, context))).decode()
 
 
 class ReceiptVerifier:
@@ -89,7 +90,7 @@ class ReceiptVerifier:
             raise KeyFileError(f"{path}: not an Ed25519 public key; {_COPY}")
         return cls(key)
 
-    def check(self, topic: str, payload: bytes, signature: str | None) -> str | None:
+    def check(self, topic: str, payload: bytes, signature: str | None, context: bytes = _CONTEXT) -> str | None:
         """None if the signature is good; otherwise why the message must be refused."""
         if not signature:
             return "unsigned"
@@ -100,7 +101,7 @@ class ReceiptVerifier:
         except (binascii.Error, ValueError):
             return "signature is not base64"
         try:
-            self._key.verify(raw, _message(topic, payload))
+            self._key.verify(raw, _message(topic, payload, context))
         except InvalidSignature:
             return "bad signature"
         return None

@@ -8,6 +8,7 @@
     fieldcap/v1/{device}/up/blob/{sha256}/fin
     fieldcap/v1/{device}/up/sync/query
     fieldcap/v1/{device}/down/rcpt
+    fieldcap/v1/{device}/down/cmd/{kind}
     fieldcap/v1/{device}/status
 """
 
@@ -75,6 +76,18 @@ def query(device: str) -> str:
 
 def receipts(device: str) -> str:
     return f"{ROOT}/{_device(device)}/down/rcpt"
+
+
+def command(device: str, kind: str) -> str:
+    """Where the central side sends a device one signed command (``sync.commands``)."""
+    if not KIND_RE.fullmatch(kind):
+        raise TopicError(f"command kind {kind!r} is not allowed in a topic")
+    return f"{ROOT}/{_device(device)}/down/cmd/{kind}"
+
+
+def commands(device: str) -> str:
+    """The device's subscription to its commands."""
+    return f"{ROOT}/{_device(device)}/down/cmd/+"
 
 
 def status(device: str) -> str:

@@ -235,6 +235,7 @@ def booth_command(
         config, file = _load(config_file)
         config, notes = booth_config(config, file)
         _need_tty()
+        _announce_requests(config_file)
         subject_id = _ask_subject() if subject in (None, "-") else subject
         assert subject_id is not None
         station = _open_station(config, file, notes)
@@ -257,13 +258,35 @@ def booth_command(
     _guarded(run)
 
 
+def _announce_requests(config_file: Path | None) -> None:
+    """The booth's start screen names the central side's open re-record requests, once per session."""
+    from agent.catalog.command_rows import pending_rerecords
+
+    try:
+        with _catalog(config_file or default_config(), None) as cat:
+            requests = pending_rerecords(cat)
+    except UserError:  # no catalog yet (the first sitting on this data directory): nothing was asked
+        return
+    if requests:
+        sessions = sorted({r.session_id for r in requests})
+        click.echo(
+            f"{len(requests)} re-record request(s) from the central side in session(s) {', '.join(sessions)}:"
+            f" see `fieldcap rerecord --pending`, record them with `fieldcap rerecord SESSION`"
+        )
+
+
 # ---------------------------------------------------------------------------- rerecord
 
 
 @click.command("rerecord")
-@click.argument("session")
-@click.argument("items", nargs=-1, required=True)
+@click.argument("session", required=False)
+@click.argument("items", nargs=-1)
 @config_option
+@click.option(
+    "--pending",
+    is_flag=True,
+    help="List the re-record requests sent by the central side that no retake has answered yet, and exit.",
+)
 @countdown_option
 @click.option(
     "-y", "--yes", is_flag=True, help="Do not ask before re-recording items that already have an accepted take."
@@ -278,8 +301,12 @@ def rerecord_command(
     yes: bool,
     no_mic_test: bool,
     sync_wait: float,
+    pending: bool,
 ) -> None:
     """Record ITEMS of booth SESSION again (an id, a unique prefix, or 'latest').
+
+    Without ITEMS, the items the central side asked to re-record in SESSION (``--pending`` lists
+    those requests); each request closes when its retake is recorded.
 
     The prompts are shown again as the script had them; each new take supersedes the item's
     newest take, which stays in the catalog (and centrally) as a superseded version. A session
@@ -287,17 +314,39 @@ def rerecord_command(
     again when you quit.
     """
 
+    wanted = items
+
     def run() -> int:
+        items = wanted
         from agent.booth.coverage import session_coverage
         from agent.booth.records import BoothSessionRow, resolve_booth_session
         from agent.booth.session import Booth
         from agent.booth.station import booth_config
+        from agent.catalog.command_rows import pending_rerecords
 
+        if pending:
+            with _catalog(config_file or default_config(), None) as cat:
+                requests = pending_rerecords(cat)
+            if not requests:
+                click.echo("no re-record requests pending")
+            for r in requests:
+                click.echo(f"{r.session_id}  {r.item_id}  take {r.take_id}  {r.received_utc[:19]}  {r.reason}")
+            return 0
+        if session is None:
+            raise click.UsageError("give a SESSION (and ITEMS), or --pending to list the central side's requests")
         config, file = _load(config_file)
         config, notes = booth_config(config, file)
         with _catalog(config_file or default_config(), None) as cat:
             row = resolve_booth_session(cat, session)
             cov = session_coverage(cat, row)
+            if not items:
+                items = tuple(
+                    dict.fromkeys(r.item_id for r in pending_rerecords(cat) if r.session_id == row.session_id)
+                )
+                if not items:
+                    raise UserError(
+                        f"name the ITEMS to record again: the central side asked for none in session {row.session_id}"
+                    )
         known = {i.item_id: i for i in row.items}
         unknown = [i for i in items if i not in known]
         if unknown:

@@ -308,3 +308,30 @@ def m0005_drift_uncertainty(db: Database) -> None:
         ALTER TABLE clock_fits ADD COLUMN drift_significant INTEGER;
         """
     )
+
+
+@catalog_migrations(name="0006_central_commands")
+def m0006_central_commands(db: Database) -> None:
+    """Central commands applied (each id once) and the re-record requests they brought to the booth."""
+    db.executescript(
+        """
+        CREATE TABLE commands (
+            command_id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('applied', 'refused')),
+            message TEXT NOT NULL,
+            body_json TEXT NOT NULL,
+            received_utc TEXT NOT NULL
+        );
+        CREATE TABLE rerecord_requests (
+            command_id TEXT NOT NULL,
+            take_id TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            item_id TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            received_utc TEXT NOT NULL,
+            PRIMARY KEY (command_id, take_id)
+        );
+        CREATE INDEX rerecord_requests_take ON rerecord_requests(take_id);
+        """
+    )

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Collection, Sequence
 
 from agent.catalog.store import Store
+from sync.commands import Command
 from sync.outbox import PRIORITY_FLAGGED, BlobRef, ItemState, OutboxChanges, OutboxItem
 from sync.wire import utc_now
 
@@ -164,3 +165,8 @@ class OutboxRows:
 
     def record_event(self, kind: str, message: str, detail: dict[str, object]) -> None:
         self._store.add_event(kind, message, detail=detail)
+
+    def apply_command(self, command: Command, *, verified: bool) -> str | None:
+        from agent.catalog.command_rows import apply_command
+
+        return apply_command(self._store, command, verified=verified)

@@ -216,3 +216,29 @@ def add_sets(
             (review_id, source, tool, imported_utc, tasks, added),
         )
     return added, unchanged
+
+
+# ---- Withdrawal notes (central.withdraw): annotation sets of a withdrawn participant's captures
+# are marked, not rewritten; the captures themselves are gone, so no later export uses them.
+WITHDRAWN_SCHEMA = """CREATE TABLE IF NOT EXISTS dataset_withdrawn (
+    set_id TEXT PRIMARY KEY,
+    withdrawn_utc TEXT NOT NULL,
+    note TEXT NOT NULL
+)"""
+
+
+def mark_withdrawn(store: CentralStore, captures: set[tuple[str, str]], note: str, when: str) -> int:
+    """Note every annotation set of these (device, capture_id) as withdrawn; how many were noted."""
+    ensure_schema(store)
+    with store._tx() as cur:
+        store._exec(cur, WITHDRAWN_SCHEMA)
+        rows = store._exec(cur, "SELECT set_id, device, capture_id FROM dataset_annotation_sets").fetchall()
+        hit = [str(set_id) for set_id, device, capture in rows if (device, capture) in captures]
+        for set_id in hit:
+            store._exec(
+                cur,
+                "INSERT INTO dataset_withdrawn (set_id, withdrawn_utc, note) VALUES (?,?,?)"
+                " ON CONFLICT (set_id) DO NOTHING",
+                (set_id, when, note),
+            )
+    return len(hit)

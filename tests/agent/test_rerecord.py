@@ -161,3 +161,67 @@ def test_rerecord_reopens_an_ended_session_and_ends_it_again(tmp_path: Path, mod
         (2, "mics:near", True, "microphone"),
         (2, "mics:mid", True, "microphone"),
     ]
+
+
+def test_a_request_pushed_by_the_central_side_is_named_at_the_booth_and_recorded(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    """The catalog takes a ``rerecord`` command as the publisher hands it over; the operator sees it
+    at the booth's start and in ``rerecord --pending``, records it without naming items, and the
+    retake closes it."""
+    from sync.commands import Command, RerecordBody, RerecordItem
+
+    ui = _ui_helpers()
+    key = tmp_path / "subject.key"
+    key.write_bytes(os.urandom(32))
+    data = tmp_path / "data"
+    config = tmp_path / "sim.toml"
+    config.write_text(
+        f'[agent]\ndevice_id = "{DEVICE}"\ndata_dir = "{data}"\n'
+        '[[devices]]\nname = "mics"\ntype = "sim-microphone"\nchannels = 2\nspeech = "band-noise"\n'
+        f'[session]\nsubject_key_file = "{key}"\n[qc]\nmodel_dir = "{model_dir}"\n[sync]\nenabled = false\n'
+    )
+    script = tmp_path / "s.csv"
+    script.write_text("x1,hello there,phrase\n")
+    common = ["--config", str(config), "--countdown", "0", "--sync-wait", "0"]
+    screen = ui._spawn(["booth", "--script", str(script), "--subject", "S-8", *common])
+    screen.wait(r"MIC TEST")
+    screen.idle(1.0)
+    screen.send("\r")
+    screen.wait(r"hello there")
+    _take(screen)
+    screen.send("e")
+    assert screen.finish(180) == 0, screen.tail()
+
+    with Catalog(data / "catalog.sqlite", DEVICE) as cat:
+        (session_id, take_id) = cat.conn.execute("SELECT session_id, take_id FROM takes").fetchone()
+        cmd = Command(
+            schema_version=1,
+            command_id="0123456789abcdef",
+            device=DEVICE,
+            kind="rerecord",
+            created_utc="2026-01-01T00:00:00Z",
+            rerecord=RerecordBody(
+                items=[RerecordItem(take_id=take_id, session_id=session_id, item_id="x1")], reason="door slammed"
+            ),
+        )
+        assert cat.outbox.apply_command(cmd, verified=False) is not None
+        assert cat.outbox.apply_command(cmd, verified=False) is None  # a replay changes nothing
+    pending = _cli("rerecord", "--pending", "--config", str(config))
+    assert pending.returncode == 0 and take_id in pending.stdout and "door slammed" in pending.stdout
+
+    screen = ui._spawn(["booth", "--script", str(script), "--subject", "S-8", *common])
+    screen.wait(rf"1 re-record request\(s\) from the central side in session\(s\) {session_id}")
+    screen.child.kill(signal.SIGKILL)
+    screen.child.close(force=True)
+
+    screen = ui._spawn(["rerecord", session_id[:16], "--yes", "--no-mic-test", *common])
+    screen.wait(r"RE-RECORD")
+    _take(screen, retake_of=1)
+    screen.send("q")
+    assert screen.finish(180) == 0, screen.tail()
+    pending = _cli("rerecord", "--pending", "--config", str(config))
+    assert pending.returncode == 0 and "no re-record requests pending" in pending.stdout
+    with Catalog(data / "catalog.sqlite", DEVICE) as cat:
+        assert cat.conn.execute("SELECT COUNT(*) FROM events WHERE kind = 'command_rerecord'").fetchone()[0] == 1
+        assert cat.conn.execute("SELECT COUNT(*) FROM outbox WHERE kind = 'command_ack'").fetchone()[0] == 1
