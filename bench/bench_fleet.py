@@ -1,7 +1,7 @@
 """A fleet of devices through one broker to 1, 2 and 4 ingesters on PostgreSQL.
 
     python bench/bench_fleet.py [--devices 10,100,1000] [--ingesters 1,2,4] [--seconds 60]
-                                [--mix booth|camera] [--workers 4] [--blobs DIR|s3://BUCKET/PREFIX]
+                                [--mix booth|camera] [--workers 4] [--backlog N] [--blobs DIR|s3://BUCKET/PREFIX]
 
 Each simulated device is lightweight but real: its own catalog (SQLite) and outbox, and its own
 publisher (one MQTT connection, signed receipts verified), in ``--workers`` processes. A producer in
@@ -78,16 +78,27 @@ def _commit(cat: Catalog, root: Path, mix: str, i: int) -> list[str]:
     return [media_id, small_id]
 
 
-def worker(devices: list[str], workdir: str, broker: str, public_key: str, mix: str, seconds: float, out: Any) -> None:
-    """Run ``devices`` (catalog + publisher each) for ``seconds`` of production, then drain; report."""
+def worker(
+    devices: list[str], workdir: str, broker: str, public_key: str, mix: str, seconds: float, backlog: int, out: Any
+) -> None:
+    """Run ``devices`` (catalog + publisher each) for ``seconds`` of production, then drain; report.
+
+    With ``backlog``, each device first commits that many periods of the mix and the clock runs
+    from the publishers' start until everything is confirmed: the most the fleet path sustains.
+    """
     period = MIXES[mix][0]
     roots = {d: Path(workdir) / d for d in devices}
     verifier = ReceiptVerifier.load(Path(public_key))
     settings = SyncSettings(broker=broker, receipt_timeout_s=60.0)
     pubs: list[Publisher] = []
+    queued = 0
+    t_start = 0.0
     for d in devices:
         catalog = roots[d] / "catalog.sqlite"
-        Catalog(catalog, d, synchronous="normal").close()
+        with Catalog(catalog, d, synchronous="normal") as cat:
+            for i in range(backlog):
+                _commit(cat, roots[d], mix, i)
+                queued += 1
         pub = Publisher(
             device_id=d,
             settings=settings,
@@ -95,8 +106,10 @@ def worker(devices: list[str], workdir: str, broker: str, public_key: str, mix: 
             open_store=lambda c=catalog, dev=d: Catalog(c, dev, synchronous="normal").outbox,
             verifier=verifier,
         )
-        pub.start()
         pubs.append(pub)
+    t_start = time.monotonic()
+    for pub in pubs:
+        pub.start()
     cats = {d: Catalog(roots[d] / "catalog.sqlite", d, synchronous="normal") for d in devices}
     committed: dict[str, dict[str, float]] = {d: {} for d in devices}  # record id -> commit time
     latencies: list[float] = []
@@ -129,10 +142,10 @@ def worker(devices: list[str], workdir: str, broker: str, public_key: str, mix: 
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    t0 = time.monotonic()
+    t0 = time.monotonic() if not backlog else t_start
     offsets = {d: (k / max(1, len(devices))) * period for k, d in enumerate(devices)}  # spread the devices
-    produced = dict.fromkeys(devices, 0)
-    while time.monotonic() - t0 < seconds:
+    produced = dict.fromkeys(devices, backlog)
+    while not backlog and time.monotonic() - t0 < seconds:
         now = time.monotonic() - t0
         for d in devices:
             while produced[d] * period + offsets[d] <= now:
@@ -154,7 +167,7 @@ def worker(devices: list[str], workdir: str, broker: str, public_key: str, mix: 
     out.put(
         {
             "records": sum(produced.values()) * 2,
-            "media_bytes": media_bytes,
+            "media_bytes": media_bytes + queued * MIXES[mix][1],
             "produced_s": produced_s,
             "drain_s": drain_s,
             "drained": drained,
@@ -238,9 +251,10 @@ def run(n: int, k: int, args: argparse.Namespace, store: str, pg_data: Path | No
         "devices": n,
         "ingesters": k,
         "mix": args.mix,
-        "offered_records_s": round(records / args.seconds, 1),
+        "backlog_per_device": args.backlog,
+        "offered_records_s": round(records / args.seconds, 1) if not args.backlog else None,
         "sustained_records_s": round(records / drain, 1),
-        "offered_mb_s": round(mb / args.seconds, 2),
+        "offered_mb_s": round(mb / args.seconds, 2) if not args.backlog else None,
         "sustained_mb_s": round(mb / drain, 2),
         "drained": all(r["drained"] for r in results),
         "unconfirmed": sum(r["unconfirmed"] for r in results),
@@ -260,6 +274,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--mix", choices=sorted(MIXES), default="camera")
     ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--backlog", type=int, default=0, help="periods of the mix each device holds before it syncs")
     ap.add_argument("--blobs", help="blob store: a directory (default: one per run) or s3://BUCKET/PREFIX")
     ap.add_argument("--store", help="PostgreSQL URL (default: a throwaway cluster)")
     args = ap.parse_args()
