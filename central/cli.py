@@ -73,7 +73,16 @@ SIZE = SizeParam()
 @click.option("--broker", required=True, help="Broker URL, mqtt://host:port or mqtts://host:port.")
 @store_url_option
 @click.option(
-    "--blobs", "blob_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Blob directory."
+    "--blobs",
+    "blob_spec",
+    required=True,
+    help="Blob directory, or s3://BUCKET/PREFIX for an S3-compatible object store (AWS_* environment).",
+)
+@click.option(
+    "--staging",
+    "staging_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Local directory for uploads in progress (default: DIR/staging for a blob directory; required with s3://).",
 )
 @click.option(
     "--group",
@@ -159,7 +168,8 @@ SIZE = SizeParam()
 def ingest_command(
     broker: str,
     store_url: str,
-    blob_dir: Path,
+    blob_spec: str,
+    staging_dir: Path | None,
     group: str,
     client_id: str | None,
     session_expiry: int,
@@ -182,7 +192,7 @@ def ingest_command(
     import os
 
     from agent.config import resolve_secret
-    from central.blobs import BlobTree
+    from central.blobs import open_blobs
     from central.ingester import Ingester
     from central.limits import IntakeLimits
     from central.metrics import IngestMetricsServer
@@ -199,11 +209,15 @@ def ingest_command(
             else None
         )
         signer = _receipt_signer(receipt_key)
+        if blob_spec.startswith("s3://") and staging_dir is None:
+            raise UserError(f"--blobs {blob_spec} needs --staging DIR: a local directory for uploads in progress")
+        blobs = open_blobs(blob_spec)
         store = open_store(store_url)
         ingester = Ingester(
             broker=broker,
             store=store,
-            blobs=BlobTree(blob_dir),
+            blobs=blobs,
+            staging_dir=staging_dir,
             group=group,
             client_id=client_id,
             session_expiry_s=session_expiry,
@@ -235,6 +249,7 @@ def ingest_command(
         if metrics is not None:
             metrics.close()
         store.close()
+        blobs.close()
 
 
 def shown(value: object) -> str:
