@@ -84,7 +84,10 @@ class BlobBackend(Protocol):
         ...
 
     def local_path(self, sha256: str) -> Path:
-        """A local file with the blob's bytes, valid until the next call (readers that need a path)."""
+        """A local file with the blob's bytes, for readers that need a path; read it soon.
+
+        The file itself for a directory; a downloaded copy in a bounded cache for object stores.
+        """
         ...
 
     def close(self) -> None:
@@ -98,7 +101,7 @@ class BlobTree:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.staging_dir = root / "staging"
-        private_dirs(self.staging_dir, root.parent)
+        private_dirs(self.staging_dir, Path(root.absolute().anchor))
 
     def describe(self) -> str:
         return str(self.root)

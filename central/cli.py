@@ -211,8 +211,8 @@ def ingest_command(
         signer = _receipt_signer(receipt_key)
         if blob_spec.startswith("s3://") and staging_dir is None:
             raise UserError(f"--blobs {blob_spec} needs --staging DIR: a local directory for uploads in progress")
-        blobs = open_blobs(blob_spec)
         store = open_store(store_url)
+        blobs = open_blobs(blob_spec)
         ingester = Ingester(
             broker=broker,
             store=store,

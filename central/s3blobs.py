@@ -19,6 +19,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +29,7 @@ from central.blobs import blob_key, hash_fd
 from central.errors import StoreError
 
 PART_BYTES = 64 * 1024 * 1024  # multipart above this, in parts of this size
+CACHE_BYTES = 2 * 1024**3  # downloaded copies kept for readers that need a path (FIELDCAP_S3_CACHE_BYTES)
 READ_BYTES = 1024 * 1024
 
 
@@ -66,7 +68,8 @@ class S3Blobs:
             raise BlobStoreError(f"--blobs {self.url}: cannot set up the S3 client: {exc}") from None
         self.endpoint = str(self._s3.meta.endpoint_url)
         self._cache = Path(tempfile.mkdtemp(prefix="fieldcap-s3-"))
-        self._cached: Path | None = None
+        self._cached: OrderedDict[str, int] = OrderedDict()  # sha256 -> size, least recently used first
+        self._cache_bytes = int(os.environ.get("FIELDCAP_S3_CACHE_BYTES", CACHE_BYTES))
         self._check_bucket()
 
     def describe(self) -> str:
@@ -176,23 +179,31 @@ class S3Blobs:
             raise self._unavailable(exc, f"downloading blob {sha256} from") from None
 
     def local_path(self, sha256: str) -> Path:
-        """Downloads the blob; the copy is removed at the next call (only one is kept on disk)."""
-        if self._cached is not None and self._cached.name == sha256:
-            return self._cached
-        if self._cached is not None:
-            self._cached.unlink(missing_ok=True)
-            self._cached = None
-        dest = self._cache / sha256
+        """A downloaded, verified copy in a private temporary directory.
+
+        Copies are kept, least recently used first out, up to ``FIELDCAP_S3_CACHE_BYTES`` (2 GiB),
+        because some writers collect a whole session's paths before reading them (MCAP).
+        """
+        dest = self._cache / blob_key(sha256).rsplit("/", 1)[1]
+        if sha256 in self._cached:
+            self._cached.move_to_end(sha256)
+            return dest
         self.copy_to(sha256, dest)
         fd = os.open(dest, os.O_RDONLY)
         try:
-            if hash_fd(fd, os.fstat(fd).st_size) != sha256:
+            size = os.fstat(fd).st_size
+            if hash_fd(fd, size) != sha256:
                 raise BlobStoreUnavailable(f"blob {sha256} read from {self.describe()} does not hash to its name")
         finally:
             os.close(fd)
-        self._cached = dest
+        self._cached[sha256] = size
+        total = sum(self._cached.values())
+        while total > self._cache_bytes and len(self._cached) > 1:
+            old, old_size = self._cached.popitem(last=False)
+            (self._cache / old).unlink(missing_ok=True)
+            total -= old_size
         return dest
 
     def close(self) -> None:
         shutil.rmtree(self._cache, ignore_errors=True)
-        self._cached = None
+        self._cached.clear()

@@ -39,7 +39,7 @@ class Staging:
     def __init__(self, backend: BlobBackend, staging_dir: Path) -> None:
         self.backend = backend
         self.staging_dir = staging_dir
-        private_dirs(staging_dir, staging_dir.parent)
+        private_dirs(staging_dir, Path(staging_dir.absolute().anchor))
         self._fds: dict[tuple[str, str], tuple[int, Path]] = {}
 
     def create(self, device: str, sha256: str) -> bool:
