@@ -76,6 +76,7 @@ SIZE = SizeParam()
     "--blobs",
     "blob_spec",
     required=True,
+    metavar="DIR|s3://BUCKET/PREFIX",
     help="Blob directory, or s3://BUCKET/PREFIX for an S3-compatible object store (AWS_* environment).",
 )
 @click.option(
@@ -314,7 +315,10 @@ def central_keygen(out_dir: Path) -> None:
 @click.option("--kind", help="Only this record kind (capture, verdict, event, ...).")
 @json_option("One JSON object per record per line.")
 @click.option("--dead-letters", is_flag=True, help="List the rejected messages and why, newest first (up to 1000).")
-def central_ls(store_url: str, device: str | None, kind: str | None, as_json: bool, dead_letters: bool) -> None:
+@click.option("--limit", type=click.IntRange(1), help="Only the first N records (in the order they arrived).")
+def central_ls(
+    store_url: str, device: str | None, kind: str | None, as_json: bool, dead_letters: bool, limit: int | None
+) -> None:
     """What the central store holds: device, record_id, kind, sha256, size, received time."""
     from central.store import open_store
     from sync.errors import SyncError
@@ -322,7 +326,7 @@ def central_ls(store_url: str, device: str | None, kind: str | None, as_json: bo
     with user_errors(SyncError, OSError):
         store = open_store(store_url)
     try:
-        rows = store.dead_letters(1000) if dead_letters else store.list_records(device=device, kind=kind)
+        rows = store.dead_letters(1000) if dead_letters else store.list_records(device=device, kind=kind, limit=limit)
     finally:
         store.close()
     if as_json:

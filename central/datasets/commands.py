@@ -84,6 +84,7 @@ def store_options(f: F) -> F:
     f = click.option(
         "--blobs",
         "blob_spec",
+        metavar="DIR|s3://BUCKET/PREFIX",
         help="Central blob directory (default: 'blobs' beside a SQLite store) or s3://BUCKET/PREFIX.",
     )(f)
     return store_url_option(f)
