@@ -2,9 +2,10 @@
 
 SQLite (one file, the embedded default) or PostgreSQL (several ingesters). Both take the same SQL,
 written once with ``?`` placeholders; the PostgreSQL store rewrites them. Staging state (which
-byte ranges of which blob have arrived) lives here and the staged bytes live in the shared blob
-tree (``central.staging``), not in an ingester's memory, so any ingester can finish a blob another one
-started. Uniqueness on (device, record_id) and on the blob sha256 makes every redelivery harmless.
+byte ranges of which blob have arrived) lives here and the staged bytes in a staging directory
+(``central.staging``), not in an ingester's memory, so any ingester that shares that directory can
+finish a blob another one started. Uniqueness on (device, record_id) and on the blob sha256 makes
+every redelivery harmless. The schema and its upgrades are in ``central.migrations``.
 
 Every operation runs in the current batch transaction when one is open (``with store.batch():``),
 so an ingester commits once per batch of messages instead of once per message — on a disk where a

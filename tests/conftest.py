@@ -58,6 +58,18 @@ def s3_server_with_auth(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
+def own_s3_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An S3 server of this test alone (which it may stop); the environment points boto3 at it."""
+    server = S3Server(tmp_path / "moto-own.log")
+    for key, value in server.start().items():
+        monkeypatch.setenv(key, value)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def s3_bucket(s3_server: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
     """A new, empty bucket; this test's environment (and its child processes') points boto3 at it."""
     import uuid

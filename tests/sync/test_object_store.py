@@ -8,8 +8,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import boto3
+import pytest
 from sync_harness import (
     Central,
     Device,
@@ -22,7 +24,7 @@ from sync_harness import (
 
 from central.blobs import blob_key
 from central.broker import LocalBroker
-from central.s3blobs import S3Blobs
+from central.s3blobs import BlobStoreUnavailable, S3Blobs
 from central.staging import Staging
 from central.store import SqliteStore
 
@@ -109,3 +111,19 @@ def test_wrong_s3_credentials_are_named(tmp_path: Path, s3_server_with_auth: dic
     out = _ingest(tmp_path, "--blobs", "s3://fieldcap/x", "--staging", str(tmp_path / "s"), env=s3_server_with_auth)
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "access denied" in out.stderr and "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY" in out.stderr
+
+
+def test_an_object_store_outage_keeps_the_verified_bytes_staged(tmp_path: Path, own_s3_server: Any) -> None:
+    boto3.client("s3").create_bucket(Bucket="fieldcap-outage")
+    backend = S3Blobs("s3://fieldcap-outage")
+    staging = Staging(backend, tmp_path / "staging")
+    data = os.urandom(100_000)
+    sha = hashlib.sha256(data).hexdigest()
+    assert staging.create("d1", sha) and staging.write("d1", sha, 0, data)
+    staging.sync()
+    own_s3_server.stop()
+    with pytest.raises(BlobStoreUnavailable, match="cannot reach the S3 endpoint") as err:
+        staging.finish("d1", sha, len(data))
+    assert isinstance(err.value, OSError)  # the ingester's outage path: nothing committed, not acknowledged
+    assert staging.path("d1", sha).read_bytes() == data  # ready for the retry once the store is back
+    backend.close()
