@@ -25,6 +25,7 @@ OPTIONAL: dict[str, str] = {
     "matplotlib": "central",
     "mcap": "mcap",  # a device's own `fieldcap export-mcap`; 'central' includes it
     "psycopg": "central",
+    "boto3": "central",
 }
 
 

@@ -73,7 +73,17 @@ SIZE = SizeParam()
 @click.option("--broker", required=True, help="Broker URL, mqtt://host:port or mqtts://host:port.")
 @store_url_option
 @click.option(
-    "--blobs", "blob_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Blob directory."
+    "--blobs",
+    "blob_spec",
+    required=True,
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="Blob directory, or s3://BUCKET/PREFIX for an S3-compatible object store (AWS_* environment).",
+)
+@click.option(
+    "--staging",
+    "staging_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Local directory for uploads in progress (default: DIR/staging for a blob directory; required with s3://).",
 )
 @click.option(
     "--group",
@@ -167,7 +177,8 @@ SIZE = SizeParam()
 def ingest_command(
     broker: str,
     store_url: str,
-    blob_dir: Path,
+    blob_spec: str,
+    staging_dir: Path | None,
     group: str,
     client_id: str | None,
     session_expiry: int,
@@ -191,7 +202,7 @@ def ingest_command(
     import os
 
     from agent.config import resolve_secret
-    from central.blobs import BlobTree
+    from central.blobs import open_blobs
     from central.ingester import Ingester
     from central.limits import IntakeLimits
     from central.metrics import IngestMetricsServer
@@ -208,11 +219,15 @@ def ingest_command(
             else None
         )
         signer = _receipt_signer(receipt_key)
+        if blob_spec.startswith("s3://") and staging_dir is None:
+            raise UserError(f"--blobs {blob_spec} needs --staging DIR: a local directory for uploads in progress")
         store = open_store(store_url)
+        blobs = open_blobs(blob_spec)
         ingester = Ingester(
             broker=broker,
             store=store,
-            blobs=BlobTree(blob_dir),
+            blobs=blobs,
+            staging_dir=staging_dir,
             group=group,
             client_id=client_id,
             session_expiry_s=session_expiry,
@@ -245,6 +260,7 @@ def ingest_command(
         if metrics is not None:
             metrics.close()
         store.close()
+        blobs.close()
 
 
 @click.command("rerecord")
@@ -307,10 +323,14 @@ def central_rerecord(
 @click.argument("pseudonym")
 @store_url_option
 @click.option(
-    "--blobs", "blob_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Blob directory."
+    "--blobs",
+    "blob_spec",
+    required=True,
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="Blob directory, or s3://BUCKET/PREFIX for an S3-compatible object store (AWS_* environment).",
 )
 @json_option("Print what was deleted as one JSON object.")
-def central_withdraw(pseudonym: str, store_url: str, blob_dir: Path, as_json: bool) -> None:
+def central_withdraw(pseudonym: str, store_url: str, blob_spec: str, as_json: bool) -> None:
     """Delete everything of the participant with subject PSEUDONYM (consent withdrawn).
 
     Their records and the blobs only they use are deleted here, annotation sets of their captures
@@ -318,7 +338,7 @@ def central_withdraw(pseudonym: str, store_url: str, blob_dir: Path, as_json: bo
     (a signed command; devices without the receipt public key refuse it and say so), and an audit
     row records who did it, when, and how much was deleted.
     """
-    from central.blobs import BlobTree
+    from central.blobs import open_blobs
     from central.commands import operator
     from central.store import open_store
     from central.withdraw import WithdrawError, withdraw
@@ -327,7 +347,11 @@ def central_withdraw(pseudonym: str, store_url: str, blob_dir: Path, as_json: bo
     with user_errors(SyncError, OSError, WithdrawError):
         store = open_store(store_url)
         try:
-            result = withdraw(store, BlobTree(blob_dir), pseudonym.strip().lower(), operator())
+            blobs = open_blobs(blob_spec)
+            try:
+                result = withdraw(store, blobs, pseudonym.strip().lower(), operator())
+            finally:
+                blobs.close()
         finally:
             store.close()
     if as_json:
@@ -401,7 +425,10 @@ def central_keygen(out_dir: Path) -> None:
 @click.option("--kind", help="Only this record kind (capture, verdict, event, ...).")
 @json_option("One JSON object per record per line.")
 @click.option("--dead-letters", is_flag=True, help="List the rejected messages and why, newest first (up to 1000).")
-def central_ls(store_url: str, device: str | None, kind: str | None, as_json: bool, dead_letters: bool) -> None:
+@click.option("--limit", type=click.IntRange(1), help="Only the first N records (in the order they arrived).")
+def central_ls(
+    store_url: str, device: str | None, kind: str | None, as_json: bool, dead_letters: bool, limit: int | None
+) -> None:
     """What the central store holds: device, record_id, kind, sha256, size, received time."""
     from central.store import open_store
     from sync.errors import SyncError
@@ -409,7 +436,7 @@ def central_ls(store_url: str, device: str | None, kind: str | None, as_json: bo
     with user_errors(SyncError, OSError):
         store = open_store(store_url)
     try:
-        rows = store.dead_letters(1000) if dead_letters else store.list_records(device=device, kind=kind)
+        rows = store.dead_letters(1000) if dead_letters else store.list_records(device=device, kind=kind, limit=limit)
     finally:
         store.close()
     if as_json:

@@ -27,6 +27,7 @@ import select
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -34,7 +35,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from central.blobs import BlobTree
+from central.blobs import BlobBackend
 from central.commands import open_commands
 from central.intake import DEFAULT_MAX_CHUNK, Intake, IntakeStats
 from central.limits import IntakeLimits
@@ -89,7 +90,8 @@ class Ingester:
         *,
         broker: str,
         store: CentralStore,
-        blobs: BlobTree,
+        blobs: BlobBackend,
+        staging_dir: Path | None = None,
         group: str = "ingest",
         client_id: str | None = None,
         session_expiry_s: int = 0,
@@ -115,7 +117,7 @@ class Ingester:
         self.command_every_s = command_every_s
         self._next_commands = 0.0
         self.stats = IngestStats()
-        self.intake = Intake(store, blobs, self._emit, max_chunk=max_chunk, limits=limits)
+        self.intake = Intake(store, blobs, self._emit, staging_dir=staging_dir, max_chunk=max_chunk, limits=limits)
         self.intake.stats = self.stats
         self.max_message = maximum_message(max_chunk)
         self._next_sweep = 0.0

@@ -13,8 +13,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from central.blobs import BlobMismatch, BlobTree
+from central.blobs import BlobBackend, BlobMismatch
 from central.commands import record_ack
 from central.limits import Buckets, IntakeLimits
 from central.staging import Staging, StagingLost
@@ -78,15 +79,19 @@ class Intake:
     def __init__(
         self,
         store: CentralStore,
-        blobs: BlobTree,
+        blobs: BlobBackend,
         emit: Callable[[str, Receipt], None],
         *,
+        staging_dir: Path | None = None,
         max_chunk: int = DEFAULT_MAX_CHUNK,
         limits: IntakeLimits | None = None,
     ) -> None:
         self.store = store
         self.blobs = blobs
-        self.staging = Staging(blobs)
+        staging_dir = staging_dir or blobs.default_staging()
+        if staging_dir is None:
+            raise ValueError(f"blobs in {blobs.describe()} need a local staging directory (--staging DIR)")
+        self.staging = Staging(blobs, staging_dir)
         self.emit = emit
         self.max_chunk = max_chunk
         self.limits = limits or IntakeLimits()
@@ -197,7 +202,7 @@ class Intake:
         """Staging files with no upload row (a rolled-back batch, an expired upload, an old layout)."""
         known = self.store.staging_keys()
         removed = 0
-        root = self.blobs.staging_dir
+        root = self.staging.staging_dir
         for entry in root.iterdir():
             if entry.is_dir() and topics.DEVICE_RE.fullmatch(entry.name):
                 files = [(entry.name, f) for f in entry.iterdir()]

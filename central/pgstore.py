@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from agent.extras import require
 from central.errors import StoreError
-from central.store import SCHEMA, CentralStore
+from central.store import CentralStore
 
 # SQLSTATE classes worth a retry: serialization failure, deadlock, connection trouble.
 TRANSIENT_SQLSTATES = ("40001", "40P01", "08000", "08003", "08006", "57P01")
@@ -26,7 +26,7 @@ TRANSIENT_SQLSTATES = ("40001", "40P01", "08000", "08003", "08006", "57P01")
 class PostgresStore(CentralStore):
     placeholder = "%s"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, schema_upto: int | None = None) -> None:
         super().__init__()
         psycopg = require("psycopg", "central", "the PostgreSQL store")
         self._psycopg = psycopg
@@ -35,17 +35,17 @@ class PostgresStore(CentralStore):
         self._lock = threading.Lock()
         try:
             self._conn()
-            self.init_schema()
+            self.init_schema(schema_upto)
         except psycopg.Error as exc:
             raise StoreError(f"cannot use the central store {redact(url)}: {exc}".strip()) from None
 
-    def schema(self) -> list[str]:
-        # Several ingesters may create the schema at once; one lock makes that orderly.
-        out = ["SELECT pg_advisory_xact_lock(72696573)"]
-        for stmt in SCHEMA:
-            pg = stmt.replace("payload BLOB", "payload BYTEA")
-            out.append(pg.replace("id INTEGER PRIMARY KEY", "id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"))
-        return out
+    def prelude(self) -> list[str]:
+        # Several ingesters may create or upgrade the schema at once; one lock makes that orderly.
+        return ["SELECT pg_advisory_xact_lock(72696573)"]
+
+    def dialect(self, stmt: str) -> str:
+        pg = stmt.replace("payload BLOB", "payload BYTEA")
+        return pg.replace("id INTEGER PRIMARY KEY", "id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
 
     def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)

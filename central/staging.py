@@ -1,12 +1,14 @@
-"""Staged blob bytes: one sparse file per (device, blob) being uploaded, in the shared blob tree.
+"""Staged blob bytes: one sparse file per (device, blob) being uploaded, in a local staging directory.
 
 Nothing is reserved up front: a device's announced size costs no disk until its bytes arrive (an
 announcement of 64 GiB is just a row, bounded by the device's quota in ``central.intake``). Chunks
 are written with ``pwrite`` at their offset, so order and chunk size do not matter, and
 the central store only records which ranges are on disk (a row is committed after the file was
-fdatasynced). Finishing a blob costs one read to verify the sha256 and a hard link to its final
-name: the bytes are written once, never copied out of a database. Every ingester that shares the
-blob tree (a local disk, or NFS for ingesters on several hosts) can continue any blob.
+fdatasynced). Finishing a blob costs one read to verify the sha256 and then the backend's publish
+(``central.blobs.BlobBackend``): a hard link into the blob tree, or an upload to S3 that is read
+back and verified. Ingesters that share the staging directory (the blob tree's ``staging/``, on a
+local disk or NFS) can continue any blob; with S3 each ingester stages locally, so a device whose
+upload moves to another ingester resends what that one lacks (its receipts say which ranges).
 
 Concurrency between ingesters: the finisher first renames the staging file to a private name, so
 writers that open it later find nothing, then takes an exclusive ``flock``, which waits for any
@@ -23,7 +25,7 @@ import os
 import threading
 from pathlib import Path
 
-from central.blobs import FILE_MODE, BlobMismatch, BlobTree, hash_fd, private_dirs
+from central.blobs import FILE_MODE, BlobBackend, BlobMismatch, hash_fd, private_dirs, staging_path
 from sync.files import fsync_dir
 
 
@@ -34,14 +36,16 @@ class StagingLost(Exception):
 class Staging:
     """Writes and finishes staged blobs; fds opened in a batch are synced and closed by ``sync()``."""
 
-    def __init__(self, tree: BlobTree) -> None:
-        self.tree = tree
+    def __init__(self, backend: BlobBackend, staging_dir: Path) -> None:
+        self.backend = backend
+        self.staging_dir = staging_dir
+        private_dirs(staging_dir, Path(staging_dir.absolute().anchor))
         self._fds: dict[tuple[str, str], tuple[int, Path]] = {}
 
     def create(self, device: str, sha256: str) -> bool:
         """Make the (empty) staging file if there is none; True if it was created (nothing staged yet)."""
-        path = self.tree.staging_path(device, sha256)
-        private_dirs(path.parent, self.tree.staging_dir)
+        path = self.path(device, sha256)
+        private_dirs(path.parent, self.staging_dir)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         except FileExistsError:
@@ -51,13 +55,16 @@ class Staging:
         fsync_dir(path.parent)
         return True
 
+    def path(self, device: str, sha256: str) -> Path:
+        return staging_path(self.staging_dir, device, sha256)
+
     def write(self, device: str, sha256: str, offset: int, data: bytes) -> bool:
         """Write a chunk; False if the upload has no staging file (finished, dropped or never created)."""
         key = (device, sha256)
         if key in self._fds:
             fd, path = self._fds[key]
         else:
-            path = self.tree.staging_path(device, sha256)
+            path = self.path(device, sha256)
             try:
                 fd = os.open(path, os.O_WRONLY)
             except FileNotFoundError:
@@ -110,14 +117,13 @@ class Staging:
         is already stored from another device, or a device would be credited with bytes it never sent.
         """
         self._close((device, sha256))
-        staging = self.tree.staging_path(device, sha256)
-        final = self.tree.path_for(sha256)
+        staging = self.path(device, sha256)
         private = staging.with_name(f".{sha256}.{os.getpid()}.{threading.get_native_id()}.verify")
         try:
             staging.rename(private)
         except FileNotFoundError:
             # Linked by an earlier attempt whose transaction did not commit, or by another ingester.
-            if relink_ok and self.tree.verify(sha256, size):
+            if relink_ok and self.backend.verify(sha256, size):
                 return
             raise StagingLost(f"blob {sha256}: staged bytes are gone") from None
         fd = os.open(private, os.O_RDWR)
@@ -129,10 +135,13 @@ class Staging:
             if os.fstat(fd).st_size != size:
                 os.ftruncate(fd, size)
             os.fsync(fd)
-            private_dirs(final.parent, self.tree.root)
-            with contextlib.suppress(FileExistsError):  # another ingester finished first: same verified bytes
-                os.link(private, final)
-            fsync_dir(final.parent)
+            try:
+                self.backend.publish(sha256, size, private)
+            except OSError:
+                # The store failed (an outage): keep the verified bytes staged for the retry.
+                with contextlib.suppress(OSError):
+                    os.link(private, staging)
+                raise
         finally:
             os.close(fd)
             private.unlink(missing_ok=True)
@@ -140,4 +149,4 @@ class Staging:
     def drop(self, device: str, sha256: str) -> None:
         """Remove a staging file (after a mismatch, an expiry, or a leftover of a blob already stored)."""
         self._close((device, sha256))
-        self.tree.staging_path(device, sha256).unlink(missing_ok=True)
+        self.path(device, sha256).unlink(missing_ok=True)

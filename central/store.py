@@ -2,9 +2,10 @@
 
 SQLite (one file, the embedded default) or PostgreSQL (several ingesters). Both take the same SQL,
 written once with ``?`` placeholders; the PostgreSQL store rewrites them. Staging state (which
-byte ranges of which blob have arrived) lives here and the staged bytes live in the shared blob
-tree (``central.staging``), not in an ingester's memory, so any ingester can finish a blob another one
-started. Uniqueness on (device, record_id) and on the blob sha256 makes every redelivery harmless.
+byte ranges of which blob have arrived) lives here and the staged bytes in a staging directory
+(``central.staging``), not in an ingester's memory, so any ingester that shares that directory can
+finish a blob another one started. Uniqueness on (device, record_id) and on the blob sha256 makes
+every redelivery harmless. The schema and its upgrades are in ``central.migrations``.
 
 Every operation runs in the current batch transaction when one is open (``with store.batch():``),
 so an ingester commits once per batch of messages instead of once per message — on a disk where a
@@ -26,109 +27,21 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from central.errors import StoreError
+from central.migrations import APPLIED, META, MIGRATIONS, OLDEST, SCHEMA_VERSION
 from sync.wire import utc_now
-
-SCHEMA_VERSION = "3"
-
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS meta (
-        key TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS records (
-        device TEXT NOT NULL,
-        record_id TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        created_utc TEXT NOT NULL,
-        received_utc TEXT NOT NULL,
-        blob_sha256 TEXT,
-        blob_size BIGINT,
-        body TEXT NOT NULL,
-        PRIMARY KEY (device, record_id)
-    )""",
-    "CREATE INDEX IF NOT EXISTS records_kind ON records(kind, received_utc)",
-    "CREATE INDEX IF NOT EXISTS records_blob ON records(blob_sha256)",
-    """CREATE TABLE IF NOT EXISTS blobs (
-        sha256 TEXT PRIMARY KEY,
-        size BIGINT NOT NULL,
-        media_type TEXT NOT NULL,
-        device TEXT NOT NULL,
-        received_utc TEXT NOT NULL
-    )""",
-    # Which device uploaded (and so may use) which blob: storage is content-addressed and shared,
-    # but what a device is told, and which records see a blob, depends only on its own uploads.
-    """CREATE TABLE IF NOT EXISTS blob_owners (
-        device TEXT NOT NULL,
-        sha256 TEXT NOT NULL,
-        received_utc TEXT NOT NULL,
-        PRIMARY KEY (device, sha256)
-    )""",
-    """CREATE TABLE IF NOT EXISTS staging (
-        device TEXT NOT NULL,
-        sha256 TEXT NOT NULL,
-        size BIGINT NOT NULL,
-        media_type TEXT NOT NULL,
-        started_utc TEXT NOT NULL,
-        touched_utc TEXT NOT NULL,
-        PRIMARY KEY (device, sha256)
-    )""",
-    """CREATE TABLE IF NOT EXISTS chunks (
-        device TEXT NOT NULL,
-        sha256 TEXT NOT NULL,
-        "offset" BIGINT NOT NULL,
-        length BIGINT NOT NULL,
-        PRIMARY KEY (device, sha256, "offset")
-    )""",
-    """CREATE TABLE IF NOT EXISTS dead_letters (
-        id INTEGER PRIMARY KEY,
-        received_utc TEXT NOT NULL,
-        topic TEXT NOT NULL,
-        device TEXT,
-        reason TEXT NOT NULL,
-        payload_size BIGINT NOT NULL,
-        payload BLOB NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS dead_letters_device ON dead_letters(device, id)",
-]
-
-# ---- Central → device commands and the audit trail (central.commands, central.withdraw).
-# New tables only, created if missing: no schema version change, no migration of existing rows.
-COMMAND_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS commands (
-        command_id TEXT PRIMARY KEY,
-        device TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        created_utc TEXT NOT NULL,
-        created_by TEXT NOT NULL,
-        acked_utc TEXT,
-        ack_status TEXT,
-        ack_message TEXT,
-        ack_counts TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS commands_open ON commands(acked_utc, device)",
-    """CREATE TABLE IF NOT EXISTS audit (
-        id INTEGER PRIMARY KEY,
-        at_utc TEXT NOT NULL,
-        who TEXT NOT NULL,
-        action TEXT NOT NULL,
-        subject TEXT NOT NULL,
-        detail TEXT NOT NULL
-    )""",
-]
-SCHEMA += COMMAND_SCHEMA
-
-# Schema 2 kept staging keyed by sha256 alone. Uploads in flight are state, not data: their rows
-# are dropped (the devices' next init starts them again) and the old staging files expire.
-MIGRATE_2_TO_3 = ["DROP TABLE IF EXISTS chunks", "DROP TABLE IF EXISTS staging"]
-FILL_OWNERS = (
-    "INSERT INTO blob_owners (device, sha256, received_utc) SELECT device, sha256, received_utc FROM blobs"
-    " ON CONFLICT (device, sha256) DO NOTHING"
-)
 
 DEAD_LETTER_KEEP = 4096  # bytes of a rejected payload kept for inspection
 
 Table = Literal["records", "blobs", "blob_owners", "dead_letters", "chunks", "staging"]
+
+
+def _version(value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        raise StoreError(
+            f"the central store's schema version {value!r} is not a number; is it a fieldcap central store?"
+        ) from None
 
 
 def printable(text: str, limit: int) -> str:
@@ -205,33 +118,55 @@ class CentralStore(ABC):
         cur.execute(self._sql(sql), tuple(args))
         return cur
 
-    def init_schema(self) -> None:
-        with self._tx() as cur:
-            statements = self.schema()
-            prelude = [st for st in statements if not st.lstrip().startswith("CREATE")]
-            for stmt in prelude:
-                cur.execute(stmt)
-            cur.execute(SCHEMA[0])  # meta
-            row = self._exec(cur, "SELECT value FROM meta WHERE key = 'schema'").fetchone()
-            if row is not None and row[0] == "2":
-                for stmt in MIGRATE_2_TO_3:
-                    cur.execute(stmt)
-            elif row is not None and row[0] != SCHEMA_VERSION:
-                raise StoreError(
-                    f"the central store has schema version {row[0]}, this fieldcap expects {SCHEMA_VERSION}; "
-                    "use a fieldcap version that matches the store"
-                )
-            for stmt in statements:
-                if stmt not in prelude:
-                    cur.execute(stmt)
-            if row is None:
-                self._exec(cur, "INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
-            elif row[0] == "2":
-                self._exec(cur, FILL_OWNERS)
-                self._exec(cur, "UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
+    def init_schema(self, upto: int | None = None) -> None:
+        """Create the schema or upgrade it to ``upto`` (default: the newest) in one transaction.
 
-    def schema(self) -> list[str]:
-        return SCHEMA
+        StoreError for a store this fieldcap cannot upgrade (newer, or older than any migration).
+        ``upto`` builds an older store (tests of the upgrades).
+        """
+        target = SCHEMA_VERSION if upto is None else upto
+        with self._tx() as cur:
+            for stmt in self.prelude():
+                cur.execute(stmt)
+            cur.execute(META)
+            row = self._exec(cur, "SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            current = _version(row[0]) if row is not None else 0
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the central store has schema version {current}, newer than this fieldcap's {SCHEMA_VERSION}:"
+                    " it was upgraded by a newer fieldcap; run that version (stores are never downgraded)"
+                )
+            if 0 < current < OLDEST:
+                raise StoreError(
+                    f"the central store has schema version {current}; this fieldcap upgrades stores from version"
+                    f" {OLDEST} on: upgrade it with an older fieldcap first"
+                )
+            cur.execute(self.dialect(APPLIED))
+            for migration in MIGRATIONS:
+                if current < migration.version <= target:
+                    for stmt in migration.statements:
+                        cur.execute(self.dialect(stmt))
+                    self._exec(
+                        cur,
+                        "INSERT INTO schema_migrations (version, name, applied_utc) VALUES (?,?,?)",
+                        (migration.version, migration.name, utc_now()),
+                    )
+            if row is None:
+                self._exec(cur, "INSERT INTO meta (key, value) VALUES ('schema', ?)", (str(target),))
+            elif target > current:
+                self._exec(cur, "UPDATE meta SET value = ? WHERE key = 'schema'", (str(target),))
+
+    def schema_version(self) -> int:
+        with self._tx() as cur:
+            return _version(self._exec(cur, "SELECT value FROM meta WHERE key = 'schema'").fetchone()[0])
+
+    def prelude(self) -> list[str]:
+        """Statements that go before the schema is read (PostgreSQL: a lock for concurrent ingesters)."""
+        return []
+
+    def dialect(self, stmt: str) -> str:
+        """A migration statement (written for SQLite) in this database's dialect."""
+        return stmt
 
     @abstractmethod
     def close(self) -> None: ...
@@ -529,7 +464,7 @@ class CentralStore(ABC):
 class SqliteStore(CentralStore):
     """The embedded central store: one SQLite file in WAL mode, synchronous commits."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, schema_upto: int | None = None) -> None:
         super().__init__()
         try:
             _private_file(path)
@@ -542,7 +477,7 @@ class SqliteStore(CentralStore):
         self.path = path
         self._lock = threading.RLock()
         try:
-            self.init_schema()
+            self.init_schema(schema_upto)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path} is not a usable central store: {exc}") from None
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from central.blobs import BlobTree
+from central.blobs import BlobBackend
 from central.commands import audit, new_command, queue
 from central.store import CentralStore
 from sync.commands import PurgeBody
@@ -87,7 +87,7 @@ def _withdrawn_before(
     return sessions, captures
 
 
-def withdraw(store: CentralStore, blobs: BlobTree, pseudonym: str, who: str) -> Withdrawal:
+def withdraw(store: CentralStore, blobs: BlobBackend, pseudonym: str, who: str) -> Withdrawal:
     """Delete the participant's data centrally and tell the devices; WithdrawError if none is known."""
     result = Withdrawal(pseudonym)
     gone_files: list[str] = []
@@ -138,7 +138,7 @@ def withdraw(store: CentralStore, blobs: BlobTree, pseudonym: str, who: str) -> 
             result.commands.append(cmd.command_id)
         audit(store, "withdraw", pseudonym, result.summary(), who)
     for sha in gone_files:
-        blobs.path_for(sha).unlink(missing_ok=True)
+        blobs.delete(sha)  # after the commit: a failure leaves an unreferenced blob, never a dangling record
     return result
 
 

@@ -22,8 +22,18 @@ def _load_pg_cluster() -> Any:
     return module
 
 
+def _load(name: str) -> Any:
+    # By file path: putting tests/ on sys.path would let tests/agent etc. shadow the real packages.
+    spec = importlib.util.spec_from_file_location(f"fieldcap_{name}", Path(__file__).with_name(f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 _pg = _load_pg_cluster()
 PgCluster, pg_bin = _pg.PgCluster, _pg.pg_bin
+S3Server = _load("s3_server").S3Server
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +41,46 @@ def mosquitto() -> Iterator[LocalBroker]:
     """A throwaway Mosquitto per test module: generated config, free port, no persistence."""
     with LocalBroker() as broker:
         yield broker
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A throwaway S3 server per test module (moto's HTTP server on a free port); its AWS_* variables."""
+    with S3Server(tmp_path_factory.mktemp("s3") / "moto.log") as env:
+        yield env
+
+
+@pytest.fixture
+def s3_server_with_auth(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An S3 server that checks access keys; the AWS_* variables it yields hold keys it does not know."""
+    with S3Server(tmp_path / "moto-auth.log", auth=True) as env:
+        yield env
+
+
+@pytest.fixture
+def own_s3_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An S3 server of this test alone (which it may stop); the environment points boto3 at it."""
+    server = S3Server(tmp_path / "moto-own.log")
+    for key, value in server.start().items():
+        monkeypatch.setenv(key, value)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new, empty bucket; this test's environment (and its child processes') points boto3 at it."""
+    import uuid
+
+    import boto3
+
+    for key, value in s3_server.items():
+        monkeypatch.setenv(key, value)
+    name = f"fieldcap-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
 
 
 @pytest.fixture(scope="session")

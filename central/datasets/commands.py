@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 import click
 
 from agent.cli.common import UserError, echo_json, json_option
-from central.blobs import BlobTree
+from central.blobs import BlobBackend, BlobTree, open_blobs
+from central.s3blobs import BlobStoreUnavailable
 from central.store import CentralStore, open_store
 from central.store_url import ENV as STORE_ENV
 from central.store_url import resolve_store_url, store_url_option
@@ -25,21 +26,37 @@ from sync.errors import SyncError
 F = Callable[..., Any]
 
 
-def _blob_dir(store_url: str, blob_dir: Path | None) -> Path:
-    if blob_dir is not None:
-        return blob_dir
+def _blob_dir(store_url: str, blob_spec: str | None) -> Path:
+    if blob_spec is not None:
+        return Path(blob_spec)
     parts = urlsplit(store_url)
     if parts.scheme in ("", "sqlite"):
         return Path(store_url.removeprefix("sqlite://")).parent / "blobs"
-    raise UserError("--blobs DIR is needed with a PostgreSQL store (where the ingesters keep the blob tree)")
+    raise UserError(
+        "--blobs DIR or s3://BUCKET/PREFIX is needed with a PostgreSQL store (where the ingesters keep the blobs)"
+    )
 
 
-def _blob_tree(store_url: str, blob_dir: Path | None) -> BlobTree:
+@contextmanager
+def _blob_backend(store_url: str, blob_spec: str | None) -> Iterator[BlobBackend]:
+    """The blob directory or object store the ingesters write, closed afterwards; failures are user errors."""
     _check_store(store_url)
-    blobs = _blob_dir(store_url, blob_dir)
-    if not (blobs / "sha256").is_dir():
-        raise UserError(f"--blobs {blobs}: no blob tree there (blobs/sha256/..); give the ingester's --blobs DIR")
-    return BlobTree(blobs)
+    if blob_spec is not None and blob_spec.startswith("s3://"):
+        try:
+            blobs = open_blobs(blob_spec)
+        except SyncError as exc:
+            raise UserError(str(exc)) from None
+    else:
+        root = _blob_dir(store_url, blob_spec)
+        if not (root / "sha256").is_dir():
+            raise UserError(f"--blobs {root}: no blob tree there (blobs/sha256/..); give the ingester's --blobs DIR")
+        blobs = BlobTree(root)
+    try:
+        yield blobs
+    except BlobStoreUnavailable as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        blobs.close()
 
 
 def _check_store(store_url: str) -> None:
@@ -66,9 +83,9 @@ def _opened(store_url: str) -> Iterator[CentralStore]:
 def store_options(f: F) -> F:
     f = click.option(
         "--blobs",
-        "blob_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Central blob directory (default: 'blobs' beside a SQLite store).",
+        "blob_spec",
+        metavar="DIR|s3://BUCKET/PREFIX",
+        help="Central blob directory (default: 'blobs' beside a SQLite store) or s3://BUCKET/PREFIX.",
     )(f)
     return store_url_option(f)
 
@@ -170,7 +187,7 @@ def _filters(kw: dict[str, Any]) -> Any:
 @json_option("One JSON object: the version and its counts (no progress bar).")
 def export_command(
     store_url: str,
-    blob_dir: Path | None,
+    blob_spec: str | None,
     out: Path,
     replace: bool,
     fmt: str,
@@ -190,8 +207,7 @@ def export_command(
     from central.datasets.plan import ExportOptions
 
     filters = _filters(kw)
-    blobs = _blob_tree(store_url, blob_dir)
-    with _opened(store_url) as store:
+    with _blob_backend(store_url, blob_spec) as blobs, _opened(store_url) as store:
         options = ExportOptions(
             fmt=fmt,
             filters=filters,
@@ -250,7 +266,7 @@ def export_command(
 @json_option("One JSON object: where the card is and its headline numbers.")
 def report_command(
     store_url: str,
-    blob_dir: Path | None,
+    blob_spec: str | None,
     out: Path,
     name: str | None,
     license_: str | None,
@@ -264,8 +280,7 @@ def report_command(
     from central.datasets.report import ReportOptions, build_report
 
     filters = _filters(kw)
-    blobs = _blob_tree(store_url, blob_dir)
-    with _opened(store_url) as store:
+    with _blob_backend(store_url, blob_spec) as blobs, _opened(store_url) as store:
         report = build_report(
             store,
             blobs,

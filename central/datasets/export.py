@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from central.blobs import BlobTree
+from central.blobs import BlobBackend
 from central.datasets.errors import DatasetError
 from central.datasets.outdir import SCHEMA, prepare
 from central.datasets.plan import FORMATS, ExportContext, ExportOptions
@@ -38,7 +38,7 @@ class ExportResult:
         return str(self.manifest["version_id"])
 
 
-def _exportable(samples: Sequence[Sample], blobs: BlobTree) -> tuple[list[Sample], list[dict[str, str]]]:
+def _exportable(samples: Sequence[Sample], blobs: BlobBackend) -> tuple[list[Sample], list[dict[str, str]]]:
     keep: list[Sample] = []
     skipped: list[dict[str, str]] = []
     for s in samples:
@@ -47,7 +47,7 @@ def _exportable(samples: Sequence[Sample], blobs: BlobTree) -> tuple[list[Sample
             if not s.blob.stored:
                 reason = "media not (yet) stored centrally"
             elif not blobs.exists(s.blob.sha256, s.blob.size):
-                reason = f"media file missing from the blob tree {blobs.root}"
+                reason = f"media file missing from {blobs.describe()}"
         if reason is None:
             keep.append(s)
         else:
@@ -57,7 +57,7 @@ def _exportable(samples: Sequence[Sample], blobs: BlobTree) -> tuple[list[Sample
 
 def export(
     store: CentralStore,
-    blobs: BlobTree,
+    blobs: BlobBackend,
     out: Path,
     options: ExportOptions,
     *,

@@ -166,7 +166,7 @@ def _row(s: Sample, media_column: str, ctx: ExportContext) -> dict[str, Any]:
         ]
     elif s.blob is not None:
         out[media_column] = {
-            "bytes": ctx.blobs.path_for(s.blob.sha256).read_bytes(),
+            "bytes": ctx.blobs.local_path(s.blob.sha256).read_bytes(),
             "path": f"{s.record_id}.{extension(s.blob.media_type)}",
         }
     else:

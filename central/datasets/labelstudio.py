@@ -64,7 +64,7 @@ def _size(s: Sample, ctx: ExportContext) -> tuple[int, int] | None:
     from PIL import Image
 
     try:
-        with Image.open(ctx.blobs.path_for(s.blob.sha256)) as img:
+        with Image.open(ctx.blobs.local_path(s.blob.sha256)) as img:
             return int(img.width), int(img.height)
     except OSError:
         return None
@@ -115,10 +115,10 @@ def to_result(ann: dict[str, Any], target: str, size: tuple[int, int] | None) ->
 def preview_spec(ctx: ExportContext, s: Sample, path: str) -> FileSpec:
     """The false-colour preview of a thermal frame, rendered when the file is written."""
     assert s.blob is not None
-    source = ctx.blobs.path_for(s.blob.sha256)
+    sha256 = s.blob.sha256
 
     def write(dest: Path) -> None:
-        dest.write_bytes(preview_png(read_frame(source, s.key)))
+        dest.write_bytes(preview_png(read_frame(ctx.blobs.local_path(sha256), s.key)))
 
     return FileSpec(path, fingerprint("preview", RENDERING, s.blob.sha256), write, s.blob.size)
 

@@ -66,7 +66,7 @@ def _media_messages(ctx: ExportContext, s: Sample, schema: str) -> Iterator[Mess
         return
     blob = s.blob
     assert blob is not None
-    path = ctx.blobs.path_for(blob.sha256)
+    path = ctx.blobs.local_path(blob.sha256)
     if schema == "fieldcap.AudioChunk":
         yield from audio_chunks(path, topic, str(s.capture.get("record_id") or ""), t)
     elif schema == "foxglove.RawImage":

@@ -7,13 +7,12 @@ same metadata and lineage in every format.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from central.blobs import BlobTree
+from central.blobs import BlobBackend
 from central.datasets.errors import DatasetError
 from central.datasets.lineage import lineage
 from central.datasets.samples import Sample, extension
@@ -62,7 +61,7 @@ class ExportOptions:
 
 @dataclass(frozen=True, slots=True)
 class ExportContext:
-    blobs: BlobTree
+    blobs: BlobBackend
     options: ExportOptions
 
 
@@ -76,10 +75,10 @@ def media_path(s: Sample, prefix: str = "media") -> str | None:
 def copy_spec(ctx: ExportContext, s: Sample, path: str) -> FileSpec:
     """A verbatim copy of a sample's blob; its sha256 is its content address."""
     assert s.blob is not None
-    source = ctx.blobs.path_for(s.blob.sha256)
+    sha256 = s.blob.sha256
 
     def write(dest: Path) -> None:
-        shutil.copyfile(source, dest)
+        ctx.blobs.copy_to(sha256, dest)
 
     return FileSpec(path, fingerprint("blob", s.blob.sha256), write, s.blob.size, s.blob.sha256)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.extras import require
-from central.blobs import BlobTree
+from central.blobs import BlobBackend
 from central.datasets import booth_coverage, indicators, plots
 from central.datasets.consistency import consistency
 from central.datasets.errors import DatasetError
@@ -47,7 +47,7 @@ def store_counts(store: CentralStore) -> dict[str, Any]:
     }
 
 
-def build_report(store: CentralStore, blobs: BlobTree, out: Path, options: ReportOptions) -> dict[str, Any]:
+def build_report(store: CentralStore, blobs: BlobBackend, out: Path, options: ReportOptions) -> dict[str, Any]:
     """Compute the indicators for the selected samples and write the card into ``out``."""
     if out.exists() and not out.is_dir():
         raise DatasetError(f"--out {out}: is a file; give a directory")
@@ -60,7 +60,7 @@ def build_report(store: CentralStore, blobs: BlobTree, out: Path, options: Repor
     samples = select(everything, options.filters)
 
     def blob_path(s: Sample) -> Path | None:
-        return None if s.blob is None else blobs.path_for(s.blob.sha256)
+        return None if s.blob is None else blobs.local_path(s.blob.sha256)
 
     ind = indicators.compute(
         samples,

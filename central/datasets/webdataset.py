@@ -71,11 +71,11 @@ def _shard_spec(ctx: ExportContext, path: str, group: list[Sample]) -> FileSpec:
             for s, meta in members:
                 mtime = (s.t_start_utc_ns or 0) // 1_000_000_000
                 if s.blob is not None and is_thermal_frame(s):
-                    frame = read_frame(ctx.blobs.path_for(s.blob.sha256), s.key)
+                    frame = read_frame(ctx.blobs.local_path(s.blob.sha256), s.key)
                     _add(tar, f"{s.key}.npy", npy_bytes(frame), mtime)
                     _add(tar, f"{s.key}.{PREVIEW_EXT}", preview_png(frame), mtime)
                 elif s.blob is not None:
-                    with ctx.blobs.path_for(s.blob.sha256).open("rb") as src:
+                    with ctx.blobs.local_path(s.blob.sha256).open("rb") as src:
                         tar.addfile(_info(f"{s.key}.{extension(s.blob.media_type)}", s.blob.size, mtime), src)
                 _add(tar, f"{s.key}.json", meta, mtime)
 

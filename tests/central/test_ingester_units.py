@@ -59,7 +59,8 @@ def test_a_late_chunk_cannot_change_a_verified_blob(tmp_path: Path) -> None:
     tree = BlobTree(tmp_path / "b")
     data = os.urandom(100_000)
     sha = hashlib.sha256(data).hexdigest()
-    writer, finisher = Staging(tree), Staging(tree)  # two ingesters sharing the tree
+    # two ingesters sharing the tree
+    writer, finisher = Staging(tree, tree.staging_dir), Staging(tree, tree.staging_dir)
     assert writer.create("d1", sha)
     assert writer.write("d1", sha, 0, data)  # the writer keeps its file open, as within a batch
     finisher.finish("d1", sha, len(data))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.catalog.db import Catalog
-from central.blobs import BlobTree
+from central.blobs import BlobBackend, BlobTree
 from central.ingester import Ingester
 from central.store import CentralStore, SqliteStore
 from sync.files import write_atomic
@@ -158,11 +158,21 @@ def running_publisher(
 
 @dataclass
 class Central:
-    """The central side of one test: a store (SQLite or PostgreSQL) and a blob tree."""
+    """The central side of one test: a store (SQLite or PostgreSQL) and a blob tree or object store.
+
+    With an object store, ``spec`` is its ``s3://`` URL and ``staging`` the local staging directory.
+    """
 
     store: CentralStore
-    tree: BlobTree
+    tree: Any  # BlobTree, or another BlobBackend with ``spec`` and ``staging``
     url: str
+    spec: str | None = None
+    staging: Path | None = None
+
+    @property
+    def blobs(self) -> BlobBackend:
+        backend: BlobBackend = self.tree
+        return backend
 
 
 def sqlite_central(root: Path) -> Central:
@@ -176,7 +186,14 @@ def running_ingester(broker_url: str, central: Central, **kwargs: Any) -> Iterat
     from central.store import open_store
 
     store = open_store(central.url)
-    ing = Ingester(broker=broker_url, store=store, blobs=central.tree, reconnect_max_s=1.0, **kwargs)
+    ing = Ingester(
+        broker=broker_url,
+        store=store,
+        blobs=central.tree,
+        staging_dir=central.staging,
+        reconnect_max_s=1.0,
+        **kwargs,
+    )
     thread = threading.Thread(target=ing.run, name="test-ingester", daemon=True)
     thread.start()
     try:
@@ -210,7 +227,8 @@ def ingest_process(
                 "--store",
                 central.url,
                 "--blobs",
-                str(central.tree.root),
+                central.spec or str(central.tree.root),
+                *(["--staging", str(central.staging)] if central.staging else []),
                 *extra,
             ],
             stdout=out,
@@ -312,9 +330,8 @@ def assert_exactly_once(device: Device, central: Central, *, all_confirmed: bool
         if blob is None or blob["size"] != row["blob_size"]:
             problems.append(f"{rid}: blob {sha[:12]} is not in the central blob index with its size")
             continue
-        path = central.tree.path_for(sha)
-        if not path.is_file() or sha256_of(path) != sha:
-            problems.append(f"{rid}: the central blob file {path} is missing or does not hash to {sha[:12]}")
+        if not central.blobs.verify(sha, row["blob_size"]):
+            problems.append(f"{rid}: the central blob {sha} is missing or does not hash to its name")
     for cap in captures:
         if cap["path"] is None:
             continue
@@ -325,7 +342,7 @@ def assert_exactly_once(device: Device, central: Central, *, all_confirmed: bool
         elif sha256_of(local) != cap["sha256"]:
             problems.append(f"{cap['record_id']}: local media no longer hashes to its catalog sha256")
     if all_confirmed:
-        leftovers = [p.name for p in central.tree.staging_dir.rglob("*") if p.is_file()]
+        leftovers = [p.name for p in (central.staging or central.tree.staging_dir).rglob("*") if p.is_file()]
         if leftovers:
             problems.append(f"staging files left over after every blob was stored: {leftovers[:3]}")
         if central.store.count("chunks") or central.store.count("staging"):
