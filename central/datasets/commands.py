@@ -83,9 +83,25 @@ def filter_options(f: F) -> F:
             ("--verdict", "Only this QC verdict: pass, fail, review, none (repeatable)."),
             ("--profile", "Only this QC profile (repeatable)."),
             ("--label", "Only samples with this annotation label (repeatable)."),
+            ("--weather", "Only sessions the operator tagged with this weather (meta.weather; repeatable)."),
         )
     ):
         f = click.option(name, name.removeprefix("--") + "s", multiple=True, help=help_text)(f)
+    f = click.option(
+        "--time-of-day",
+        "times_of_day",
+        multiple=True,
+        type=click.Choice(["night", "morning", "afternoon", "evening"]),
+        help="Only captures at this local time of day: night 22-06, morning, afternoon 12-18, evening (repeatable).",
+    )(f)
+    f = click.option(
+        "--where",
+        "where",
+        multiple=True,
+        metavar="FIELD<OP>NUMBER",
+        help="Only captures whose environment (the sensor reading nearest in time, e.g. temperature_c,"
+        " humidity_pct, light_lux) passes this test: > >= < <= = != (repeatable; all must hold).",
+    )(f)
     f = click.option("--until", help="Only captures before this UTC time (ISO 8601).")(f)
     f = click.option("--since", help="Only captures at or after this UTC time (ISO 8601).")(f)
     return click.option("--include-superseded", is_flag=True, help="Keep takes and captures that a retake superseded.")(
@@ -107,6 +123,9 @@ def _filters(kw: dict[str, Any]) -> Any:
             verdicts=kw.pop("verdicts"),
             profiles=kw.pop("profiles"),
             labels=kw.pop("labels"),
+            where=kw.pop("where"),
+            times_of_day=kw.pop("times_of_day"),
+            weathers=kw.pop("weathers"),
             include_superseded=kw.pop("include_superseded"),
         )
     except SyncError as exc:
@@ -137,6 +156,12 @@ def _filters(kw: dict[str, Any]) -> Any:
 )
 @filter_options
 @click.option("--name", help="Name of this version (recorded in the manifest).")
+@click.option(
+    "--version",
+    "version",
+    metavar="NAME",
+    help="Export the named version (fieldcap version create) exactly as frozen, instead of filtering.",
+)
 @click.option(
     "--shard-size",
     default=256.0,
@@ -175,6 +200,7 @@ def export_command(
     replace: bool,
     fmt: str,
     name: str | None,
+    version: str | None,
     shard_size: float,
     license_: str | None,
     description: str | None,
@@ -202,6 +228,7 @@ def export_command(
             media_url_prefix=media_url_prefix,
             overlap=overlap,
             overlap_seed=overlap_seed,
+            version=version,
         )
         result = export(store, blobs, out, options, replace=replace, progress=not (quiet or as_json))
     m = result.manifest

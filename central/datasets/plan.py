@@ -36,6 +36,7 @@ class ExportOptions:
     media_url_prefix: str = "/data/local-files/?d="
     overlap: float = 0.0  # labelstudio: share of tasks for two annotators
     overlap_seed: int = 0
+    version: str | None = None  # a named version (``named``) to export instead of the filters' selection
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
@@ -126,6 +127,7 @@ def sample_row(s: Sample, media: str | None) -> dict[str, Any]:
         "annotation_source": s.annotation_source,
         "labels": s.labels,
         "meta": s.meta,
+        "environment": s.environment,
         "lineage": lineage(s),
     }
     if "readings" in s.capture:
