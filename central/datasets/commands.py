@@ -191,6 +191,27 @@ def _filters(kw: dict[str, Any]) -> Any:
     type=int,
     help="labelstudio: seed of the --overlap draw (the same seed draws the same tasks).",
 )
+@click.option(
+    "--derive",
+    metavar="trim,normalize",
+    help="Also write derived copies of speech takes under derived/ (originals kept): trim = cut to the"
+    " VAD trim points in the take's verdict; normalize = loudness to --target-lufs, peaks limited.",
+)
+@click.option(
+    "--target-lufs",
+    default=-23.0,
+    show_default=True,
+    type=click.FloatRange(-70.0, -5.0),
+    help="--derive normalize: integrated loudness (BS.1770, channels summed) of the derived takes.",
+)
+@click.option(
+    "--peak-limit",
+    "peak_dbfs",
+    default=-1.0,
+    show_default=True,
+    type=click.FloatRange(-30.0, 0.0),
+    help="--derive normalize: no sample of a derived take above this level (dBFS).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option("One JSON object: the version and its counts (no progress bar).")
 def export_command(
@@ -207,6 +228,9 @@ def export_command(
     media_url_prefix: str,
     overlap: float,
     overlap_seed: int,
+    derive: str | None,
+    target_lufs: float,
+    peak_dbfs: float,
     quiet: bool,
     as_json: bool,
     **kw: Any,
@@ -229,6 +253,9 @@ def export_command(
             overlap=overlap,
             overlap_seed=overlap_seed,
             version=version,
+            derive=tuple(d.strip() for d in (derive or "").split(",") if d.strip()),
+            target_lufs=target_lufs,
+            peak_dbfs=peak_dbfs,
         )
         result = export(store, blobs, out, options, replace=replace, progress=not (quiet or as_json))
     m = result.manifest
@@ -243,6 +270,7 @@ def export_command(
                 "kept": result.stats.kept,
                 "removed": result.stats.removed,
                 "skipped": len(m["skipped"]),
+                "derived": len(m["derived"]["items"]) if "derived" in m else None,
             }
         )
         return

@@ -101,9 +101,14 @@ def export(
     ctx = ExportContext(blobs, options)
     module: Any = importlib.import_module(f"central.datasets.{options.fmt}")
     specs: list[FileSpec] = module.plan(samples, ctx)
+    derived: dict[str, Any] | None = None
+    if options.derive:
+        from central.datasets import derive
+
+        extra, derived = derive.plan(samples, ctx)
+        specs = [*specs, *extra]
     header = {
         "name": options.name,
-        "dataset_version": frozen,
         "filters": options.filters.as_dict(),
         "samples": len(samples),
         "modalities": dict(sorted(Counter(s.modality for s in samples).items())),
@@ -113,5 +118,9 @@ def export(
         "license": options.license,
         "description": options.description,
     }
+    if frozen is not None:
+        header["dataset_version"] = frozen
+    if derived is not None:
+        header["derived"] = derived
     manifest, stats = write_snapshot(out, options.fmt, specs, header, plan=plan, replace=replace, progress=progress)
     return ExportResult(out, manifest, stats)
