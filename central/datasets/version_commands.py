@@ -33,12 +33,13 @@ def version_group() -> None:
 @click.argument("name")
 @filter_options
 @click.option("--note", required=True, help="What changed in this version and why (kept with it).")
-@click.option("--author", default=_default_author, show_default="the login name", help="Who made it.")
+@click.option("--author", help="Who made it (default: the login name).")
 @json_option("One JSON object: the version's summary.")
-def create_command(store_url: str, name: str, note: str, author: str, as_json: bool, **kw: Any) -> None:
+def create_command(store_url: str, name: str, note: str, author: str | None, as_json: bool, **kw: Any) -> None:
     """Freeze the samples the filters select now, with their chosen annotations, as version NAME."""
     from central.datasets import named
 
+    author = author if author is not None else _default_author()
     filters = _filters(kw)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     with _opened(store_url) as store:
