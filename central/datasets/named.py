@@ -5,7 +5,9 @@ sha256 and which annotations it carried (the chosen human annotation set's id, o
 with the sha256 of the annotations either way). Later review imports, re-screens or new captures
 do not change it: ``fieldcap export --version NAME`` exports exactly those samples with exactly
 those annotation sets. Its ``version_id`` is the sha256 of that frozen content, so two names that
-froze the same thing have the same id. A name is never reused or overwritten.
+froze the same thing have the same id. A name is never reused or overwritten. Machine annotations
+are frozen by their record ids, so annotations a device sends later (a re-screen) do not slip into
+an older version either.
 
 Stored in the central store (``dataset_named_versions``), created on first use through the store's
 transaction helpers, so SQLite and PostgreSQL both work.
@@ -80,6 +82,7 @@ def entry(s: Sample) -> dict[str, Any]:
         "sha256": None if s.blob is None else s.blob.sha256,
         "source": s.annotation_source,
         "set_id": None if s.human is None else s.human.set_id,
+        "machine_ids": sorted(str(a["record_id"]) for a in s.machine_annotations) if s.human is None else [],
         "annotations_sha256": content_sha256(s.annotations),
         "labels": s.labels,
         "environment": s.environment,
@@ -237,6 +240,8 @@ def pin(samples: Sequence[Sample], version: NamedVersion) -> tuple[list[Sample],
                 continue
         else:
             s.human = None
+            frozen_ids = set(e.get("machine_ids") or [])
+            s.machine_annotations = [a for a in s.machine_annotations if str(a["record_id"]) in frozen_ids]
         if content_sha256(s.annotations) != e["annotations_sha256"]:
             problems.append({"key": s.key, "reason": "the frozen annotations changed in the store"})
             continue

@@ -20,6 +20,7 @@ from central.datasets.versions import ANNOTATOR, NewSet, add_sets
 from central.store import open_store
 
 from .conftest import export, run, sql, store_url
+from .test_datasets import add_machine_annotation
 
 
 def version(*args: str) -> Any:
@@ -161,3 +162,19 @@ def test_versions_are_named_frozen_and_diffed(central: Path, tmp_path: Path) -> 
     mixed = run("export", "--store", url, "--out", str(tmp_path / "z"), "--format", "jsonl", "--version", "v1",
                 "--modality", "audio")  # fmt: skip
     assert mixed.exit_code == 1 and "drop the filter" in mixed.output
+
+
+def test_machine_annotations_sent_later_stay_out_of_an_older_version(central: Path, tmp_path: Path) -> None:
+    url = store_url(central)
+    assert version("create", "before", "--store", url, "--note", "before the re-screen").exit_code == 0
+    key = add_machine_annotation(central)  # a device re-screened a take and sent one more annotation
+    assert version("create", "after", "--store", url, "--note", "after the re-screen").exit_code == 0
+    diff = json.loads(version("diff", "before", "after", "--store", url, "--json").output)
+    assert [r["key"] for r in diff["relabelled"]] == [key]
+
+    export(central, tmp_path / "old", "jsonl", "--version", "before")
+    export(central, tmp_path / "new", "jsonl", "--version", "after")
+    old, new = _rows(tmp_path / "old")[key], _rows(tmp_path / "new")[key]
+    added = "0" * 11 + "1-" + "a" * 20
+    assert added not in {a["record_id"] for a in old["annotations"]}
+    assert added in {a["record_id"] for a in new["annotations"]}
