@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+import pytest
 from click.testing import CliRunner
 
-from central.datasets.environment import time_of_day
+from central.datasets.environment import Condition, ReadingIndex, describe, facets, time_of_day
+from central.datasets.errors import DatasetError
 from central.datasets.version_commands import version_group
 from central.datasets.versions import ANNOTATOR, NewSet, add_sets
 from central.store import open_store
@@ -178,3 +180,51 @@ def test_machine_annotations_sent_later_stay_out_of_an_older_version(central: Pa
     added = "0" * 11 + "1-" + "a" * 20
     assert added not in {a["record_id"] for a in old["annotations"]}
     assert added in {a["record_id"] for a in new["annotations"]}
+
+
+def test_environment_from_hostile_or_odd_device_values() -> None:
+    """Every value came from a device: non-finite, mistyped, far-away or mis-named ones are ignored."""
+    t0 = 1_750_000_000 * 10**9  # 2025-06-15T15:06:40Z
+    index = ReadingIndex.build(
+        [
+            (
+                "d1",
+                {
+                    "readings": [
+                        [0, 0, t0 - 10**9, "temperature_c", 31.5],
+                        [1, 1, t0 + 4 * 10**9, "temperature_c", 20.0],
+                    ]
+                },
+            ),
+            ("d1", {"readings": [[2, 2, t0, "light_lux", float("nan")], [3, 3, t0, "bad name!", 5.0], "junk", [4]]}),
+            ("d1", {"readings": [[5, 5, t0 - 3600 * 10**9, "humidity_pct", 40.0]]}),  # an hour off: not near
+            ("d2", {"readings": [[0, 0, t0, "temperature_c", 99.0]]}),  # another device's sensor
+            ("d1", {"readings": "not a list"}),
+        ]
+    )
+    session = {
+        "meta": {"utc_offset_min": 9 * 60, "weather": " Light Rain "},
+        "environment": {"env": {"humidity_pct": {"value": 55.0}, "light_lux": {"value": 300, "stale": True}}},
+    }
+    env = describe(index, "d1", t0, session, {})
+    assert env == {
+        "temperature_c": 31.5,
+        "humidity_pct": 55.0,  # from the session snapshot; the stale light value is not used
+        "time_of_day": "night",  # 15:06 UTC is 00:06 at UTC+9
+        "clock": "UTC+9h",
+        "weather": "light rain",
+    }
+    odd = {"meta": {"utc_offset_min": 10**9, "weather": "<script>"}, "environment": ["x"]}
+    env = describe(index, "d1", t0, odd, {"weather": 7})
+    assert env["clock"] == "UTC" and env["time_of_day"] == "afternoon" and "weather" not in env
+    assert describe(index, "d1", None, None, {}) == {}
+    assert facets({"temperature_c": 31.5, "humidity_pct": 55.0, "light_lux": 300.0}) == {
+        "temperature": "30–35 °C",
+        "humidity": "50–60 %",
+        "light": "100–1000 lx",
+    }
+    for bad in ("temperature_c", "temperature_c>hot", "temperature_c>nan", "1x>3"):
+        with pytest.raises(DatasetError, match="FIELD OP NUMBER"):
+            Condition.parse(bad)
+    assert Condition.parse("humidity_pct == 55").holds({"humidity_pct": 55.0})
+    assert not Condition.parse("humidity_pct>=0").holds({"humidity_pct": "55"})
