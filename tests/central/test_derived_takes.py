@@ -51,7 +51,8 @@ def test_trimmed_and_normalised_takes_beside_untouched_originals(demo: Path, tmp
     for key, item in items.items():
         frames, rate = _check_level(out / item["path"], -23.0)
         start, end = points[key]
-        assert frames == round(end * rate) - round(start * rate)
+        total = soundfile.info(str(out / rows[key]["media"])).frames  # trim points are rounded to 1 ms
+        assert frames == min(round(end * rate), total) - round(start * rate)
         trim, norm = item["lineage"]["transforms"]
         assert (trim["op"], trim["start_s"], trim["end_s"]) == ("trim", start, end)
         assert (norm["op"], norm["target_lufs"], norm["peak_limit_dbfs"]) == ("normalize", -23.0, LIMIT_DBFS)
