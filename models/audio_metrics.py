@@ -142,6 +142,23 @@ def _gated_loudness(weighted: npt.NDArray[np.floating[Any]], sample_rate: int) -
     return float(-0.691 + 10.0 * np.log10(np.mean(final)))
 
 
+def programme_loudness_lufs(x: Float32Array, sample_rate: int) -> float:
+    """Integrated BS.1770-4 loudness of all channels together (channel powers summed, weight 1
+    each), as ``pyloudnorm.Meter.integrated_loudness`` measures a multi-channel file; used to
+    normalise a take with one gain, so the level relation between its microphones is kept."""
+    sos = _k_weighting(sample_rate)
+    block = int(np.ceil(LOUDNESS_BLOCK_S * sample_rate)) + 1
+    if x.shape[0] == 0 or not np.any(x):
+        return float("-inf")
+    data = x if x.shape[0] >= block else np.tile(x, (int(np.ceil(block / x.shape[0])), 1))
+    power = np.zeros(data.shape[0], dtype=np.float64)
+    for ch in range(data.shape[1]):
+        weighted = np.asarray(sosfilt(sos, data[:, ch].astype(np.float32, copy=False)), dtype=np.float64)
+        power += weighted * weighted
+    # block energies of sqrt(sum of squares) are the sums of the channels' block energies
+    return _gated_loudness(np.sqrt(power), sample_rate)
+
+
 def loudness_lufs(x: Float32Array, sample_rate: int) -> FloatArray:
     """Integrated BS.1770-4 loudness of each channel, in LUFS.
 

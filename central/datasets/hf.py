@@ -80,6 +80,7 @@ def _schema(media_column: str) -> Any:
         ("annotations", pa.list_(ann)),
         ("qc", pa.string()),
         ("meta", pa.string()),
+        ("environment", pa.string()),
         ("lineage", pa.string()),
     ]
     if media_column == "readings":
@@ -156,7 +157,7 @@ def _row(s: Sample, media_column: str, ctx: ExportContext) -> dict[str, Any]:
         }
         for a in row["annotations"]
     ]
-    for name in ("qc", "meta", "lineage"):
+    for name in ("qc", "meta", "environment", "lineage"):
         out[name] = canonical_json(row[name])
     if media_column == "readings":
         out["readings"] = [

@@ -2,7 +2,8 @@
 
 completeness (script coverage — computed by ``booth_coverage`` with the device's own rule —,
 missing fields), uniqueness (identical and near-duplicate media),
-balance (per class, device, site, subject, microphone), accuracy proxies (QC pass rates and metric
+balance (per class, device, site, subject, microphone, and the environment: time of day, weather,
+temperature, humidity, light), accuracy proxies (QC pass rates and metric
 distributions), timeliness (capture → central latency), traceability (full lineage) and
 accessibility (license, documentation, open media formats). Every number is computed from the
 selected samples only, so the card describes exactly what an export with the same filters holds.
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from central.datasets import duplicates
+from central.datasets.environment import facets
 from central.datasets.lineage import REQUIRED, missing
 from central.datasets.samples import Sample
 
@@ -68,6 +70,8 @@ def missing_fields(samples: Sequence[Sample]) -> dict[str, dict[str, float | int
 
 # ---------------------------------------------------------------------------- balance
 
+ENVIRONMENT_DIMENSIONS = ("time_of_day", "weather", "temperature", "humidity", "light")
+
 
 def _balance(counts: Counter[str]) -> dict[str, Any]:
     values = [v for v in counts.values() if v > 0]
@@ -83,7 +87,7 @@ def _balance(counts: Counter[str]) -> dict[str, Any]:
 
 def balance(samples: Sequence[Sample]) -> dict[str, Any]:
     dims: dict[str, Counter[str]] = {
-        k: Counter() for k in ("class", "device", "site", "subject", "microphone", "modality")
+        k: Counter() for k in ("class", "device", "site", "subject", "microphone", "modality", *ENVIRONMENT_DIMENSIONS)
     }
     for s in samples:
         for label in s.labels:
@@ -98,6 +102,8 @@ def balance(samples: Sequence[Sample]) -> dict[str, Any]:
                 dims["microphone"][f"{s.device}/{ch.get('mic')}"] += 1
         elif s.modality == "audio":
             dims["microphone"][f"{s.device}/{s.stream_name}"] += 1
+        for dim, group in facets(s.environment).items():  # only samples whose environment is known
+            dims[dim][group] += 1
     return {k: _balance(v) for k, v in dims.items()}
 
 

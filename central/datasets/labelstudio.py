@@ -9,7 +9,8 @@ are left out. A thermal frame is shown to annotators as an 8-bit false-colour pr
 (``media/KEY.preview.png``, task data ``image``) while ``thermal_raw`` links the captured 16-bit PNG
 (exact radiometric values) for tools; boxes drawn on the preview are in the raw frame's pixels,
 as both have the same size. Each task's data names the capture (``fieldcap_device``, ``fieldcap_record_id``),
-which is how ``fieldcap review-import`` finds it again.
+which is how ``fieldcap review-import`` finds it again. ``README.md`` says which two Label Studio
+settings (and which local storage) the local media links need.
 
 ``--overlap SHARE`` marks that share of each project's tasks (rounded up) for two annotators: such
 a task has Label Studio's task field ``overlap: 2`` (how many distinct annotators its automatic
@@ -198,6 +199,32 @@ def _const(text: str) -> Callable[[], str]:
     return lambda: text
 
 
+README = """# Label Studio projects exported by fieldcap
+
+One project per media kind: `labelstudio/image/` and `labelstudio/audio/`, each with
+`label_config.xml` (Settings > Labeling Interface > Code) and `tasks.json` (Import).
+Media are linked as `{prefix}media/...`. For Label Studio to serve them:
+
+1. Start Label Studio with these two settings:
+
+       LOCAL_FILES_SERVING_ENABLED=true
+       LOCAL_FILES_DOCUMENT_ROOT=/absolute/path/of/this/directory
+
+2. In each project add a Local Storage (Settings > Cloud Storage > Add Source Storage >
+   Local files) with the absolute path of this directory's `media` folder, without syncing
+   it: the tasks are imported from `tasks.json`. Label Studio serves a file only to users of a
+   project whose local storage contains it.
+
+When annotation is done, export the project as JSON and bring it back with
+`fieldcap review-import --store URL FILE.json`.
+"""
+
+
+def readme(prefix: str) -> str:
+    """The README of a Label Studio export: the settings its local media links need."""
+    return README.replace("{prefix}", prefix)
+
+
 def plan(samples: Sequence[Sample], ctx: ExportContext) -> list[FileSpec]:
     specs: list[FileSpec] = []
     tasks: dict[str, list[dict[str, Any]]] = {}
@@ -227,4 +254,7 @@ def plan(samples: Sequence[Sample], ctx: ExportContext) -> list[FileSpec]:
         specs.append(text_spec(f"labelstudio/{project}/tasks.json", _const(text), text))
         config = label_config(project, sorted(labels[project] | set(DEFAULT_LABELS[project])))
         specs.append(text_spec(f"labelstudio/{project}/label_config.xml", _const(config), config))
+    if tasks:
+        text = readme(ctx.options.media_url_prefix)
+        specs.append(text_spec("README.md", _const(text), text))
     return specs

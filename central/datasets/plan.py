@@ -20,6 +20,7 @@ from central.datasets.selection import Filters
 from central.datasets.snapshot import FileSpec, fingerprint
 
 FORMATS = ("jsonl", "hf", "webdataset", "labelstudio", "mcap")
+DERIVATIONS = ("trim", "normalize")  # ``derive``: silence trimmed, loudness normalised
 
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
 
@@ -35,6 +36,10 @@ class ExportOptions:
     media_url_prefix: str = "/data/local-files/?d="
     overlap: float = 0.0  # labelstudio: share of tasks for two annotators
     overlap_seed: int = 0
+    version: str | None = None  # a named version (``named``) to export instead of the filters' selection
+    derive: tuple[str, ...] = ()  # ``derive.DERIVATIONS`` applied to speech takes, beside the originals
+    target_lufs: float = -23.0
+    peak_dbfs: float = -1.0
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
@@ -43,6 +48,13 @@ class ExportOptions:
             raise DatasetError(f"--shard-size {self.shard_bytes}: too small; give at least 1024 bytes")
         if not 0.0 <= self.overlap <= 1.0:
             raise DatasetError(f"--overlap {self.overlap}: give a share of tasks between 0 and 1 (0.1 = 10%)")
+        bad = [d for d in self.derive if d not in DERIVATIONS]
+        if bad:
+            raise DatasetError(f"--derive {bad[0]!r}: unknown; use {','.join(DERIVATIONS)} (comma-separated)")
+        if not -70.0 <= self.target_lufs <= -5.0:
+            raise DatasetError(f"--target-lufs {self.target_lufs:g}: give a loudness between -70 and -5 LUFS")
+        if not -30.0 <= self.peak_dbfs <= 0.0:
+            raise DatasetError(f"--peak-limit {self.peak_dbfs:g}: give a peak between -30 and 0 dBFS")
         if self.overlap and self.fmt != "labelstudio":
             raise DatasetError("--overlap: only --format labelstudio marks tasks for double annotation")
 
@@ -56,6 +68,10 @@ class ExportOptions:
             if self.overlap:  # absent when 0, so exports made before --overlap existed resume
                 out["overlap"] = self.overlap
                 out["overlap_seed"] = self.overlap_seed
+        if self.derive:  # likewise absent without --derive
+            out["derive"] = sorted(self.derive)
+            if "normalize" in self.derive:
+                out["target_lufs"], out["peak_dbfs"] = self.target_lufs, self.peak_dbfs
         return out
 
 
@@ -125,6 +141,7 @@ def sample_row(s: Sample, media: str | None) -> dict[str, Any]:
         "annotation_source": s.annotation_source,
         "labels": s.labels,
         "meta": s.meta,
+        "environment": s.environment,
         "lineage": lineage(s),
     }
     if "readings" in s.capture:

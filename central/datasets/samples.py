@@ -3,7 +3,8 @@
 A sample is one ``capture`` record (a frame, an audio segment or take, a batch of sensor
 readings) with its QC verdict, its machine annotations, every human annotation set (and the one
 exports use, ``versions.chosen``), and
-the session, stream (settings in force) and take it belongs to. Records arrive from devices in any
+the session, stream (settings in force) and take it belongs to, and the environment it was captured in
+(``environment``: sensor readings near the capture time, time of day, weather tag). Records arrive from devices in any
 order and may be re-sent, so joins go by (device, id) and the newest record wins where a device
 sent several (a session's start and end records, a re-screened verdict).
 """
@@ -17,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from central.datasets.environment import ReadingIndex, describe
 from central.datasets.versions import AnnotationSet, all_sets, chosen
 from central.store import CentralStore
 from sync.records import body_problem
@@ -71,6 +73,7 @@ class Sample:
     take: dict[str, Any] | None = None
     take_history: list[dict[str, Any]] = field(default_factory=list)
     superseded_by: str | None = None
+    environment: dict[str, Any] = field(default_factory=dict)  # ``environment.describe``
 
     @property
     def key(self) -> str:
@@ -264,8 +267,10 @@ def load_samples(store: CentralStore) -> Samples:
         elif kind == "take" and body.get("take_id"):
             takes[(device, str(body["take_id"]))] = body
     _link(captures, verdicts, annotations, sessions, streams, takes, all_sets(store))
+    readings = ReadingIndex.build([(c.device, c.capture) for c in captures if c.modality == "sensor"])
     for c in captures:
         c.channel_verdicts = channels.get((c.device, c.record_id), [])
+        c.environment = describe(readings, c.device, c.t_start_utc_ns, c.session, c.meta)
     captures.sort(key=lambda s: s.sort_key)
     captures.invalid = dict(sorted(invalid.items()))
     return captures

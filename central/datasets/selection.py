@@ -1,4 +1,4 @@
-"""Which samples a version holds: filters by device, site, session, time, modality, QC and label.
+"""Which samples a version holds: filters by device, site, session, time, modality, QC, label and environment.
 
 Each filter takes several values (any of them matches); different filters must all match. The
 filters are written into the manifest, so a version says how it was selected.
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from central.datasets.environment import TIMES_OF_DAY, Condition
 from central.datasets.errors import DatasetError
 from central.datasets.samples import Sample
 
@@ -42,9 +43,18 @@ class Filters:
     verdicts: tuple[str, ...] = ()
     profiles: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
+    where: tuple[str, ...] = ()  # environment conditions, ``FIELD OP NUMBER`` (``environment.Condition``)
+    times_of_day: tuple[str, ...] = ()
+    weathers: tuple[str, ...] = ()
     include_superseded: bool = False
 
     def __post_init__(self) -> None:
+        for text in self.where:
+            Condition.parse(text)
+        object.__setattr__(self, "weathers", tuple(w.strip().lower() for w in self.weathers))
+        bad_time = [t for t in self.times_of_day if t not in TIMES_OF_DAY]
+        if bad_time:
+            raise DatasetError(f"--time-of-day {bad_time[0]!r}: use one of {', '.join(TIMES_OF_DAY)}")
         bad = [v for v in self.verdicts if v not in VERDICTS]
         if bad:
             raise DatasetError(f"--verdict {bad[0]!r}: not a QC verdict; use one of {', '.join(VERDICTS)}")
@@ -91,6 +101,13 @@ class Filters:
             return False
         if self.labels and not set(self.labels) & set(s.labels):
             return False
+        env = s.environment
+        if not all(Condition.parse(text).holds(env) for text in self.where):
+            return False
+        if self.times_of_day and env.get("time_of_day") not in self.times_of_day:
+            return False
+        if self.weathers and env.get("weather") not in self.weathers:
+            return False
         return self.include_superseded or s.superseded_by is None
 
 
@@ -106,6 +123,11 @@ def unknown_values(samples: Sequence[Sample], filters: Filters) -> list[str]:
         "--site": ({s.site for s in samples if s.site}, filters.sites),
         "--modality": ({s.modality for s in samples}, filters.modalities),
         "--profile": ({s.profile for s in samples if s.profile}, filters.profiles),
+        "--weather": ({s.environment["weather"] for s in samples if "weather" in s.environment}, filters.weathers),
+        "--where": (
+            {k for s in samples for k in s.environment},
+            tuple(Condition.parse(w).field for w in filters.where),
+        ),
     }
     out = []
     for option, (have, wanted) in known.items():

@@ -556,6 +556,20 @@ def test_postgresql_store_gives_the_same_version_and_takes_reviews(
     rows = (tmp_path / "pg2" / "samples.jsonl").read_text().splitlines()
     assert [json.loads(r)["key"] for r in rows] == [tasks["key"]]
 
+    # named versions live in PostgreSQL as well
+    from .test_dataset_versions import version
+
+    for name, extra in (("pg-ok", ["--label", "ok"]), ("pg-all", [])):
+        made = version("create", name, "--store", postgres_url, "--note", "on PostgreSQL", *extra)
+        assert made.exit_code == 0, made.output
+    assert version("create", "pg-ok", "--store", postgres_url, "--note", "again").exit_code == 1
+    diff = json.loads(version("diff", "pg-ok", "pg-all", "--store", postgres_url, "--json").output)
+    assert diff["removed"] == [] and len(diff["added"]) == lite["samples"] - 1 and diff["unchanged"] == 1
+    result = run("export", "--store", postgres_url, "--blobs", str(demo / "blobs"), "--out", str(tmp_path / "pg3"),
+                 "--format", "jsonl", "--quiet", "--version", "pg-ok")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "pg3" / "manifest.json").read_text())["dataset_version"]["name"] == "pg-ok"
+
 
 POISON: dict[str, tuple[str, Any]] = {
     # kind: (field, a value of the wrong type) — each once crashed `fieldcap report` and every export

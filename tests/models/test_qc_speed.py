@@ -22,7 +22,7 @@ from scipy.signal import resample_poly
 from scipy.signal import sosfilt as scipy_sosfilt
 
 from models import Screener, graph_build, iir, resample, silero_graph, vad
-from models.audio_metrics import _k_weighting, loudness_lufs
+from models.audio_metrics import _k_weighting, loudness_lufs, programme_loudness_lufs
 from models.registry import ModelManifest
 from models.runner import ModelSession
 
@@ -154,6 +154,18 @@ def test_float32_loudness_matches_pyloudnorm(material: types.SimpleNamespace, ra
     for x in (bursts, pink, bursts + pink):
         reference = pyloudnorm.Meter(rate).integrated_loudness(x.astype(np.float64))
         assert loudness_lufs(x[:, None], rate)[0] == pytest.approx(reference, abs=0.01)
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+def test_programme_loudness_of_several_channels_matches_pyloudnorm(material: types.SimpleNamespace, rate: int) -> None:
+    rng = np.random.default_rng(rate)
+    n = 3 * rate
+    near = (rng.standard_normal(n) * (np.sin(np.arange(n) * 2 * np.pi / rate) > 0.3)).astype(np.float32) * 0.2
+    mid = (np.roll(near, 40) * 0.3 + material.noise("pink", n, 3) * 0.02).astype(np.float32)
+    x = np.stack([near, mid], axis=1)
+    reference = pyloudnorm.Meter(rate).integrated_loudness(x.astype(np.float64))
+    assert programme_loudness_lufs(x, rate) == pytest.approx(reference, abs=0.01)
+    assert programme_loudness_lufs(x[: rate // 10], rate) > -70  # shorter than a gating block: tiled
 
 
 @pytest.mark.parametrize("rate", [16000, 44100, 48000, 192000])
