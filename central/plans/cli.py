@@ -91,7 +91,9 @@ def plan_status_command(plan_file: Path, store_url: str, as_json: bool) -> None:
     acked = sum(1 for d in current if d.acked_utc)
     click.echo(f"plan {plan.name} version {plan.version[:12]}: {acked} of {len(current)} booth(s) have it")
     click.echo("(review: takes with an imported review; 0 when no review was imported)")
-    click.echo(f"{'site':12} {'round':8} {'booth / quota':24} {'planned':>8} {'recorded':>9} {'qc':>6} {'review':>7} {'missing':>8}")
+    click.echo(
+        f"{'site':12} {'round':8} {'booth / quota':24} {'planned':>8} {'recorded':>9} {'qc':>6} {'review':>7} {'missing':>8}"
+    )
     for r in rows:
         what = r.booth if r.level == "booth" else f"{r.attribute}={r.value}" if r.level == "quota" else "(all)"
         planned = "-" if r.planned is None else str(r.planned)

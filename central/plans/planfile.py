@@ -154,7 +154,10 @@ def _check(plan: PlanFile, items: dict[str, tuple[PromptItem, ...]], file: str, 
             for item in items[script]:
                 if item.item_id in seen:
                     raise _fail(
-                        file, text, ("rounds", rnd), f"item {item.item_id!r} comes twice in this round (script #{n + 1})"
+                        file,
+                        text,
+                        ("rounds", rnd),
+                        f"item {item.item_id!r} comes twice in this round (script #{n + 1})",
                     )
                 seen[item.item_id] = item
         rounds[rnd] = tuple(seen.values())
@@ -162,7 +165,9 @@ def _check(plan: PlanFile, items: dict[str, tuple[PromptItem, ...]], file: str, 
     for sname, site in plan.sites.items():
         for booth in site.booths:
             if booth in booths:
-                raise _fail(file, text, ("sites", sname, "booths"), f"booth {booth!r} is also at site {booths[booth]!r}")
+                raise _fail(
+                    file, text, ("sites", sname, "booths"), f"booth {booth!r} is also at site {booths[booth]!r}"
+                )
             booths[booth] = sname
         for attr, quota in site.quotas.items():
             loc: tuple[int | str, ...] = ("sites", sname, "quotas", attr)
@@ -174,10 +179,15 @@ def _check(plan: PlanFile, items: dict[str, tuple[PromptItem, ...]], file: str, 
                     allowed = ", ".join(plan.attributes[attr])
                     hint = did_you_mean(value, plan.attributes[attr])
                     raise _fail(
-                        file, text, (*loc, value), f"{value!r} is not a value of {attr}; {hint or 'allowed: ' + allowed}"
+                        file,
+                        text,
+                        (*loc, value),
+                        f"{value!r} is not a value of {attr}; {hint or 'allowed: ' + allowed}",
                     )
             if sum(quota.values()) > site.speakers:
-                raise _fail(file, text, loc, f"the quotas add up to {sum(quota.values())}, more than speakers = {site.speakers}")
+                raise _fail(
+                    file, text, loc, f"the quotas add up to {sum(quota.values())}, more than speakers = {site.speakers}"
+                )
     for attr, values in plan.attributes.items():
         if len(set(values)) != len(values) or not values:
             raise _fail(file, text, ("attributes", attr), "list each allowed value once (at least one)")

@@ -76,5 +76,7 @@ def deliveries(store: CentralStore, plan: str) -> list[Delivery]:
     for row in list_commands(store, "assignment"):
         body = row.command.assignment
         if body is not None and body.plan == plan:
-            out.append(Delivery(row.command.device, body.version, row.command.command_id, row.acked_utc, row.ack_status))
+            out.append(
+                Delivery(row.command.device, body.version, row.command.command_id, row.acked_utc, row.ack_status)
+            )
     return out

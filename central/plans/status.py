@@ -59,7 +59,7 @@ def _reviewed(store: CentralStore) -> set[tuple[str, str]]:
     with store._tx() as cur:
         try:
             rows = store._exec(cur, "SELECT device, capture_id FROM dataset_annotation_sets").fetchall()
-        except Exception:  # noqa: BLE001 - no review was ever imported: the table does not exist
+        except Exception:
             return set()
     return {(str(d), str(c)) for d, c in rows}
 
@@ -73,11 +73,12 @@ def _captures(take: dict[str, Any]) -> list[str]:
 
 def plan_status(store: CentralStore, plan: Plan) -> list[StatusRow]:
     sessions: dict[tuple[str, str], tuple[str, str, str]] = {}  # (device, session) -> (pseudonym, round, site)
-    for device, s in _bodies(store, "session"):
-        meta = s.get("meta") or {}
-        if s.get("event") == "start" and meta.get("plan") == plan.name and s.get("subject_pseudonym"):
+    for device, sess in _bodies(store, "session"):
+        meta = sess.get("meta") or {}
+        if sess.get("event") == "start" and meta.get("plan") == plan.name and sess.get("subject_pseudonym"):
             site = str(meta.get("plan_site") or plan.site_of(device) or "?")
-            sessions[(device, str(s["session_id"]))] = (str(s["subject_pseudonym"]), str(meta.get("plan_round")), site)
+            who, rnd = str(sess["subject_pseudonym"]), str(meta.get("plan_round"))
+            sessions[(device, str(sess["session_id"]))] = (who, rnd, site)
     verdicts: dict[tuple[str, str], list[str]] = defaultdict(list)
     for device, v in _bodies(store, "verdict"):
         verdicts[(device, str(v["capture_id"]))].append(str(v["verdict"]))
