@@ -91,9 +91,8 @@ def plan_status_command(plan_file: Path, store_url: str, as_json: bool) -> None:
     acked = sum(1 for d in current if d.acked_utc)
     click.echo(f"plan {plan.name} version {plan.version[:12]}: {acked} of {len(current)} booth(s) have it")
     click.echo("(review: takes with an imported review; 0 when no review was imported)")
-    click.echo(
-        f"{'site':12} {'round':8} {'booth / quota':24} {'planned':>8} {'recorded':>9} {'qc':>6} {'review':>7} {'missing':>8}"
-    )
+    head = ("site", "round", "booth / quota", "planned", "recorded", "qc", "review", "missing")
+    click.echo("{:12} {:8} {:24} {:>8} {:>9} {:>6} {:>7} {:>8}".format(*head))
     for r in rows:
         what = r.booth if r.level == "booth" else f"{r.attribute}={r.value}" if r.level == "quota" else "(all)"
         planned = "-" if r.planned is None else str(r.planned)
