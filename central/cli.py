@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from agent.cli.common import UserError, json_option, user_errors
+from central.plans.cli import participants_command, plan_group
 from central.store_url import store_url_option
 
 if TYPE_CHECKING:
@@ -598,3 +599,5 @@ def central_provision_ingester(
 
 central_group.add_command(central_rerecord)
 central_group.add_command(central_withdraw)
+central_group.add_command(plan_group)
+central_group.add_command(participants_command)

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from central.store import CentralStore
-from sync.commands import Command, CommandKind, PurgeBody, RerecordBody, encode_command, parse_command
+from sync.commands import (
+    AssignmentBody,
+    Command,
+    CommandKind,
+    PurgeBody,
+    RerecordBody,
+    encode_command,
+    parse_command,
+)
 from sync.records import CommandAckV1
 from sync.wire import utc_now
 
@@ -39,8 +47,14 @@ def operator() -> str:
         return f"uid {os.getuid()}"
 
 
-def new_command(device: str, *, rerecord: RerecordBody | None = None, purge: PurgeBody | None = None) -> Command:
-    kind: CommandKind = "rerecord" if rerecord is not None else "purge"
+def new_command(
+    device: str,
+    *,
+    rerecord: RerecordBody | None = None,
+    purge: PurgeBody | None = None,
+    assignment: AssignmentBody | None = None,
+) -> Command:
+    kind: CommandKind = "rerecord" if rerecord is not None else "purge" if purge is not None else "assignment"
     cmd = Command(
         schema_version=1,
         command_id=str(uuid.uuid4()),
@@ -49,6 +63,7 @@ def new_command(device: str, *, rerecord: RerecordBody | None = None, purge: Pur
         created_utc=utc_now(),
         rerecord=rerecord,
         purge=purge,
+        assignment=assignment,
     )
     cmd.check_body()
     return cmd

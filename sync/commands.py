@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sync.wire import RecordId, UtcTime, WireError, decode_json
 
-CommandKind = Literal["rerecord", "purge"]
+CommandKind = Literal["rerecord", "purge", "assignment"]
 #: Commands that delete data: a device applies them only when their signature checks out.
 DESTRUCTIVE: frozenset[str] = frozenset({"purge"})
 MAX_ITEMS = 1000
@@ -49,6 +49,39 @@ class PurgeBody(_Cmd):
     subject_pseudonym: str = Field(pattern=r"^[0-9a-f]{16,128}$")
 
 
+Label = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class AssignmentItem(_Cmd):
+    item_id: Id
+    text: str = Field(max_length=16384)
+    type: Label
+    instructions: str = Field(default="", max_length=4096)
+    max_duration_s: float = Field(gt=0, le=600)
+
+
+class AssignmentRound(_Cmd):
+    name: Label
+    items: list[AssignmentItem] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class AssignmentBody(_Cmd):
+    """A collection plan's share for this booth: its site, rounds with prompts, attributes, quotas, consent.
+
+    ``version`` is the sha256 of the canonical plan; a newer assignment supersedes older ones.
+    """
+
+    plan: Label
+    version: str = Field(pattern=r"^[0-9a-f]{64}$")
+    site: Label
+    rounds: list[AssignmentRound] = Field(min_length=1, max_length=100)
+    attributes: dict[Label, list[Label]] = Field(min_length=1, max_length=32)
+    quotas: dict[Label, dict[Label, Annotated[int, Field(ge=0)]]]
+    speakers: int = Field(gt=0)
+    consent_scope: Label
+    consent_max_age_days: int = Field(gt=0)
+
+
 class Command(_Cmd):
     schema_version: Literal[1]
     command_id: RecordId
@@ -57,10 +90,11 @@ class Command(_Cmd):
     created_utc: UtcTime
     rerecord: RerecordBody | None = None
     purge: PurgeBody | None = None
+    assignment: AssignmentBody | None = None
 
     def check_body(self) -> None:
         """Exactly the body of its kind is present."""
-        bodies = {"rerecord": self.rerecord, "purge": self.purge}
+        bodies = {"rerecord": self.rerecord, "purge": self.purge, "assignment": self.assignment}
         if bodies[self.kind] is None or any(v is not None for k, v in bodies.items() if k != self.kind):
             raise WireError(f"a {self.kind} command must carry exactly a {self.kind!r} body")
 

@@ -202,6 +202,24 @@ class CommandAckV1(_Body):
     counts: dict[str, int]
 
 
+Day = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+
+
+class ParticipantV1(_Body):
+    """A participant of a collection plan, keyed by pseudonym: the subject ID never leaves the device."""
+
+    subject_pseudonym: str = Field(pattern=r"^[0-9a-f]{16,128}$")
+    subject_key_id: Name | None = None
+    plan: Name
+    site: Name
+    attributes: dict[Name, Name] = Field(max_length=64)
+    consent_scope: Name
+    consent_date: Day
+    consent_expires: Day | None = None
+    consent_ref: Name
+    updated_utc: UtcTime
+
+
 #: (kind, envelope schema_version) → the model of the body.
 SCHEMAS: dict[tuple[str, int], type[_Body]] = {
     ("capture", 1): CaptureV1,
@@ -216,6 +234,7 @@ SCHEMAS: dict[tuple[str, int], type[_Body]] = {
     ("stream", 1): StreamV1,
     ("take", 1): TakeV1,
     ("command_ack", 1): CommandAckV1,
+    ("participant", 1): ParticipantV1,
 }
 
 

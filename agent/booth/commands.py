@@ -178,9 +178,8 @@ def _open_station(config: Any, config_file: str, notes: list[str]) -> Any:
 @click.option(
     "--script",
     "script_file",
-    required=True,
     type=click.Path(path_type=Path),
-    help="Prompt script (.tsv, .csv or .json).",
+    help="Prompt script (.tsv, .csv or .json). Without it: the collection plan the central side pushed.",
 )
 @click.option(
     "--subject",
@@ -188,8 +187,16 @@ def _open_station(config: Any, config_file: str, notes: list[str]) -> Any:
     "prompt (input hidden), so the ID never shows in the process list.",
 )
 @click.option(
-    "--round", "round_no", default=1, show_default=True, type=click.IntRange(1, 10000), help="Recording round."
+    "--round",
+    "round_arg",
+    help="Recording round: a number with --script (default 1); under a plan its round name (default: the first"
+    " with items left for this participant).",
 )
+@click.option("--attr", "attrs", multiple=True, help="Participant attribute NAME=VALUE of the plan (repeatable).")
+@click.option("--consent-scope", help="What the participant consented to (comma-separated scopes).")
+@click.option("--consent-ref", help="Reference of the signed consent document.")
+@click.option("--consent-date", help="Date consent was given, YYYY-MM-DD (default: today).")
+@click.option("--consent-expires", help="Date the consent expires, YYYY-MM-DD (default: none).")
 @config_option
 @countdown_option
 @click.option(
@@ -204,9 +211,14 @@ def _open_station(config: Any, config_file: str, notes: list[str]) -> Any:
 @click.option("--no-mic-test", is_flag=True, help="Skip the mic test (e.g. when resuming a session minutes later).")
 @sync_wait_option
 def booth_command(
-    script_file: Path,
+    script_file: Path | None,
     subject: str | None,
-    round_no: int,
+    round_arg: str | None,
+    attrs: tuple[str, ...],
+    consent_scope: str | None,
+    consent_ref: str | None,
+    consent_date: str | None,
+    consent_expires: str | None,
     config_file: Path | None,
     countdown: int,
     new_session: bool,
@@ -220,6 +232,10 @@ def booth_command(
     the QC verdict with its reasons follows at once. Accept [a], retake [t], skip [s], go back
     [b], pause [p] and quit [q]. Every take is kept (a retake supersedes it); the session lives
     in the catalog, so running the same command again resumes it after a quit or a crash.
+
+    Without --script the booth records for the collection plan the central side pushed: it enrols
+    (or resumes) the participant with --attr and --consent-* (asked for when missing), refuses to
+    record without valid consent, and shows the plan, site, round, items left and quota.
     """
 
     def run() -> int:
@@ -231,21 +247,54 @@ def booth_command(
         from agent.booth.session import Booth, open_booth_session
         from agent.booth.station import booth_config
 
-        script = load_script(script_file)
+        plan_opts = attrs or consent_scope or consent_ref or consent_date or consent_expires
+        if script_file is not None and plan_opts:
+            raise click.UsageError("--attr and --consent-* belong to plan sittings: leave out --script to use them")
+        if script_file is not None:
+            if round_arg is not None and not (round_arg.isdigit() and 1 <= int(round_arg) <= 10000):
+                raise click.UsageError(f"--round {round_arg!r}: with --script the round is a number from 1 to 10000")
+            script = load_script(script_file)
         config, file = _load(config_file)
         config, notes = booth_config(config, file)
         _need_tty()
         _announce_requests(config_file)
         subject_id = _ask_subject() if subject in (None, "-") else subject
         assert subject_id is not None
+        plan_meta = None
+        only: list[Any] | None = None
+        if script_file is None:
+            from agent.booth.plan_sitting import prepare
+
+            sitting = prepare(
+                config,
+                file,
+                subject_id,
+                round_arg,
+                attrs,
+                (consent_scope, consent_ref, consent_date, consent_expires),
+                say=click.echo,
+            )
+            if sitting is None:
+                return 0
+            script, round_no, plan_meta, only = sitting.script, sitting.round_no, sitting.meta, sitting.items
+        else:
+            round_no = int(round_arg or 1)
         station = _open_station(config, file, notes)
         booth = None
         try:
             confirm = (lambda _q: True) if yes else (lambda q: click.confirm(q, default=True))
             row = open_booth_session(
-                station, script, subject_id, round_no, new=new_session, confirm=confirm, say=click.echo
+                station,
+                script,
+                subject_id,
+                round_no,
+                new=new_session,
+                confirm=confirm,
+                say=click.echo,
+                plan_meta=plan_meta,
             )
-            booth = Booth(station, row, list(row.items), countdown_s=countdown, mic_test=not no_mic_test)
+            items = list(row.items) if only is None else only
+            booth = Booth(station, row, items, countdown_s=countdown, mic_test=not no_mic_test)
             click.echo("loading the QC models ...")
             booth.qc.warm(station.streams[0].profile, station.streams[0].sample_rate)
         except BaseException:

@@ -109,8 +109,13 @@ def open_booth_session(
     new: bool = False,
     confirm: Callable[[str], bool],
     say: Callable[[str], None],
+    plan_meta: dict[str, str] | None = None,
 ) -> BoothSessionRow:
-    """Resume the open session of this subject, script and round, or start one."""
+    """Resume the open session of this subject, script and round, or start one.
+
+    ``plan_meta`` (plan, plan_version, plan_site, plan_round): a session of a collection plan, which
+    resumes the subject's open session of that plan and round whatever items it started with.
+    """
     sessions = station.sessions
     if sessions.subject_key is None:
         raise BoothError("no subject key is configured ([session] subject_key_file)")
@@ -119,7 +124,10 @@ def open_booth_session(
         mine = [
             s for s in booth_sessions(cat, open_only=True) if s.subject_pseudonym == pseudo and s.round_no == round_no
         ]
-        same = [s for s in mine if s.script_sha256 == script.sha256]
+        if plan_meta is not None:
+            key = (plan_meta["plan"], plan_meta["plan_round"])
+            mine = [s for s in mine if (s.meta.get("plan"), s.meta.get("plan_round")) == key]
+        same = [s for s in mine if plan_meta is not None or s.script_sha256 == script.sha256]
         if not new and same:
             row = same[-1]
             done = session_coverage(cat, row).items_done(qc_pending_ok=True)
@@ -146,6 +154,7 @@ def open_booth_session(
             "script_sha256": script.sha256,
             "items": [i.to_dict() for i in script.items],
             "mics": [{"mic": m.mic, "stream": m.stream, "channel": m.channel} for m in station.mics],
+            **(plan_meta or {}),
         },
     )
     with station.catalog() as cat:

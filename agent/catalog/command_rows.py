@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from agent.catalog.plan_rows import store_assignment
 from agent.catalog.records import new_record_id
 from agent.catalog.store import Store
 from sync.commands import DESTRUCTIVE, Command
@@ -52,6 +53,9 @@ def apply_command(store: Store, cmd: Command, *, verified: bool) -> str | None:
                 )
             counts["takes"] = len(cmd.rerecord.items)
             message = f"central asks to re-record {len(cmd.rerecord.items)} take(s): {cmd.rerecord.reason}"
+        elif cmd.assignment is not None:
+            message = store_assignment(conn, cmd)
+            counts["rounds"] = len(cmd.assignment.rounds)
         else:
             assert cmd.purge is not None
             counts, media = _purge(conn, cmd.purge.subject_pseudonym)

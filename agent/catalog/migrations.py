@@ -335,3 +335,36 @@ def m0006_central_commands(db: Database) -> None:
         CREATE INDEX rerecord_requests_take ON rerecord_requests(take_id);
         """
     )
+
+
+@catalog_migrations(name="0007_plans_participants")
+def m0007_plans_participants(db: Database) -> None:
+    """Collection-plan assignments pushed by the central side, and the participants enrolled here."""
+    db.executescript(
+        """
+        CREATE TABLE assignments (
+            command_id TEXT PRIMARY KEY,
+            plan TEXT NOT NULL,
+            version TEXT NOT NULL,
+            site TEXT NOT NULL,
+            created_utc TEXT NOT NULL,
+            body_json TEXT NOT NULL,
+            received_utc TEXT NOT NULL,
+            superseded_by TEXT
+        );
+        CREATE INDEX assignments_current ON assignments(superseded_by, created_utc);
+        CREATE TABLE participants (
+            subject_pseudonym TEXT PRIMARY KEY,
+            subject_key_id TEXT,
+            plan TEXT NOT NULL,
+            site TEXT NOT NULL,
+            attributes_json TEXT NOT NULL,
+            consent_scope TEXT NOT NULL,
+            consent_date TEXT NOT NULL,
+            consent_expires TEXT,
+            consent_ref TEXT NOT NULL,
+            enrolled_utc TEXT NOT NULL,
+            updated_utc TEXT NOT NULL
+        );
+        """
+    )
