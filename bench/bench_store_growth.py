@@ -39,6 +39,7 @@ from central.datasets.selection import Filters, select  # noqa: E402
 from central.store import CentralStore, open_store  # noqa: E402
 
 DEVICES = 1000
+Database = tuple[str, Callable[[int], str], dict[str, str]]  # name, URL of a size, dialect
 CHOSEN = tuple(f"dev-{d:04d}" for d in range(0, DEVICES, DEVICES // 10))  # 10 devices ≈ 1 %
 
 # Per dialect: the device, record id, blob sha256 and arrival time of row i.
@@ -62,25 +63,28 @@ PG = {
 }
 
 ENVELOPE = (
-    "'{{\"schema_version\":1,\"record_id\":\"' || {rid} || '\",\"device\":\"' || {dev} || '\",\"kind\":\"' || kind"
-    " || '\",\"created_utc\":\"' || {ts} || '\",\"body\":' || body || blob || '}}'"
+    '\'{{"schema_version":1,"record_id":"\' || {rid} || \'","device":"\' || {dev} || \'","kind":"\' || kind'
+    ' || \'","created_utc":"\' || {ts} || \'","body":\' || body || blob || \'}}\''
 )
 CAPTURE = (
-    "'{{\"record_id\":\"' || {rid} || '\",\"stream\":\"cam' || (i % 2) || '\",\"kind\":\"frame\","
-    "\"modality\":\"visible\",\"sha256\":\"' || {sha} || '\",\"size\":' || (180000 + i % 40000) || ',"
-    "\"media_type\":\"image/jpeg\",\"t_start_mono_ns\":' || (i * 100000000) || ',\"t_end_mono_ns\":' || (i * 100000000 + 50000000) || ',"
-    "\"t_start_utc_ns\":' || ((1767225600 + i / 10) * 1000000000) || ',\"seq_first\":' || i || ',\"seq_last\":' || i || ',"
-    "\"created_utc\":\"' || {ts} || '\",\"meta\":{{\"exposure_us\":8000,\"gain\":1.5,\"width\":1920,\"height\":1080}}}}'"
+    '\'{{"record_id":"\' || {rid} || \'","stream":"cam\' || (i % 2) || \'","kind":"frame",'
+    '"modality":"visible","sha256":"\' || {sha} || \'","size":\' || (180000 + i % 40000) || \','
+    '"media_type":"image/jpeg","t_start_mono_ns":\' || (i * 100000000) || \','
+    "\"t_end_mono_ns\":' || (i * 100000000 + 50000000) || ',"
+    "\"t_start_utc_ns\":' || ((1767225600 + i / 10) * 1000000000) || ',"
+    '"seq_first":\' || i || \',"seq_last":\' || i || \',"created_utc":"\' || {ts} || \'",'
+    '"meta":{{"exposure_us":8000,"gain":1.5,"width":1920,"height":1080}}}}\''
 )
 VERDICT = (
-    "'{{\"capture_id\":\"' || {cap} || '\",\"profile\":\"default\",\"profile_version\":\"3\",\"verdict\":\"'"
+    '\'{{"capture_id":"\' || {cap} || \'","profile":"default","profile_version":"3","verdict":"\''
     " || CASE WHEN i % 33 = 0 THEN 'fail' ELSE 'pass' END || '\",\"reasons\":[],"
-    "\"metrics\":{{\"blur\":' || (i % 97) || '.5,\"exposure\":0.42}},\"analyzers\":[{{\"name\":\"blur\",\"version\":\"1\"}}]}}'"
+    '"metrics":{{"blur":\' || (i % 97) || \'.5,"exposure":0.42}},'
+    '"analyzers":[{{"name":"blur","version":"1"}}]}}\''
 )
 EVENT = (
-    "'{{\"record_id\":\"' || {rid} || '\",\"t_utc_ns\":' || ((1767225600 + i / 10) * 1000000000) || ',\"t_mono_ns\":' || i"
-    " || ',\"kind\":\"eviction\",\"stream\":\"cam0\",\"count\":1,\"message\":\"evicted 1 confirmed media file\","
-    "\"detail\":{{\"bytes\":200000}}}}'"
+    '\'{{"record_id":"\' || {rid} || \'","t_utc_ns":\' || ((1767225600 + i / 10) * 1000000000) || \','
+    '"t_mono_ns":\' || i || \',"kind":"eviction","stream":"cam0","count":1,'
+    '"message":"evicted 1 confirmed media file","detail":{{"bytes":200000}}}}\''
 )
 
 
@@ -93,9 +97,9 @@ def fill_sql(d: dict[str, str], n: int) -> str:
         f" ELSE {EVENT.format(**f)} END"
     )
     blob = (
-        "CASE WHEN i % 10 < 6 THEN ',\"blob\":{\"sha256\":\"' || "
+        'CASE WHEN i % 10 < 6 THEN \',"blob":{"sha256":"\' || '
         + f["sha"]
-        + " || '\",\"size\":' || (180000 + i % 40000) || ',\"media_type\":\"image/jpeg\"}' ELSE '' END"
+        + ' || \'","size":\' || (180000 + i % 40000) || \',"media_type":"image/jpeg"}\' ELSE \'\' END'
     )
     return (
         f"{f['series']} INSERT INTO records (device, record_id, kind, created_utc, received_utc, blob_sha256,"
@@ -153,9 +157,9 @@ def measure(store: CentralStore, n: int, load_upto: int, tmp: Path) -> dict[str,
 
 
 @contextlib.contextmanager
-def stores(use_sqlite: bool, use_pg: bool, tmp: Path) -> Iterator[list[tuple[str, Callable[[int], str], dict[str, str]]]]:
+def stores(use_sqlite: bool, use_pg: bool, tmp: Path) -> Iterator[list[Database]]:
     """(name, store URL for a size, dialect) of each database benchmarked."""
-    found: list[tuple[str, Callable[[int], str], dict[str, str]]] = []
+    found: list[Database] = []
     with contextlib.ExitStack() as stack:
         if use_sqlite:
             found.append(("sqlite", lambda n: f"sqlite:///{tmp / f'central-{n}.db'}", SQLITE))
@@ -163,7 +167,7 @@ def stores(use_sqlite: bool, use_pg: bool, tmp: Path) -> Iterator[list[tuple[str
             from bench_sync import throwaway_postgres
 
             url = stack.enter_context(throwaway_postgres())
-            found.append(("postgresql", lambda n: url, PG))
+            found.append(("postgresql", lambda _n: url, PG))
         yield found
 
 
@@ -176,9 +180,10 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows: list[tuple[str, int, str, float]] = []
-    with tempfile.TemporaryDirectory(prefix="fieldcap-store-growth-") as t, stores(
-        not args.no_sqlite, not args.no_pg, Path(t)
-    ) as dbs:
+    with (
+        tempfile.TemporaryDirectory(prefix="fieldcap-store-growth-") as t,
+        stores(not args.no_sqlite, not args.no_pg, Path(t)) as dbs,
+    ):
         tmp = Path(t)
         for name, url_of, dialect in dbs:
             for n in sizes:
