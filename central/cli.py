@@ -21,6 +21,7 @@ from central.store_url import store_url_option
 
 if TYPE_CHECKING:
     from central.provision import Admin
+    from central.status import Status
     from sync.signing import ReceiptSigner
 
 
@@ -473,6 +474,80 @@ def central_ls(
                 )
             )
     Console().print(table)
+
+
+@central_group.command("status")
+@store_url_option
+@click.option(
+    "--blobs",
+    "blob_spec",
+    metavar="DIR|s3://BUCKET/PREFIX",
+    help="Also check the blob store: a directory must take a file, an S3 bucket must answer a HEAD.",
+)
+@click.option(
+    "--stale",
+    type=click.FloatRange(1, 86400),
+    default=300.0,
+    show_default=True,
+    help="Seconds after which an ingester without a heartbeat counts as gone.",
+)
+@json_option("One JSON object: health, problems, store, blobs, ingesters, devices, dead_letters.")
+def central_status(store_url: str, blob_spec: str | None, stale: float, as_json: bool) -> None:
+    """Health of the central side: ingesters, devices, dead letters, the store and the blob store.
+
+    Exit status 0 healthy, 4 degraded (no live ingester), 1 error (store or blob store unusable).
+    A device's own backlog (what it has not sent yet) is in its metrics; here are the uploads it
+    has started and the commands it has not acknowledged.
+    """
+    from central.errors import StoreError
+    from central.pgstore import redact
+    from central.status import Status, blob_status, now_utc, store_status
+    from central.store import open_store
+
+    status = Status()
+    try:
+        store = open_store(store_url)
+    except (StoreError, OSError) as exc:
+        status.store = {"url": redact(store_url), "reachable": False}
+        status.fail(str(exc))
+    else:
+        try:
+            store_status(store, store_url, status, now_utc(), stale)
+        except Exception as exc:  # a store that opens but cannot answer: report it, do not crash
+            status.fail(f"the central store cannot be read: {exc}")
+        finally:
+            store.close()
+    if blob_spec:
+        blob_status(blob_spec, status)
+    if as_json:
+        click.echo(json.dumps(status.as_dict(), sort_keys=True))
+    else:
+        _print_status(status)
+    sys.exit({"healthy": 0, "degraded": 4, "error": 1}[status.health])
+
+
+def _print_status(status: Status) -> None:
+    """The human form of ``central status``: one line per ingester and device, problems last."""
+    st = status.store
+    click.echo(f"health: {status.health}")
+    if st.get("reachable"):
+        click.echo(f"store: {st['url']} schema {st['schema']}, {st['bytes'] or 0:,} bytes")
+    if status.blobs:
+        click.echo(f"blobs: {status.blobs['where']} {'reachable' if status.blobs['reachable'] else 'UNREACHABLE'}")
+    for ing in status.ingesters:
+        click.echo(
+            f"ingester {shown(ing['client_id'])} on {shown(ing['host'])} pid {ing['pid']} v{ing['version']}:"
+            f" {ing['state']}, seen {ing['seen_s_ago']:g} s ago, {ing['counters'].get('messages', 0)} messages"
+        )
+    for d in status.devices:
+        click.echo(
+            f"device {shown(d['device'])}: last record {d['last_seen_utc'] or '-'}, {d['open_uploads']} open"
+            f" upload(s) ({d['staged_bytes']:,} bytes), {d['open_commands']} open command(s)"
+        )
+    for dl in status.dead_letters:
+        click.echo(f"dead letters (last day) {shown(dl['device'] or '-')}: {dl['count']} × {shown(dl['reason'])}")
+    for problem in status.problems:
+        click.echo(f"problem: {problem}")
 
 
 def _password(source: Path | None, what: str, *, confirm: bool) -> str:

@@ -37,13 +37,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from central.blobs import BlobBackend
 from central.commands import open_commands
+from central.heartbeat import HEARTBEAT_EVERY_S, beat
 from central.intake import DEFAULT_MAX_CHUNK, Intake, IntakeStats
 from central.limits import IntakeLimits
 from central.store import CentralStore
 from sync import topics
 from sync.mqtt import TOPIC_OVERHEAD, BrokerAddress, Credentials, backoff, connect_properties, new_client
 from sync.signing import COMMAND_CONTEXT, SIG_PROPERTY, ReceiptSigner
-from sync.wire import MAX_RECORD_BYTES, Receipt, ReceiptBatch, encode
+from sync.wire import MAX_RECORD_BYTES, Receipt, ReceiptBatch, encode, utc_now
 
 log = logging.getLogger("fieldcap.ingest")
 
@@ -101,6 +102,7 @@ class Ingester:
         limits: IntakeLimits | None = None,
         signer: ReceiptSigner | None = None,
         command_every_s: float = COMMAND_EVERY_S,
+        heartbeat_every_s: float = HEARTBEAT_EVERY_S,
     ) -> None:
         """``signer`` signs every receipt message; without it devices that hold the receipt
         public key refuse every receipt, and devices without one cannot tell forged ones."""
@@ -116,6 +118,9 @@ class Ingester:
         self.signer = signer
         self.command_every_s = command_every_s
         self._next_commands = 0.0
+        self.heartbeat_every_s = heartbeat_every_s
+        self._next_heartbeat = 0.0
+        self.started_utc = utc_now()
         self.stats = IngestStats()
         self.intake = Intake(store, blobs, self._emit, staging_dir=staging_dir, max_chunk=max_chunk, limits=limits)
         self.intake.stats = self.stats
@@ -223,6 +228,14 @@ class Ingester:
         self._summarised = {k: v for k, v in now.items() if isinstance(v, int)}
         self._next_summary = time.monotonic() + SUMMARY_EVERY_S
 
+    def heartbeat(self, *, stopped: bool = False) -> None:
+        """Say in the store that this ingester is alive (or stopped); a failure only logs."""
+        try:
+            beat(self.store, self.client_id, self.started_utc, self.stats, stopped=stopped)
+        except Exception as exc:  # the store may be down: ingestion notices that on its own
+            log.warning("heartbeat failed: %r", exc)
+        self._next_heartbeat = time.monotonic() + self.heartbeat_every_s
+
     def _emit(self, device: str, receipt: Receipt) -> None:
         self._outgoing.append((device, receipt))
 
@@ -237,7 +250,16 @@ class Ingester:
     def run(self) -> None:
         """Serve until ``stop()``; reconnects with capped, jittered backoff."""
         attempt = 0
+        self.heartbeat()
+        try:
+            self._run(attempt)
+        finally:
+            self.heartbeat(stopped=True)
+
+    def _run(self, attempt: int) -> None:
         while not self._stop.is_set():
+            if time.monotonic() >= self._next_heartbeat:
+                self.heartbeat()  # also while the broker is unreachable: alive, but not connected
             client = new_client(
                 self.client_id, self.credentials, max_inflight=1000, manual_ack=True, tls=self.address.tls
             )
@@ -285,6 +307,8 @@ class Ingester:
                     self._publish_commands(client)
                 if time.monotonic() >= self._next_summary:
                     self._log_summary()
+                if time.monotonic() >= self._next_heartbeat:
+                    self.heartbeat()
         except Outage as exc:
             self.stats.outages += 1
             log.error("%s; not acknowledging, reconnecting later", exc)

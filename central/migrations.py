@@ -167,5 +167,26 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        6,
+        "ingester heartbeats",
+        (
+            # One row per ingester process (its MQTT client id), rewritten every minute and at start
+            # and stop: `fieldcap central status` reads who is alive and what they have done.
+            """CREATE TABLE IF NOT EXISTS ingesters (
+                client_id TEXT PRIMARY KEY,
+                host TEXT NOT NULL,
+                pid BIGINT NOT NULL,
+                version TEXT NOT NULL,
+                started_utc TEXT NOT NULL,
+                seen_utc TEXT NOT NULL,
+                stopped_utc TEXT,
+                counters TEXT NOT NULL
+            )""",
+        ),
+    ),
+)
+
 SCHEMA_VERSION = MIGRATIONS[-1].version
 OLDEST = MIGRATIONS[0].version

@@ -368,3 +368,18 @@ def m0007_plans_participants(db: Database) -> None:
         );
         """
     )
+
+
+@catalog_migrations(name="0008_scale_indexes")
+def m0008_scale_indexes(db: Database) -> None:
+    """Indexes that keep the publisher's receipt wait and ``fieldcap ls --limit`` flat as the catalog grows.
+
+    ``unconfirmed`` walked the whole outbox in seq order looking for the few 'sent' rows (SQLite
+    prefers the rowid order to a sort), and ``ls`` sorted every capture to print the first few.
+    """
+    db.executescript(
+        """
+        CREATE INDEX IF NOT EXISTS outbox_sent ON outbox(seq) WHERE record_state = 'sent';
+        CREATE INDEX IF NOT EXISTS captures_time ON captures(t_start_mono_ns, record_id);
+        """
+    )

@@ -121,15 +121,18 @@ def _catalog_path(ddir: Path) -> Path:
 @config_option()
 @data_dir_option
 @click.option("--stream", help="Only this stream.")
+@click.option("--limit", type=click.IntRange(1), help="Only the first N captures (oldest first).")
 @json_option("One JSON object per capture per line.")
-def ls_cmd(config_file: Path | None, data_dir: Path | None, stream: str | None, as_json: bool) -> None:
+def ls_cmd(
+    config_file: Path | None, data_dir: Path | None, stream: str | None, limit: int | None, as_json: bool
+) -> None:
     """What the local catalog holds: record_id, stream, kind, sha256, size, state."""
     from agent.catalog.db import Catalog
 
     ddir, device = _data_dir(config_file, data_dir)
     path = _catalog_path(ddir)
     with user_errors(), Catalog(path, device) as cat:
-        rows = cat.captures(stream=stream)
+        rows = cat.captures(stream=stream, limit=limit)
     if as_json:
         for r in rows:
             echo_json(
