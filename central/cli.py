@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from agent.cli.common import UserError, json_option, user_errors
+from central.access_cli import register as register_access
 from central.plans.cli import participants_command, plan_group
 from central.store_url import store_url_option
 
@@ -601,3 +602,4 @@ central_group.add_command(central_rerecord)
 central_group.add_command(central_withdraw)
 central_group.add_command(plan_group)
 central_group.add_command(participants_command)
+register_access(central_group.add_command)

@@ -129,9 +129,19 @@ def newest_by_annotator(sets: Sequence[AnnotationSet]) -> dict[str, AnnotationSe
     return out
 
 
+CARRIED = "annotation_sets_carried"  # meta key: legacy review versions were copied into sets
+
+
 def ensure_schema(store: CentralStore) -> None:
+    """Create the tables and carry legacy versions over, once: afterwards nothing is written here, so
+    read-only roles (PostgreSQL exporters, who may not create tables) use the store too."""
     with store._tx() as cur:
-        for stmt in SCHEMA:
+        if (
+            store.has_table(cur, "dataset_withdrawn")
+            and store._exec(cur, "SELECT 1 FROM meta WHERE key = ?", (CARRIED,)).fetchone()
+        ):
+            return
+        for stmt in [*SCHEMA, WITHDRAWN_SCHEMA]:
             store._exec(cur, stmt)
         legacy = store._exec(
             cur,
@@ -141,6 +151,7 @@ def ensure_schema(store: CentralStore) -> None:
         for device, capture_id, review_id, author, reviewed, body in legacy:
             item = NewSet(str(device), str(capture_id), str(author or "unknown"), ANNOTATOR, reviewed, json.loads(body))
             _insert(store, cur, item, str(review_id))
+        store._exec(cur, "INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT (key) DO NOTHING", (CARRIED,))
 
 
 def _insert(store: CentralStore, cur: Any, item: NewSet, review_id: str) -> None:
@@ -231,7 +242,6 @@ def mark_withdrawn(store: CentralStore, captures: set[tuple[str, str]], note: st
     """Note every annotation set of these (device, capture_id) as withdrawn; how many were noted."""
     ensure_schema(store)
     with store._tx() as cur:
-        store._exec(cur, WITHDRAWN_SCHEMA)
         rows = store._exec(cur, "SELECT set_id, device, capture_id FROM dataset_annotation_sets").fetchall()
         hit = [str(set_id) for set_id, device, capture in rows if (device, capture) in captures]
         for set_id in hit:
