@@ -17,10 +17,24 @@ from central.store_url import store_url_option
 
 
 @contextmanager
+def explained() -> Iterator[None]:
+    """PostgreSQL's 'permission denied' as one line that says what to do, instead of a traceback."""
+    from central.access import denied
+
+    try:
+        yield
+    except Exception as exc:
+        if denied(exc):
+            raise UserError(
+                f"{str(exc).strip()}: this database role may not do that; ask the store's owner for the right"
+                " kind of role (fieldcap central grant, docs/access.md)"
+            ) from None
+        raise
+
+
+@contextmanager
 def opened(store_url: str) -> Iterator[CentralStore]:
     """The store, closed afterwards; a user's mistake or a missing privilege becomes one line, exit 1."""
-    from central.access import denied
-    from central.pgstore import redact
     from central.store import open_store
     from sync.errors import SyncError
 
@@ -29,16 +43,10 @@ def opened(store_url: str) -> Iterator[CentralStore]:
     except SyncError as exc:
         raise UserError(str(exc)) from None
     try:
-        yield store
+        with explained():
+            yield store
     except SyncError as exc:
         raise UserError(str(exc)) from None
-    except Exception as exc:
-        if denied(exc):
-            raise UserError(
-                f"{redact(store_url)}: {str(exc).strip()}; this needs another role"
-                " (see docs/access.md; the store's owner grants roles with fieldcap central grant)"
-            ) from None
-        raise
     finally:
         store.close()
 

@@ -340,13 +340,14 @@ def central_withdraw(pseudonym: str, store_url: str, blob_spec: str, as_json: bo
     (a signed command; devices without the receipt public key refuse it and say so), and an audit
     row records who did it, when, and how much was deleted.
     """
+    from central.access_cli import explained
     from central.blobs import open_blobs
     from central.commands import operator
     from central.store import open_store
     from central.withdraw import WithdrawError, withdraw
     from sync.errors import SyncError
 
-    with user_errors(SyncError, OSError, WithdrawError):
+    with user_errors(SyncError, OSError, WithdrawError), explained():
         store = open_store(store_url)
         try:
             blobs = open_blobs(blob_spec)

@@ -72,19 +72,13 @@ def _opened(store_url: str) -> Iterator[CentralStore]:
         store = open_store(store_url)
     except SyncError as exc:
         raise UserError(str(exc)) from None
+    from central.access_cli import explained
+
     try:
-        yield store
+        with explained():
+            yield store
     except SyncError as exc:
         raise UserError(str(exc)) from None
-    except Exception as exc:
-        from central.access import denied
-
-        if denied(exc):
-            raise UserError(
-                f"{str(exc).strip()}: this database role may not do that; ask the store's owner for the right"
-                " kind of role (fieldcap central grant, docs/access.md)"
-            ) from None
-        raise
     finally:
         store.close()
 

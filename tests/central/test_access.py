@@ -164,6 +164,8 @@ def test_roles_see_and_do_only_what_they_were_granted(demo: Path, tmp_path: Path
             ]
         )
     )
+    refused = run("review-import", "--store", exp_a, str(review))
+    assert refused.exit_code == 1 and "may not do that" in refused.output, refused.output
     cur = as_role(postgres_url, "cur", "pw-cur")
     imported = run("review-import", "--store", cur, str(review))
     assert imported.exit_code == 0 and "1 new annotation set(s)" in imported.output, imported.output
