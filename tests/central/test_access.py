@@ -20,6 +20,7 @@ from central.cli import central_group
 from .conftest import run, sql
 
 OTHER = "other-02"
+PSEUDONYM = "0a1b2c3d4e5f6071"
 
 
 def cli(*args: str, stdin: str | None = None) -> Any:
@@ -47,7 +48,12 @@ def copy_into(pg_url: str, demo: Path) -> None:
                 for row in sql(demo, f"SELECT {cols} FROM {table}"):
                     store._exec(cur, f"INSERT INTO {table} ({cols}) VALUES ({marks})", row)
                     if copies:
-                        store._exec(cur, f"INSERT INTO {table} ({cols}) VALUES ({marks})", (OTHER, *row[1:]))
+                        copy = [OTHER, *row[1:]]
+                        if table == "records" and row[2] == "session":  # the other device's participant
+                            body = json.loads(row[7])
+                            body["body"]["subject_pseudonym"] = PSEUDONYM
+                            copy[7] = json.dumps(body)
+                        store._exec(cur, f"INSERT INTO {table} ({cols}) VALUES ({marks})", copy)
     finally:
         store.close()
 
@@ -131,14 +137,29 @@ def test_roles_see_and_do_only_what_they_were_granted(demo: Path, tmp_path: Path
     assert denied.exit_code == 1 and "permission denied" in denied.output and "Traceback" not in denied.output
 
     # An ingester inserts; a curator imports a review.
+    from central.commands import open_commands
     from central.store import open_store
 
     ing = open_store(as_role(postgres_url, "ing", "pw-ing"))
     try:
         first = sql(demo, "SELECT kind, created_utc, body FROM records LIMIT 1")[0]
         assert ing.put_record(dev_a, "access-test-1", first[0], first[1], None, None, first[2]) == "stored"
+        sha = "ab" * 32  # an upload from start to finish, a dead letter, the sweeps
+        assert ing.start_staging(dev_a, sha, 10, "application/octet-stream")
+        ing.add_chunk(dev_a, sha, 0, 10)
+        assert ing.finish_blob(dev_a, sha, 10, "application/octet-stream") == "stored"
+        ing.dead_letter("fieldcap/v1/x/up/record", dev_a, "test", b"{}")
+        ing.expire_dead_letters("1970-01-01T00:00:00+00:00", 100)
+        assert ing.stale_staging("1970-01-01T00:00:00+00:00") == []
+        assert isinstance(open_commands(ing), list)
     finally:
         ing.close()
+    exp = open_store(exp_a)
+    try:
+        with pytest.raises(Exception, match="permission denied"):
+            exp.put_record(dev_a, "access-test-2", first[0], first[1], None, None, first[2])
+    finally:
+        exp.close()
     task = samples(mine)[0]
     review = tmp_path / "review.json"
     review.write_text(
@@ -170,6 +191,15 @@ def test_roles_see_and_do_only_what_they_were_granted(demo: Path, tmp_path: Path
     imported = run("review-import", "--store", cur, str(review))
     assert imported.exit_code == 0 and "1 new annotation set(s)" in imported.output, imported.output
 
+    # A curator withdraws a participant (reading earlier withdrawals in the audit log); an exporter may not.
+    blobs = str(demo / "blobs")  # every blob is also the demo device's: none is deleted
+    refused = cli("withdraw", PSEUDONYM, "--store", exp_a, "--blobs", blobs)
+    assert refused.exit_code == 1 and "may not do that" in refused.output, refused.output
+    gone = cli("withdraw", PSEUDONYM, "--store", cur, "--blobs", blobs, "--json")
+    assert gone.exit_code == 0, gone.output
+    withdrawn = json.loads(gone.output)
+    assert withdrawn["blobs"] == 0 and sum(withdrawn["records"].values()) > 0
+
     # The auditor reads every row, with both users and the counts.
     listed = cli("audit", "--store", as_role(postgres_url, "aud", "pw-aud"), "--json")
     assert listed.exit_code == 0, listed.output
@@ -185,6 +215,8 @@ def test_roles_see_and_do_only_what_they_were_granted(demo: Path, tmp_path: Path
     assert report_row["db_user"] == "exp_a" and report_row["detail"]["samples"] == by_device[dev_a]
     (review_row,) = by_action["review_import"]
     assert review_row["db_user"] == "cur" and review_row["detail"]["added"] == 1
+    (withdraw_row,) = by_action["withdraw"]
+    assert withdraw_row["db_user"] == "cur" and withdraw_row["detail"]["records"] == withdrawn["records"]
     assert {r["subject"] for r in by_action["grant_role"]} == {"exp_a", "cur", "ing", "aud"}
     assert {r["subject"] for r in by_action["assign_devices"]} == {"alpha", "beta"}
     assert all(r["db_user"] == "postgres" for r in by_action["grant_role"])
