@@ -129,29 +129,25 @@ def newest_by_annotator(sets: Sequence[AnnotationSet]) -> dict[str, AnnotationSe
     return out
 
 
-CARRIED = "annotation_sets_carried"  # meta key: legacy review versions were copied into sets
-
-
 def ensure_schema(store: CentralStore) -> None:
-    """Create the tables and carry legacy versions over, once: afterwards nothing is written here, so
-    read-only roles (PostgreSQL exporters, who may not create tables) use the store too."""
+    """Create the tables if missing and carry legacy versions over. Only what is missing is written, so
+    roles that may not create tables or write sets (PostgreSQL exporters) read a store set up for them."""
     with store._tx() as cur:
-        if (
-            store.has_table(cur, "dataset_withdrawn")
-            and store._exec(cur, "SELECT 1 FROM meta WHERE key = ?", (CARRIED,)).fetchone()
-        ):
-            return
-        for stmt in [*SCHEMA, WITHDRAWN_SCHEMA]:
-            store._exec(cur, stmt)
+        if not (store.has_table(cur, "dataset_annotation_sets") and store.has_table(cur, "dataset_withdrawn")):
+            for stmt in [*SCHEMA, WITHDRAWN_SCHEMA]:
+                store._exec(cur, stmt)
         legacy = store._exec(
             cur,
             "SELECT device, capture_id, review_id, author, reviewed_utc, annotations FROM dataset_annotation_versions"
             " ORDER BY device, capture_id, version_no",
         ).fetchall()
+        if not legacy:
+            return
+        have = {str(r[0]) for r in store._exec(cur, "SELECT set_id FROM dataset_annotation_sets").fetchall()}
         for device, capture_id, review_id, author, reviewed, body in legacy:
             item = NewSet(str(device), str(capture_id), str(author or "unknown"), ANNOTATOR, reviewed, json.loads(body))
-            _insert(store, cur, item, str(review_id))
-        store._exec(cur, "INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT (key) DO NOTHING", (CARRIED,))
+            if item.set_id() not in have:
+                _insert(store, cur, item, str(review_id))
 
 
 def _insert(store: CentralStore, cur: Any, item: NewSet, review_id: str) -> None:
