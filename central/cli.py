@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from agent.cli.common import UserError, json_option, user_errors
+from central.access_cli import register as register_access
 from central.plans.cli import participants_command, plan_group
 from central.store_url import store_url_option
 
@@ -340,13 +341,14 @@ def central_withdraw(pseudonym: str, store_url: str, blob_spec: str, as_json: bo
     (a signed command; devices without the receipt public key refuse it and say so), and an audit
     row records who did it, when, and how much was deleted.
     """
+    from central.access_cli import explained
     from central.blobs import open_blobs
     from central.commands import operator
     from central.store import open_store
     from central.withdraw import WithdrawError, withdraw
     from sync.errors import SyncError
 
-    with user_errors(SyncError, OSError, WithdrawError):
+    with user_errors(SyncError, OSError, WithdrawError), explained():
         store = open_store(store_url)
         try:
             blobs = open_blobs(blob_spec)
@@ -676,3 +678,4 @@ central_group.add_command(central_rerecord)
 central_group.add_command(central_withdraw)
 central_group.add_command(plan_group)
 central_group.add_command(participants_command)
+register_access(central_group.add_command)

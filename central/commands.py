@@ -12,6 +12,7 @@ import getpass
 import json
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,16 +119,39 @@ def list_commands(store: CentralStore, kind: str | None = None) -> list[CommandR
 
 
 def audit(store: CentralStore, action: str, subject: str, detail: dict[str, Any], who: str) -> None:
-    """One row of who did what to whom, and how much (in the caller's transaction, if any)."""
+    """One row of who did what to whom, and how much (in the caller's transaction, if any).
+
+    ``who`` is the OS user; the database user is recorded beside it (on PostgreSQL a trigger
+    installed by ``central.access`` stamps it from the session, whatever the client sends).
+    """
     with store._tx() as cur:
         store._exec(
             cur,
-            "INSERT INTO audit (at_utc, who, action, subject, detail) VALUES (?,?,?,?,?)",
-            (utc_now(), who, action, subject, json.dumps(detail, sort_keys=True)),
+            "INSERT INTO audit (at_utc, who, db_user, action, subject, detail) VALUES (?,?,?,?,?,?)",
+            (utc_now(), who, store.database_user(), action, subject, json.dumps(detail, sort_keys=True)),
         )
 
 
-def audit_rows(store: CentralStore) -> list[dict[str, Any]]:
+def audit_rows(
+    store: CentralStore, actions: Sequence[str] = (), since: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Audit rows oldest first, of these actions (all if none) at or after ``since`` (UTC ISO text)."""
+    sql = "SELECT id, at_utc, who, db_user, action, subject, detail FROM audit"
+    where: list[str] = []
+    args: list[Any] = []
+    if actions:
+        where.append(f"action IN ({','.join('?' * len(actions))})")
+        args.extend(actions)
+    if since:
+        where.append("at_utc >= ?")
+        args.append(since)
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id" + (f" DESC LIMIT {int(limit)}" if limit else "")
     with store._tx() as cur:
-        rows = store._exec(cur, "SELECT at_utc, who, action, subject, detail FROM audit ORDER BY id").fetchall()
-    return [{"at_utc": a, "who": w, "action": act, "subject": s, "detail": json.loads(d)} for a, w, act, s, d in rows]
+        rows = store._exec(cur, sql, args).fetchall()
+    out = [
+        {"id": int(i), "at_utc": a, "who": w, "db_user": u, "action": act, "subject": s, "detail": json.loads(d)}
+        for i, a, w, u, act, s, d in rows
+    ]
+    return sorted(out, key=lambda r: r["id"]) if limit else out

@@ -186,6 +186,23 @@ MIGRATIONS += (
             )""",
         ),
     ),
+    Migration(
+        7,
+        "device projects for row-level access, the database user in the audit trail",
+        (
+            # Which project(s) a device's data belongs to: PostgreSQL policies (central.access) let
+            # an exporter see only the rows of devices in the projects it was granted.
+            """CREATE TABLE device_projects (
+                device TEXT NOT NULL,
+                project TEXT NOT NULL,
+                PRIMARY KEY (device, project)
+            )""",
+            "CREATE INDEX device_projects_project ON device_projects(project, device)",
+            # The OS user says who typed the command; the database role says whose credentials did it.
+            "ALTER TABLE audit ADD COLUMN db_user TEXT",
+            "CREATE INDEX audit_action ON audit(action, at_utc)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

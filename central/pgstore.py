@@ -43,6 +43,13 @@ class PostgresStore(CentralStore):
         # Several ingesters may create or upgrade the schema at once; one lock makes that orderly.
         return ["SELECT pg_advisory_xact_lock(72696573)"]
 
+    def has_table(self, cur: Any, name: str) -> bool:
+        return bool(self._exec(cur, "SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0])
+
+    def database_user(self) -> str | None:
+        with self._tx() as cur:
+            return str(cur.execute("SELECT session_user").fetchone()[0])
+
     def dialect(self, stmt: str) -> str:
         pg = stmt.replace("payload BLOB", "payload BYTEA")
         return pg.replace("id INTEGER PRIMARY KEY", "id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")

@@ -128,6 +128,11 @@ class CentralStore(ABC):
         with self._tx() as cur:
             for stmt in self.prelude():
                 cur.execute(stmt)
+            if self.has_table(cur, "meta"):
+                # Up to date: no DDL at all, so roles that may not create tables (PostgreSQL) can open it.
+                done = self._exec(cur, "SELECT value FROM meta WHERE key = 'schema'").fetchone()
+                if done is not None and target <= _version(done[0]) <= SCHEMA_VERSION:
+                    return
             cur.execute(META)
             row = self._exec(cur, "SELECT value FROM meta WHERE key = 'schema'").fetchone()
             current = _version(row[0]) if row is not None else 0
@@ -159,6 +164,15 @@ class CentralStore(ABC):
     def schema_version(self) -> int:
         with self._tx() as cur:
             return _version(self._exec(cur, "SELECT value FROM meta WHERE key = 'schema'").fetchone()[0])
+
+    def has_table(self, cur: Any, name: str) -> bool:
+        """Whether the table exists (asked without failing the transaction, unlike a SELECT would)."""
+        row = self._exec(cur, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+        return row is not None
+
+    def database_user(self) -> str | None:
+        """The database role this store connects as (None: SQLite, a single-user file)."""
+        return None
 
     def prelude(self) -> list[str]:
         """Statements that go before the schema is read (PostgreSQL: a lock for concurrent ingesters)."""

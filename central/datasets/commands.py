@@ -72,12 +72,22 @@ def _opened(store_url: str) -> Iterator[CentralStore]:
         store = open_store(store_url)
     except SyncError as exc:
         raise UserError(str(exc)) from None
+    from central.access_cli import explained
+
     try:
-        yield store
+        with explained():
+            yield store
     except SyncError as exc:
         raise UserError(str(exc)) from None
     finally:
         store.close()
+
+
+def _audit(store: CentralStore, action: str, subject: str, detail: dict[str, Any]) -> None:
+    """Who exported, reported or imported what, with which filters and counts (the audit trail)."""
+    from central.commands import audit, operator
+
+    audit(store, action, subject, detail, operator())
 
 
 def store_options(f: F) -> F:
@@ -274,7 +284,22 @@ def export_command(
             peak_dbfs=peak_dbfs,
         )
         result = export(store, blobs, out, options, replace=replace, progress=not (quiet or as_json))
-    m = result.manifest
+        m = result.manifest
+        _audit(
+            store,
+            "export",
+            str(out.resolve()),
+            {
+                "format": fmt,
+                "filters": filters.as_dict(),
+                "named_version": version,
+                "version_id": result.version_id,
+                "samples": m["samples"],
+                "files": len(m["files"]),
+                "skipped": len(m["skipped"]),
+                "written": result.stats.written,
+            },
+        )
     if as_json:
         echo_json(
             {
@@ -349,6 +374,7 @@ def report_command(
                 near_duplicate_bits=near_duplicate_bits,
             ),
         )
+        _audit(store, "report", str(out.resolve()), {"filters": filters.as_dict(), "samples": report["samples"]})
     tr = report["traceability"]
     if as_json:
         echo_json(
@@ -385,6 +411,7 @@ def review_import_command(store_url: str, adjudicators: tuple[str, ...], file: P
 
     with _opened(store_url) as store:
         summary = import_review(store, file, set(adjudicators))
+        _audit(store, "review_import", str(file.resolve()), dataclasses.asdict(summary))
     if as_json:
         echo_json({"file": str(file), **dataclasses.asdict(summary)})
         return

@@ -91,6 +91,8 @@ def entry(s: Sample) -> dict[str, Any]:
 
 def ensure_schema(store: CentralStore) -> None:
     with store._tx() as cur:
+        if store.has_table(cur, "dataset_named_versions"):
+            return  # no DDL: roles that may not create tables can read
         for stmt in SCHEMA:
             store._exec(cur, stmt)
 

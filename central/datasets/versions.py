@@ -130,17 +130,24 @@ def newest_by_annotator(sets: Sequence[AnnotationSet]) -> dict[str, AnnotationSe
 
 
 def ensure_schema(store: CentralStore) -> None:
+    """Create the tables if missing and carry legacy versions over. Only what is missing is written, so
+    roles that may not create tables or write sets (PostgreSQL exporters) read a store set up for them."""
     with store._tx() as cur:
-        for stmt in SCHEMA:
-            store._exec(cur, stmt)
+        if not (store.has_table(cur, "dataset_annotation_sets") and store.has_table(cur, "dataset_withdrawn")):
+            for stmt in [*SCHEMA, WITHDRAWN_SCHEMA]:
+                store._exec(cur, stmt)
         legacy = store._exec(
             cur,
             "SELECT device, capture_id, review_id, author, reviewed_utc, annotations FROM dataset_annotation_versions"
             " ORDER BY device, capture_id, version_no",
         ).fetchall()
+        if not legacy:
+            return
+        have = {str(r[0]) for r in store._exec(cur, "SELECT set_id FROM dataset_annotation_sets").fetchall()}
         for device, capture_id, review_id, author, reviewed, body in legacy:
             item = NewSet(str(device), str(capture_id), str(author or "unknown"), ANNOTATOR, reviewed, json.loads(body))
-            _insert(store, cur, item, str(review_id))
+            if item.set_id() not in have:
+                _insert(store, cur, item, str(review_id))
 
 
 def _insert(store: CentralStore, cur: Any, item: NewSet, review_id: str) -> None:
@@ -231,7 +238,6 @@ def mark_withdrawn(store: CentralStore, captures: set[tuple[str, str]], note: st
     """Note every annotation set of these (device, capture_id) as withdrawn; how many were noted."""
     ensure_schema(store)
     with store._tx() as cur:
-        store._exec(cur, WITHDRAWN_SCHEMA)
         rows = store._exec(cur, "SELECT set_id, device, capture_id FROM dataset_annotation_sets").fetchall()
         hit = [str(set_id) for set_id, device, capture in rows if (device, capture) in captures]
         for set_id in hit:

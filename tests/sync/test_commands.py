@@ -210,7 +210,7 @@ def test_withdrawal_deletes_the_participant_centrally_and_on_the_device(
         assert bob_session in everything and bob_capture in everything
         assert not central.tree.path_for(alice_sha).exists()
         assert central_rows(central, "SELECT COUNT(*) FROM blobs WHERE sha256 = ?", alice_sha) == [(0,)]
-        (row,) = audit_rows(central.store)
+        (row,) = audit_rows(central.store, ["withdraw"])
         assert row["action"] == "withdraw" and row["subject"] == ALICE and row["who"]
         assert row["detail"]["records"]["capture"] == 1 and row["detail"]["blobs"] == 1
         assert row["detail"]["records"]["event"] == 1
