@@ -21,6 +21,7 @@ counted at ``on_message``, before any parsing. A batch holds at most ``BATCH_BYT
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import select
@@ -53,6 +54,7 @@ BATCH_BYTES = 32 * 1024 * 1024
 RECEIPT_BYTES = 64 * 1024  # receipts per message, before the broker's own maximum packet size
 BATCH_RETRIES = 3
 SUMMARY_EVERY_S = 60.0  # the totals log line
+GAUGES_EVERY_S = 15.0  # staging gauges
 PACKET_OVERHEAD = 64 * 1024  # topic, properties and headers around a payload, generously
 COMMAND_EVERY_S = 30.0  # open central → device commands are published again this often until acknowledged
 SIGNATURE_BYTES = 128  # the signature's user property: name, "ed25519:" and 88 base64 characters
@@ -67,11 +69,47 @@ class Outage(Exception):
     """The store or the blob disk cannot take data now: stop acknowledging, reconnect later."""
 
 
+# Upper bounds (seconds) of the latency histograms: message arrival → receipt sent, and one store
+# transaction. The last bucket is +Inf.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclasses.dataclass
+class Histogram:
+    """Cumulative-bucket counts and a sum, as Prometheus histograms carry them."""
+
+    counts: list[int] = dataclasses.field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.total += seconds
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if seconds <= bound:
+                self.counts[i] += 1
+                return
+        self.counts[-1] += 1
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """(le, cumulative count) pairs ending with +Inf."""
+        out, running = [], 0
+        for bound, n in zip((*LATENCY_BUCKETS, float("inf")), self.counts, strict=True):
+            running += n
+            out.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
+        return out
+
+
 @dataclasses.dataclass
 class IngestStats(IntakeStats):
     batches: int = 0
     connected: bool = False
     outages: int = 0
+    #: Message arrival → its receipt published (the device's wait, less the network).
+    receipt_latency: Histogram = dataclasses.field(default_factory=Histogram)
+    #: One store transaction (a batch of messages).
+    store_latency: Histogram = dataclasses.field(default_factory=Histogram)
+    #: Unfinished uploads and the bytes they announced (refreshed every GAUGES_EVERY_S).
+    open_uploads: int = 0
+    staged_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -81,6 +119,7 @@ class Message:
     mid: int
     qos: int
     oversize: int = 0  # the size of a payload dropped at the door (0: the payload is all here)
+    arrived: float = dataclasses.field(default_factory=time.monotonic)
 
 
 class Ingester:
@@ -127,6 +166,7 @@ class Ingester:
         self.max_message = maximum_message(max_chunk)
         self._next_sweep = 0.0
         self._next_summary = time.monotonic() + SUMMARY_EVERY_S
+        self._next_gauges = 0.0
         self._summarised: dict[str, int] = {}
         #: Called after each committed batch with its size (metrics; tests kill the process here).
         self.on_commit: Callable[[int], None] | None = None
@@ -178,7 +218,8 @@ class Ingester:
 
     def _transaction(self, messages: Sequence[Message]) -> None:
         mark = len(self._outgoing)
-        saved = dataclasses.replace(self.stats)
+        saved = copy.deepcopy(self.stats)  # the per-kind and per-device counts are dicts
+        started = time.monotonic()
         try:
             with self.store.batch():
                 self.intake.begin()
@@ -197,9 +238,11 @@ class Ingester:
         except BaseException:
             self.intake.staging.release()
             del self._outgoing[mark:]
-            self.stats.__dict__.update(dataclasses.asdict(saved))
+            for f in dataclasses.fields(saved):  # the counts as they were before the batch
+                setattr(self.stats, f.name, getattr(saved, f.name))
             raise
         self.stats.batches += 1
+        self.stats.store_latency.observe(time.monotonic() - started)
 
     def _internal_error(self, msg: Message, exc: BaseException) -> None:
         """A message that breaks the handler itself: dead-letter it rather than retry forever."""
@@ -218,6 +261,14 @@ class Ingester:
         except Exception as exc:  # housekeeping must never stop ingestion; the next sweep retries
             log.error("sweep failed: %r", exc)
         self._next_sweep = time.monotonic() + self.intake.limits.sweep_interval_s
+
+    def _refresh_gauges(self) -> None:
+        """Unfinished uploads and their announced bytes, read from the store (all ingesters' alike)."""
+        self._next_gauges = time.monotonic() + GAUGES_EVERY_S
+        try:
+            self.stats.open_uploads, self.stats.staged_bytes = self.store.staging_totals()
+        except Exception as exc:  # a gauge must never stop ingestion
+            log.warning("cannot read the staging totals: %r", exc)
 
     def _log_summary(self) -> None:
         """Once a minute at default verbosity: the same totals the metrics endpoint serves."""
@@ -307,6 +358,8 @@ class Ingester:
                     self._publish_commands(client)
                 if time.monotonic() >= self._next_summary:
                     self._log_summary()
+                if time.monotonic() >= self._next_gauges:
+                    self._refresh_gauges()
                 if time.monotonic() >= self._next_heartbeat:
                     self.heartbeat()
         except Outage as exc:
@@ -341,6 +394,9 @@ class Ingester:
         if self.on_commit is not None:
             self.on_commit(len(batch))
         self._flush_receipts(client)
+        now = time.monotonic()
+        for msg in batch:
+            self.stats.receipt_latency.observe(now - msg.arrived)
 
     def _flush_receipts(self, client: mqtt.Client) -> None:
         outgoing, self._outgoing = self._outgoing, []

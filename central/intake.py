@@ -71,6 +71,27 @@ class IntakeStats:
     uploads_expired: int = 0
     staging_files_removed: int = 0
     dead_letters_expired: int = 0
+    #: Records stored per kind (kinds are validated first, so the set is the schema's).
+    records_by_kind: dict[str, int] = field(default_factory=dict)
+    #: Bytes of blobs verified and stored.
+    blob_bytes_stored: int = 0
+    #: Refusals by reason (the reason's leading words; at most MAX_REASONS kinds, then "other").
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+MAX_REASONS = 40  # distinct refusal reasons counted apart (a metric label: bounded)
+
+
+def reason_category(reason: str) -> str:
+    """The refusal's kind for counting: its words before the first detail (digits, quotes, ':')."""
+    words = []
+    for word in reason.split()[:6]:
+        if any(c.isdigit() for c in word) or word[0] in "'\"([{<" or not word.isascii():
+            break
+        words.append(word.rstrip(":,;.").lower())
+        if word.endswith((":", ",", ";")):
+            break
+    return " ".join(w for w in words if w)[:60] or "other"
 
 
 class Intake:
@@ -158,6 +179,11 @@ class Intake:
     def dead(self, topic: str, device: str | None, reason: str, payload: bytes) -> None:
         """Dead-letter a refused message, within the device's dead-letter rate (the rest are counted)."""
         self.stats.rejected += 1
+        by_reason = self.stats.rejected_by_reason
+        category = reason_category(reason)
+        if category not in by_reason and len(by_reason) >= MAX_REASONS:
+            category = "other"
+        by_reason[category] = by_reason.get(category, 0) + 1
         key = device or "-"
         if not self._dead.take(key):
             self.stats.dead_letters_dropped += 1
@@ -247,6 +273,7 @@ class Intake:
         )
         if status == "stored":
             self.stats.records_stored += 1
+            self.stats.records_by_kind[env.kind] = self.stats.records_by_kind.get(env.kind, 0) + 1
             if env.kind == "command_ack" and not record_ack(self.store, up.device, env.body):
                 log.warning("%s acknowledged command %s, which is not open for it", up.device, env.body["command_id"])
         else:
@@ -409,6 +436,7 @@ class Intake:
             return
         status = self.store.finish_blob(dev, sha, fin.size, media_type)
         self.stats.blobs_stored += status == "stored"
+        self.stats.blob_bytes_stored += fin.size if status == "stored" else 0
         self.emit(dev, Receipt(type="blob", id=sha, status=status, size=fin.size, sha256=sha, reply_to="fin"))
 
     # ------------------------------------------------------------------ queries

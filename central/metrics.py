@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from central.errors import CentralError
@@ -79,7 +79,49 @@ class IngestCollector(Collector):
         for device, n in sorted(dict(stats.dead_letters_dropped_by_device).items()):
             by_device.add_metric([device], float(n))
         yield by_device
+        by_kind = CounterMetricFamily(
+            "fieldcap_ingest_records_stored_by_kind", "Records stored (first copy), per record kind.", labels=["kind"]
+        )
+        for kind, n in sorted(dict(stats.records_by_kind).items()):
+            by_kind.add_metric([kind], float(n))
+        yield by_kind
+        yield CounterMetricFamily(
+            "fieldcap_ingest_blob_bytes_stored",
+            "Bytes of blobs verified and stored.",
+            value=float(stats.blob_bytes_stored),
+        )
+        by_reason = CounterMetricFamily(
+            "fieldcap_ingest_rejected_by_reason",
+            "Refusals (rejected receipts and dead letters) by the reason's leading words (at most 40, then other).",
+            labels=["reason"],
+        )
+        for reason, n in sorted(dict(stats.rejected_by_reason).items()):
+            by_reason.add_metric([reason], float(n))
+        yield by_reason
         yield GaugeMetricFamily("fieldcap_ingest_connected", "1 while connected to the broker.", value=stats.connected)
+        yield GaugeMetricFamily(
+            "fieldcap_ingest_open_uploads", "Unfinished uploads in the store (all ingesters).", value=stats.open_uploads
+        )
+        yield GaugeMetricFamily(
+            "fieldcap_ingest_staged_bytes",
+            "Bytes announced by unfinished uploads (all ingesters).",
+            value=stats.staged_bytes,
+        )
+        for name, doc, hist in (
+            (
+                "fieldcap_ingest_receipt_latency_seconds",
+                "Message arrival to its receipt published.",
+                stats.receipt_latency,
+            ),
+            (
+                "fieldcap_ingest_store_latency_seconds",
+                "One store transaction (a batch of messages).",
+                stats.store_latency,
+            ),
+        ):
+            family = HistogramMetricFamily(name, doc)
+            family.add_metric([], hist.buckets(), hist.total)
+            yield family
 
 
 class IngestMetricsServer:

@@ -288,6 +288,12 @@ class CentralStore(ABC):
             ).fetchall()
         return [(str(r[0]), str(r[1])) for r in rows]
 
+    def staging_totals(self) -> tuple[int, int]:
+        """Unfinished uploads and the bytes they announced, over every device."""
+        with self._tx() as cur:
+            row = self._exec(cur, "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM staging").fetchone()
+        return int(row[0]), int(row[1])
+
     def staging_keys(self) -> set[tuple[str, str]]:
         with self._tx() as cur:
             return {(str(r[0]), str(r[1])) for r in self._exec(cur, "SELECT device, sha256 FROM staging").fetchall()}

@@ -531,10 +531,21 @@ def test_refusals_are_metrics_of_a_running_ingest(mosquitto: LocalBroker, centra
                 60,
                 "the refusals in the metrics",
             )
+            evil.send(topics.record(EVIL, "capture"), capture_env(EVIL, "01a252975072-0000000000000002"))
+            wait_for(lambda: scrape(url).get("fieldcap_ingest_records_stored_total", 0) >= 1, 60, "a valid record")
+            wait_for(lambda: "fieldcap_ingest_open_uploads" in scrape(url), 60, "the staging gauges")
         metrics = scrape(url)
-        assert metrics["fieldcap_ingest_messages_total"] >= 2
+        assert metrics["fieldcap_ingest_messages_total"] >= 3
         assert metrics["fieldcap_ingest_connected"] == 1.0
-        assert metrics["fieldcap_ingest_records_stored_total"] == 0
+        assert metrics["fieldcap_ingest_records_stored_total"] == 1
+        assert metrics['fieldcap_ingest_records_stored_by_kind_total{kind="capture"}'] == 1
+        reasons_seen = {k: v for k, v in metrics.items() if k.startswith("fieldcap_ingest_rejected_by_reason_total")}
+        assert sum(reasons_seen.values()) == metrics["fieldcap_ingest_rejected_total"] >= 2, reasons_seen
+        assert len(reasons_seen) >= 2  # a schema refusal and a quota refusal are told apart
+        for hist in ("receipt_latency", "store_latency"):
+            count = metrics[f"fieldcap_ingest_{hist}_seconds_count"]
+            assert count >= 1 and metrics[f'fieldcap_ingest_{hist}_seconds_bucket{{le="+Inf"}}'] == count
+        assert metrics["fieldcap_ingest_receipt_latency_seconds_count"] >= 3  # one per message
     finally:
         stop(proc)
     assert "metrics on http://127.0.0.1:" in log.read_text()
