@@ -13,6 +13,7 @@ harmless and removes anything that arrived since (the audit remembers which sess
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,9 @@ from sync.wire import utc_now
 
 SESSION_KINDS = ("session", "stream", "take", "capture", "alignment", "alignment_pairs")
 CAPTURE_KINDS = ("verdict", "annotation", "channel_verdict")
+
+
+PSEUDONYM = re.compile(r"[0-9a-f]{16,128}")  # what PurgeBody accepts: the device's HMAC, hex
 
 
 class WithdrawError(ValueError):
@@ -89,6 +93,11 @@ def _withdrawn_before(
 
 def withdraw(store: CentralStore, blobs: BlobBackend, pseudonym: str, who: str) -> Withdrawal:
     """Delete the participant's data centrally and tell the devices; WithdrawError if none is known."""
+    if not PSEUDONYM.fullmatch(pseudonym):
+        raise WithdrawError(
+            f"{pseudonym[:80]!r} is not a pseudonym: devices write 16 to 128 hex digits (see `fieldcap central"
+            " participants` or the session records); the raw subject ID never leaves the booth"
+        )
     result = Withdrawal(pseudonym)
     gone_files: list[str] = []
     with store.batch(), store._tx() as cur:

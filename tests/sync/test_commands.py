@@ -178,6 +178,8 @@ def test_user_mistakes_in_central_rerecord_are_one_line_errors(central: Central)
     assert result.exit_code == 1 and "no take 'nope'" in result.output
     result = cli("central", "withdraw", "0" * 64, "--store", central.url, "--blobs", str(central.tree.root))
     assert result.exit_code == 1 and "no session" in result.output
+    result = cli("central", "withdraw", "Alice Smith", "--store", central.url, "--blobs", str(central.tree.root))
+    assert result.exit_code == 1 and "is not a pseudonym" in result.output and "Traceback" not in result.output
 
 
 def test_withdrawal_deletes_the_participant_centrally_and_on_the_device(
