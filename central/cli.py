@@ -174,8 +174,8 @@ SIZE = SizeParam()
     default=30.0,
     show_default=True,
     type=click.FloatRange(0.1, 86400),
-    help="Seconds between publishing again the central commands (re-record requests, purges) that devices "
-    "have not acknowledged yet.",
+    help="Seconds between publishing again a central command (assignment, re-record request, purge) its device "
+    "has not acknowledged yet; a new command goes out within 2 s.",
 )
 def ingest_command(
     broker: str,

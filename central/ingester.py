@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import logging
 import select
 import threading
@@ -55,6 +56,7 @@ RECEIPT_BYTES = 64 * 1024  # receipts per message, before the broker's own maxim
 BATCH_RETRIES = 3
 SUMMARY_EVERY_S = 60.0  # the totals log line
 GAUGES_EVERY_S = 15.0  # staging gauges
+COMMAND_LOOK_S = 2.0  # how often the open commands are read: a new one goes out within this
 PACKET_OVERHEAD = 64 * 1024  # topic, properties and headers around a payload, generously
 COMMAND_EVERY_S = 30.0  # open central → device commands are published again this often until acknowledged
 SIGNATURE_BYTES = 128  # the signature's user property: name, "ed25519:" and 88 base64 characters
@@ -157,6 +159,7 @@ class Ingester:
         self.signer = signer
         self.command_every_s = command_every_s
         self._next_commands = 0.0
+        self._command_sent: dict[bytes, float] = {}  # open command (payload digest) -> when published
         self.heartbeat_every_s = heartbeat_every_s
         self._next_heartbeat = 0.0
         self.started_utc = utc_now()
@@ -410,14 +413,23 @@ class Ingester:
                 client.publish(topic, payload, qos=1, properties=self._signed(topic, payload))
 
     def _publish_commands(self, client: mqtt.Client) -> None:
-        """Publish every open command again (QoS 1); devices apply each id once."""
-        self._next_commands = time.monotonic() + self.command_every_s
+        """Publish open commands (QoS 1): a new one at once, each again every ``command_every_s``
+        until its device acknowledges it; devices apply each id once."""
+        now = time.monotonic()
+        self._next_commands = now + min(COMMAND_LOOK_S, self.command_every_s)
         try:
             pending = open_commands(self.store)
         except Exception as exc:  # commands must never stop ingestion; the next round retries
             log.error("cannot read the open commands: %r", exc)
             return
+        sent, self._command_sent = self._command_sent, {}
         for device, kind, payload in pending:
+            key = hashlib.sha256(payload).digest()
+            last = sent.get(key)
+            if last is not None and now - last < self.command_every_s:
+                self._command_sent[key] = last  # published recently: its device has it, or is offline
+                continue
+            self._command_sent[key] = now
             try:
                 topic = topics.command(device, kind)
             except topics.TopicError as exc:
