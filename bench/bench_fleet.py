@@ -225,7 +225,16 @@ def run(n: int, k: int, args: argparse.Namespace, store: str, pg_data: Path | No
         workers = [
             ctx.Process(
                 target=worker,
-                args=(names[j::w], str(work / "devices"), broker.url, str(public), args.mix, args.seconds, queue),
+                args=(
+                    names[j::w],
+                    str(work / "devices"),
+                    broker.url,
+                    str(public),
+                    args.mix,
+                    args.seconds,
+                    args.backlog,
+                    queue,
+                ),
             )
             for j in range(w)
         ]

@@ -259,8 +259,9 @@ def throwaway_postgres() -> Iterator[str]:
 def drop_tables(url: str) -> None:
     import psycopg
 
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS meta, records, blobs, staging, chunks, dead_letters")
+    with psycopg.connect(url, autocommit=True) as conn:  # every table, whatever the schema version made
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
 
 
 # ---------------------------------------------------------------------------- main
