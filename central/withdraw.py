@@ -152,6 +152,11 @@ def withdraw(store: CentralStore, blobs: BlobBackend, pseudonym: str, who: str) 
 
 
 def _mark(store: CentralStore, captures: set[tuple[str, str]], pseudonym: str, when: str) -> int:
+    from central.datasets.named import note_withdrawn
     from central.datasets.versions import mark_withdrawn
 
-    return mark_withdrawn(store, captures, f"participant {pseudonym} withdrew", when) if captures else 0
+    if not captures:
+        return 0
+    note = f"participant {pseudonym} withdrew"
+    note_withdrawn(store, {f"{device}/{capture}" for device, capture in captures}, note, when)
+    return mark_withdrawn(store, captures, note, when)

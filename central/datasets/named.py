@@ -41,7 +41,13 @@ SCHEMA = [
         filters TEXT NOT NULL,
         samples BIGINT NOT NULL,
         entries TEXT NOT NULL
-    )"""
+    )""",
+    """CREATE TABLE IF NOT EXISTS dataset_named_notes (
+        name TEXT NOT NULL,
+        noted_utc TEXT NOT NULL,
+        note TEXT NOT NULL,
+        samples BIGINT NOT NULL
+    )""",
 ]
 
 
@@ -250,3 +256,49 @@ def pin(samples: Sequence[Sample], version: NamedVersion) -> tuple[list[Sample],
         out.append(s)
     out.sort(key=lambda s: s.sort_key)
     return out, problems
+
+
+# ---- Withdrawal notes (central.withdraw): a version is immutable, so what a withdrawal removed from
+# the store is noted beside each version that holds it; exporting the version then skips those
+# samples (they are no longer in the store) and says so.
+
+NOTES_SCHEMA = """CREATE TABLE IF NOT EXISTS dataset_named_notes (
+    name TEXT NOT NULL,
+    noted_utc TEXT NOT NULL,
+    note TEXT NOT NULL,
+    samples BIGINT NOT NULL
+)"""
+
+
+def note_withdrawn(store: CentralStore, keys: set[str], note: str, when: str) -> int:
+    """Note, beside every named version holding any of these sample keys, how many it held; the
+    number of versions noted."""
+    if not keys:
+        return 0
+    noted = 0
+    with store._tx() as cur:
+        if not store.has_table(cur, "dataset_named_versions"):
+            return 0
+        if not store.has_table(cur, "dataset_named_notes"):  # a store from before the notes (no DDL otherwise)
+            store._exec(cur, NOTES_SCHEMA)
+        for name, entries in store._exec(cur, "SELECT name, entries FROM dataset_named_versions").fetchall():
+            held = sum(str(e.get("key")) in keys for e in json.loads(entries))
+            if held:
+                store._exec(
+                    cur,
+                    "INSERT INTO dataset_named_notes (name, noted_utc, note, samples) VALUES (?,?,?,?)",
+                    (str(name), when, note, held),
+                )
+                noted += 1
+    return noted
+
+
+def notes(store: CentralStore, name: str) -> list[dict[str, Any]]:
+    """The withdrawal notes of version ``name``, oldest first."""
+    with store._tx() as cur:
+        if not store.has_table(cur, "dataset_named_notes"):
+            return []
+        rows = store._exec(
+            cur, "SELECT noted_utc, note, samples FROM dataset_named_notes WHERE name = ? ORDER BY noted_utc", (name,)
+        ).fetchall()
+    return [{"noted_utc": str(t), "note": str(n), "samples": int(k)} for t, n, k in rows]

@@ -80,7 +80,8 @@ def show_command(store_url: str, name: str, as_json: bool) -> None:
 
     with _opened(store_url) as store:
         v = named.get(store, name)
-    s = v.summary()
+        withdrawn = named.notes(store, name)
+    s = {**v.summary(), "withdrawals": withdrawn}
     if as_json:
         echo_json({**s, "entries": list(v.entries)})
         return
@@ -90,6 +91,8 @@ def show_command(store_url: str, name: str, as_json: bool) -> None:
     for title in ("modalities", "annotation_sources", "labels", "time_of_day", "weather"):
         if s[title]:
             click.echo(f"{title.replace('_', ' ')}: " + ", ".join(f"{k} {n}" for k, n in s[title].items()))
+    for w in withdrawn:
+        click.echo(f"withdrawn {w['noted_utc']}: {w['note']} ({w['samples']} of its samples are gone from the store)")
 
 
 @version_group.command("diff")

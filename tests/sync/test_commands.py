@@ -28,6 +28,7 @@ from central.broker import LocalBroker
 from central.cli import central_group
 from central.commands import audit_rows, list_commands
 from central.datasets.commands import export_command
+from central.datasets.version_commands import version_group
 from central.rerecord import states
 from sync import topics
 from sync.files import write_atomic
@@ -36,7 +37,7 @@ from sync.signing import ReceiptSigner, ReceiptVerifier, generate
 from sync.wire import utc_now
 
 ALICE, BOB = "a1" * 32, "b2" * 32
-CLI = click.Group(commands={"central": central_group, "export": export_command})
+CLI = click.Group(commands={"central": central_group, "export": export_command, "version": version_group})
 
 
 @pytest.fixture(scope="module")
@@ -202,9 +203,14 @@ def test_withdrawal_deletes_the_participant_centrally_and_on_the_device(
         before = cli("export", "--store", central.url, "--out", str(tmp_path / "v1"), "--format", "jsonl", "--quiet")
         assert before.exit_code == 0, before.output
         assert central.tree.path_for(alice_sha).exists()
+        made = cli("version", "create", "before-withdrawal", "--store", central.url, "--note", "all of it")
+        assert made.exit_code == 0, made.output
 
         result = cli("central", "withdraw", ALICE, "--store", central.url, "--blobs", str(central.tree.root))
         assert result.exit_code == 0, result.output
+        shown = cli("version", "show", "before-withdrawal", "--store", central.url, "--json")
+        (note,) = json.loads(shown.output)["withdrawals"]  # the immutable version says what left the store
+        assert note["note"] == f"participant {ALICE} withdrew" and note["samples"] == 1
 
         # Centrally at once: no record of hers, her blob gone, Bob untouched.
         everything = "\n".join(str(r) for r in central_rows(central, "SELECT body FROM records"))
