@@ -8,6 +8,7 @@ trusts local connections, so the role name is what PostgreSQL checks, as it woul
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -21,6 +22,24 @@ from .conftest import run, sql
 
 OTHER = "other-02"
 PSEUDONYM = "0a1b2c3d4e5f6071"
+
+
+@pytest.fixture
+def postgres_url(postgres_url: str) -> Iterator[str]:
+    """A database of its own on the session's cluster: the rows, policies and grants made here stay
+    out of the other tests' database (roles are cluster-wide, and named for these tests)."""
+    import uuid
+
+    import psycopg
+
+    name = f"access_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield postgres_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def cli(*args: str, stdin: str | None = None) -> Any:
