@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,35 @@ def _load(name: str) -> Any:
 _pg = _load_pg_cluster()
 PgCluster, pg_bin = _pg.PgCluster, _pg.pg_bin
 S3Server = _load("s3_server").S3Server
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """``tmpfs(MiB)``: a small filesystem of its own that a test can fill (root only; skipped, with the
+    reason, where mounting is impossible), unmounted afterwards."""
+    mounted: list[Path] = []
+
+    def mount(size_mib: int) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+        mnt = tmp_path / f"fs-{len(mounted)}"
+        mnt.mkdir()
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(mnt)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(mnt)
+        return mnt
+
+    try:
+        yield mount
+    finally:
+        for mnt in mounted:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,10 @@ import dataclasses
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -357,19 +356,9 @@ def test_hostile_device_beside_an_honest_one_postgresql(
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 48 MiB tmpfs, mounted for this test (root only)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)], check=False, capture_output=True
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({proc.stderr.decode().strip()}); needs root")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+def small_disk(tmpfs: Callable[[int], Path]) -> Path:
+    """A 48 MiB filesystem for the central blobs."""
+    return tmpfs(48)
 
 
 def test_disk_fill_on_a_small_filesystem(mosquitto: LocalBroker, small_disk: Path, tmp_path: Path) -> None:
