@@ -39,7 +39,7 @@ def opened(store_url: str) -> Iterator[CentralStore]:
     from sync.errors import SyncError
 
     try:
-        store = open_store(store_url)
+        store = open_store(store_url, create=False)
     except SyncError as exc:
         raise UserError(str(exc)) from None
     try:

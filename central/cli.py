@@ -292,7 +292,7 @@ def central_rerecord(
     if not as_list and not (reason and reason.strip()):
         raise click.UsageError("give --reason TEXT: the booth operator reads it")
     with user_errors(SyncError, OSError, RerecordError):
-        store = open_store(store_url)
+        store = open_store(store_url, create=False)
         try:
             if not as_list:
                 for cmd in request(store, takes, captures, (reason or "").strip(), operator()):
@@ -349,7 +349,7 @@ def central_withdraw(pseudonym: str, store_url: str, blob_spec: str, as_json: bo
     from sync.errors import SyncError
 
     with user_errors(SyncError, OSError, WithdrawError), explained():
-        store = open_store(store_url)
+        store = open_store(store_url, create=False)
         try:
             blobs = open_blobs(blob_spec)
             try:
@@ -438,7 +438,7 @@ def central_ls(
     from sync.errors import SyncError
 
     with user_errors(SyncError, OSError):
-        store = open_store(store_url)
+        store = open_store(store_url, create=False)
     try:
         rows = store.dead_letters(1000) if dead_letters else store.list_records(device=device, kind=kind, limit=limit)
     finally:
@@ -508,7 +508,7 @@ def central_status(store_url: str, blob_spec: str | None, stale: float, as_json:
 
     status = Status()
     try:
-        store = open_store(store_url)
+        store = open_store(store_url, create=False)
     except (StoreError, OSError) as exc:
         status.store = {"url": redact(store_url), "reachable": False}
         status.fail(str(exc))

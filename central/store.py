@@ -531,8 +531,12 @@ def _private_file(path: Path) -> None:
         os.close(fd)
 
 
-def open_store(url: str) -> CentralStore:
-    """``sqlite:///path/central.db`` (or a plain path) or ``postgresql://...``; StoreError if unusable."""
+def open_store(url: str, *, create: bool = True) -> CentralStore:
+    """``sqlite:///path/central.db`` (or a plain path) or ``postgresql://...``; StoreError if unusable.
+
+    ``create=False`` (every command but ``ingest``): a SQLite file that does not exist is an error, so a
+    mistyped ``--store`` is reported instead of answered from a new, empty store.
+    """
     parts = urlsplit(url)
     if parts.scheme in ("postgresql", "postgres"):
         from central.pgstore import PostgresStore
@@ -540,7 +544,13 @@ def open_store(url: str) -> CentralStore:
         store: CentralStore = PostgresStore(url)
         return store
     if parts.scheme == "sqlite":  # sqlite:///abs/path (also sqlite:////abs/path); a plain path for relative
-        return SqliteStore(Path("/" + url.removeprefix("sqlite://").lstrip("/")))
-    if parts.scheme == "":
-        return SqliteStore(Path(url))
-    raise StoreError(f"store URL {url!r} is neither sqlite:///PATH nor postgresql://...")
+        path = Path("/" + url.removeprefix("sqlite://").lstrip("/"))
+    elif parts.scheme == "":
+        path = Path(url)
+    else:
+        raise StoreError(f"store URL {url!r} is neither sqlite:///PATH nor postgresql://...")
+    if not create and not path.is_file():
+        raise StoreError(
+            f"--store {url}: no central store there (a SQLite file made by fieldcap ingest); check the path"
+        )
+    return SqliteStore(path)

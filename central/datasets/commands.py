@@ -40,7 +40,6 @@ def _blob_dir(store_url: str, blob_spec: str | None) -> Path:
 @contextmanager
 def _blob_backend(store_url: str, blob_spec: str | None) -> Iterator[BlobBackend]:
     """The blob directory or object store the ingesters write, closed afterwards; failures are user errors."""
-    _check_store(store_url)
     if blob_spec is not None and blob_spec.startswith("s3://"):
         try:
             blobs = open_blobs(blob_spec)
@@ -59,17 +58,11 @@ def _blob_backend(store_url: str, blob_spec: str | None) -> Iterator[BlobBackend
         blobs.close()
 
 
-def _check_store(store_url: str) -> None:
-    if urlsplit(store_url).scheme in ("", "sqlite") and not Path(store_url.removeprefix("sqlite://")).is_file():
-        raise UserError(f"--store {store_url}: no central store there (a SQLite file made by fieldcap ingest)")
-
-
 @contextmanager
 def _opened(store_url: str) -> Iterator[CentralStore]:
     """The central store, closed afterwards; sync errors (DatasetError too) become one-line user errors."""
-    _check_store(store_url)
     try:
-        store = open_store(store_url)
+        store = open_store(store_url, create=False)
     except SyncError as exc:
         raise UserError(str(exc)) from None
     from central.access_cli import explained

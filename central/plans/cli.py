@@ -47,7 +47,7 @@ def plan_push(plan_file: Path, store_url: str) -> None:
 
     with user_errors(SyncError, OSError):
         plan = load_plan(plan_file)
-        store = open_store(store_url)
+        store = open_store(store_url, create=False)
         try:
             commands = push(store, plan, operator())
         finally:
@@ -72,7 +72,7 @@ def plan_status_command(plan_file: Path, store_url: str, as_json: bool) -> None:
 
     with user_errors(SyncError, OSError):
         plan = load_plan(plan_file)
-        store = open_store(store_url)
+        store = open_store(store_url, create=False)
         try:
             rows = plan_status(store, plan)
             sent = deliveries(store, plan.name)
@@ -113,7 +113,7 @@ def participants_command(store_url: str, as_json: bool) -> None:
     from sync.errors import SyncError
 
     with user_errors(SyncError, OSError):
-        store = open_store(store_url)
+        store = open_store(store_url, create=False)
         try:
             people = registry(store)
         finally:

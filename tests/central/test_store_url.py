@@ -62,3 +62,18 @@ def test_keygen_and_ingest_receipt_key_errors_are_clear(tmp_path: Path) -> None:
     )
     assert bad.returncode == 1
     assert "not an unencrypted PEM private key" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_mistyped_sqlite_store_is_reported_not_created(tmp_path: Path) -> None:
+    """Only `fieldcap ingest` makes a store: every other command names the missing file and creates none."""
+    missing = tmp_path / "typo" / "central.db"
+    for argv in (["central", "status"], ["central", "ls"], ["central", "participants"], ["version", "list"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "agent", *argv, "--store", f"sqlite:///{missing}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 1, (argv, done.stdout, done.stderr)
+        assert "no central store there" in done.stderr + done.stdout and "Traceback" not in done.stderr
+        assert not missing.exists() and not missing.parent.exists()
