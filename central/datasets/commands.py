@@ -40,6 +40,7 @@ def _blob_dir(store_url: str, blob_spec: str | None) -> Path:
 @contextmanager
 def _blob_backend(store_url: str, blob_spec: str | None) -> Iterator[BlobBackend]:
     """The blob directory or object store the ingesters write, closed afterwards; failures are user errors."""
+    _check_store(store_url)  # first: a missing store explains a missing blob tree beside it
     if blob_spec is not None and blob_spec.startswith("s3://"):
         try:
             blobs = open_blobs(blob_spec)
@@ -56,6 +57,11 @@ def _blob_backend(store_url: str, blob_spec: str | None) -> Iterator[BlobBackend
         raise UserError(str(exc)) from None
     finally:
         blobs.close()
+
+
+def _check_store(store_url: str) -> None:
+    if urlsplit(store_url).scheme in ("", "sqlite") and not Path(store_url.removeprefix("sqlite://")).is_file():
+        raise UserError(f"--store {store_url}: no central store there (a SQLite file made by fieldcap ingest)")
 
 
 @contextmanager
