@@ -1,6 +1,6 @@
-"""The central store at 1M and more records, on SQLite and PostgreSQL: listing, export selection, report.
+"""The central store at 1M and more records, on SQLite and PostgreSQL: listing, status, export selection, report.
 
-    python bench/bench_store_growth.py [--sizes 1000000,3000000] [--load-upto 1000000] [--no-pg] [--no-sqlite]
+    python bench/bench_store_growth.py [--sizes 1000000,3000000] [--full-upto 100000] [--no-pg] [--no-sqlite]
 
 Each store is made by ``open_store`` (schema and indexes from ``central.migrations``) and filled
 with one ``INSERT ... SELECT`` from a recursive CTE (SQLite) or ``generate_series`` (PostgreSQL):
@@ -9,12 +9,14 @@ with one ``INSERT ... SELECT`` from a recursive CTE (SQLite) or ``generate_serie
 (``sync.records``). Timed on each size:
 
 * ``central ls --device X --limit 100`` (``CentralStore.list_records``), median of 20;
-* the export selection (``load_samples`` + ``select`` with ``--device`` × 10, ≈ 1 % of the
-  captures): what ``fieldcap export`` does before it writes anything;
+* ``central status``'s device list (``status._devices``: two index seeks per device), median of 5;
+* the export selection (``load_for`` + ``select`` with ``--device`` × 10, ≈ 1 % of the
+  captures): what ``fieldcap export`` does before it writes anything; it reads those devices'
+  records only;
 * ``fieldcap report`` on that selection (``build_report``, card and plots, blobs absent).
 
-The last two read every capture, verdict, annotation, session, stream and take record into
-memory, so they run only up to ``--load-upto`` records.
+Up to ``--full-upto`` records the selection is also timed the way it was made before (every
+record loaded, then filtered in Python), for comparison.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from central.blobs import BlobTree  # noqa: E402
 from central.datasets.report import ReportOptions, build_report  # noqa: E402
 from central.datasets.samples import load_samples  # noqa: E402
-from central.datasets.selection import Filters, select  # noqa: E402
+from central.datasets.selection import Filters, load_for, select  # noqa: E402
+from central.status import _devices  # noqa: E402
 from central.store import CentralStore, open_store  # noqa: E402
 
 DEVICES = 1000
@@ -142,17 +145,22 @@ def once(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def measure(store: CentralStore, n: int, load_upto: int, tmp: Path) -> dict[str, float]:
+def measure(store: CentralStore, n: int, full_upto: int, tmp: Path) -> dict[str, float]:
     out = {"ls --device X --limit 100": median(lambda: store.list_records(device=CHOSEN[3], limit=100), 20)}
-    if n > load_upto:
-        return out
+    devices: list[object] = []
+    out["status: device list"] = median(lambda: devices.extend(_devices(store)), 5)
+    assert len(devices) == 6 * DEVICES, len(devices)  # 5 timed calls and the warm-up
     filters = Filters(devices=CHOSEN)
     selected: list[object] = []
-    out["export selection (1 %)"] = once(lambda: selected.extend(select(load_samples(store), filters)))
+    out["export selection (1 %)"] = once(lambda: selected.extend(select(load_for(store, filters), filters)))
     blobs = BlobTree(tmp / "blobs")
     out["report (1 %)"] = once(lambda: build_report(store, blobs, tmp / f"card-{n}", ReportOptions(filters=filters)))
     blobs.close()
     print(f"  selection: {len(selected):,} samples")
+    if n <= full_upto:
+        again: list[object] = []
+        out["export selection, full load"] = once(lambda: again.extend(select(load_samples(store), filters)))
+        assert len(again) == len(selected)
     return out
 
 
@@ -174,7 +182,9 @@ def stores(use_sqlite: bool, use_pg: bool, tmp: Path) -> Iterator[list[Database]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000000,3000000", help="Comma-separated record counts.")
-    ap.add_argument("--load-upto", type=int, default=1_000_000, help="Largest store to export/report from.")
+    ap.add_argument(
+        "--full-upto", type=int, default=0, help="Also time the full-load selection on stores up to this size."
+    )
     ap.add_argument("--no-pg", action="store_true")
     ap.add_argument("--no-sqlite", action="store_true")
     args = ap.parse_args()
@@ -195,7 +205,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     fill(store, dialect, n)
                     print(f"{name}: filled {n:,} records in {time.perf_counter() - t0:.0f} s", flush=True)
-                    for op, secs in measure(store, n, args.load_upto, tmp).items():
+                    for op, secs in measure(store, n, args.full_upto, tmp).items():
                         rows.append((name, n, op, secs))
                         print(f"  {op}: {secs * 1e3:.1f} ms", flush=True)
                 finally:

@@ -423,24 +423,43 @@ def central_keygen(out_dir: Path) -> None:
     click.echo(f"{public}: the devices' receipt_public_key (key id {kid})")
 
 
+LS_LIMIT = 100
+
+
 @central_group.command("ls")
 @store_url_option
 @click.option("--device", help="Only this device.")
 @click.option("--kind", help="Only this record kind (capture, verdict, event, ...).")
 @json_option("One JSON object per record per line.")
 @click.option("--dead-letters", is_flag=True, help="List the rejected messages and why, newest first (up to 1000).")
-@click.option("--limit", type=click.IntRange(1), help="Only the first N records (in the order they arrived).")
+@click.option(
+    "--limit",
+    type=click.IntRange(0),
+    default=LS_LIMIT,
+    show_default=True,
+    help="Only the first N records (in the order they arrived); 0: all of them.",
+)
 def central_ls(
-    store_url: str, device: str | None, kind: str | None, as_json: bool, dead_letters: bool, limit: int | None
+    store_url: str, device: str | None, kind: str | None, as_json: bool, dead_letters: bool, limit: int
 ) -> None:
-    """What the central store holds: device, record_id, kind, sha256, size, received time."""
+    """What the central store holds: device, record_id, kind, sha256, size, received time.
+
+    The first --limit records only (a store holds millions); the table says how many more there are.
+    """
     from central.store import open_store
     from sync.errors import SyncError
 
     with user_errors(SyncError, OSError):
         store = open_store(store_url, create=False)
+    more = 0
     try:
-        rows = store.dead_letters(1000) if dead_letters else store.list_records(device=device, kind=kind, limit=limit)
+        if dead_letters:
+            rows = store.dead_letters(1000)
+        else:
+            rows = store.list_records(device=device, kind=kind, limit=limit + 1 if limit else None)
+            if limit and len(rows) > limit:
+                rows = rows[:limit]
+                more = store.count_records(device=device, kind=kind) - limit
     finally:
         store.close()
     if as_json:
@@ -476,6 +495,8 @@ def central_ls(
                 )
             )
     Console().print(table)
+    if more > 0:
+        click.echo(f"... and {more:,} more record(s): --limit N shows more, --limit 0 all of them")
 
 
 @central_group.command("status")

@@ -85,8 +85,23 @@ def store_status(store: CentralStore, url: str, status: Status, now: datetime, s
     status.dead_letters = [{"device": r[0], "reason": r[1], "count": int(r[2])} for r in rows]
 
 
+# Each device and its newest record's arrival, without reading the records: the device names are
+# found by skipping through the primary key (device, record_id) from one device to the next, and
+# each one's newest arrival is one seek in records_device_received. Two index lookups per device,
+# whatever the number of records (a GROUP BY read every row of the index: seconds at 10M records).
+DEVICES_SEEN = (
+    "WITH RECURSIVE d(device) AS ("
+    " SELECT MIN(device) FROM records"
+    " UNION ALL"
+    " SELECT (SELECT MIN(r.device) FROM records r WHERE r.device > d.device) FROM d WHERE d.device IS NOT NULL)"
+    " SELECT d.device, (SELECT MAX(r.received_utc) FROM records r WHERE r.device = d.device)"
+    " FROM d WHERE d.device IS NOT NULL"
+)
+
+
 def _devices(store: CentralStore) -> list[dict[str, Any]]:
-    """Each device with its newest record's arrival, open uploads (and their bytes) and open commands."""
+    """Each device with its newest record's arrival, open uploads (and their bytes) and open
+    commands (what the central side knows of its backlog)."""
     out: dict[str, dict[str, Any]] = {}
 
     def dev(name: str) -> dict[str, Any]:
@@ -95,7 +110,7 @@ def _devices(store: CentralStore) -> list[dict[str, Any]]:
         )
 
     with store._tx() as cur:
-        for d, seen in store._exec(cur, "SELECT device, MAX(received_utc) FROM records GROUP BY device").fetchall():
+        for d, seen in store._exec(cur, DEVICES_SEEN).fetchall():
             dev(str(d))["last_seen_utc"] = seen
         staging = "SELECT device, COUNT(*), COALESCE(SUM(size), 0) FROM staging GROUP BY device"
         for d, n, size in store._exec(cur, staging).fetchall():

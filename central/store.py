@@ -460,6 +460,21 @@ class CentralStore(ABC):
         keys = ["device", "record_id", "kind", "sha256", "size", "received_utc", "blob_stored"]
         return [dict(zip(keys, (*r[:6], bool(r[6])), strict=True)) for r in rows]
 
+    def count_records(self, *, device: str | None = None, kind: str | None = None) -> int:
+        """How many records ``list_records`` would list without a limit (by device: an index range)."""
+        sql, args = "SELECT COUNT(*) FROM records", []
+        where = []
+        if device:
+            where.append("device = ?")
+            args.append(device)
+        if kind:
+            where.append("kind = ?")
+            args.append(kind)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._tx() as cur:
+            return int(self._exec(cur, sql, args).fetchone()[0])
+
     def list_blobs(self) -> list[dict[str, Any]]:
         with self._tx() as cur:
             rows = self._exec(

@@ -30,7 +30,8 @@ class Adjudication:
 def adjudicate(store: CentralStore, key: str, use: str, by: str) -> Adjudication:
     """Store ``use``'s newest set of capture ``key`` (DEVICE/RECORD_ID) as ``by``'s adjudication."""
     device, _, record_id = key.partition("/")
-    sample = next((s for s in load_samples(store) if s.device == device and s.record_id == record_id), None)
+    found = load_samples(store, devices=[device])
+    sample = next((s for s in found if s.device == device and s.record_id == record_id), None)
     if sample is None:
         raise DatasetError(f"{key}: no such capture in the store; give DEVICE/RECORD_ID as fieldcap agreement lists it")
     if use == MACHINE:

@@ -125,7 +125,8 @@ def session_coverage(
     verdicts: dict[Key, VerdictFacts] = {}
     per_mic: dict[Key, dict[int, VerdictFacts]] = {}
     decisions: dict[Key, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
-    for device, record_id, kind, _received, env, _stored in read_records(store, KINDS):
+    devices = {device for device, _session in wanted}  # sessions, takes and verdicts are per device
+    for device, record_id, kind, _received, env, _stored in read_records(store, KINDS, devices=devices):
         body = env["body"]
         if kind == "session" and (device, str(body.get("session_id"))) in wanted:
             sessions[(device, str(body["session_id"]))] = body  # the newest (end) record wins

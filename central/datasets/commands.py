@@ -462,12 +462,11 @@ def agreement_group(
         return
     store_url = resolve_store_url(store_url, store_file)
     from central.datasets.consistency import consistency
-    from central.datasets.samples import load_samples
-    from central.datasets.selection import select, unknown_values
+    from central.datasets.selection import load_for, select, unknown_values
 
     filters = _filters(kw)
     with _opened(store_url) as store:
-        everything = load_samples(store)
+        everything = load_for(store, filters)
     unknown = unknown_values(everything, filters)
     if unknown:
         raise UserError(f"{unknown[0]}: no sample in the store has it; check the spelling")

@@ -22,7 +22,7 @@ from central.datasets.errors import DatasetError
 from central.datasets.outdir import SCHEMA, prepare
 from central.datasets.plan import FORMATS, ExportContext, ExportOptions
 from central.datasets.samples import Sample, load_samples
-from central.datasets.selection import select, unknown_values
+from central.datasets.selection import load_for, select, unknown_values
 from central.datasets.snapshot import FileSpec, WriteStats, write_snapshot
 from central.store import CentralStore
 
@@ -70,7 +70,15 @@ def export(
 
     An export with another plan in ``out`` is refused unless ``replace`` (``outdir.prepare``).
     """
-    everything = load_samples(store)
+    version = None
+    if options.version is not None:
+        if options.filters.as_dict():
+            raise DatasetError("--version: a named version already fixes the samples; drop the filter options")
+        version = named.get(store, options.version)
+        # Only the devices the version holds samples of are read.
+        everything = load_samples(store, devices={str(e["key"]).rpartition("/")[0] for e in version.entries})
+    else:
+        everything = load_for(store, options.filters)
     unknown = unknown_values(everything, options.filters)
     if unknown:
         raise DatasetError(
@@ -79,10 +87,7 @@ def export(
     plan = {"schema": SCHEMA, "format": options.fmt, "filters": options.filters.as_dict(), "layout": options.layout()}
     frozen: dict[str, Any] | None = None
     pinned: list[dict[str, str]] = []
-    if options.version is not None:
-        if options.filters.as_dict():
-            raise DatasetError("--version: a named version already fixes the samples; drop the filter options")
-        version = named.get(store, options.version)
+    if version is not None:
         chosen, pinned = named.pin(everything, version)
         frozen = {k: v for k, v in version.summary().items() if k in ("name", "version_id", "author", "note")}
         frozen["created_utc"] = version.created_utc

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from central.datasets.errors import DatasetError
-from central.datasets.samples import Sample, load_samples
-from central.datasets.selection import Filters, select, unknown_values
+from central.datasets.samples import Sample
+from central.datasets.selection import Filters, load_for, select, unknown_values
 from central.datasets.versions import canonical_json, content_sha256
 from central.store import CentralStore
 
@@ -123,7 +123,7 @@ def create(store: CentralStore, name: str, filters: Filters, note: str, author: 
             f"version {name!r} exists (made {existing.created_utc} by {existing.author}); versions are"
             " immutable — choose a new name"
         )
-    everything = load_samples(store)
+    everything = load_for(store, filters)
     unknown = unknown_values(everything, filters)
     if unknown:
         raise DatasetError(f"{unknown[0]}: no sample in the store has it; check the spelling")

@@ -19,8 +19,8 @@ from central.datasets import booth_coverage, indicators, plots
 from central.datasets.consistency import consistency
 from central.datasets.errors import DatasetError
 from central.datasets.headline import headline, human_bytes
-from central.datasets.samples import Sample, load_samples
-from central.datasets.selection import Filters, select, unknown_values
+from central.datasets.samples import Sample
+from central.datasets.selection import Filters, load_for, select, unknown_values
 from central.store import CentralStore
 
 
@@ -53,7 +53,7 @@ def build_report(store: CentralStore, blobs: BlobBackend, out: Path, options: Re
         raise DatasetError(f"--out {out}: is a file; give a directory")
     if options.scripts_dir is not None and not options.scripts_dir.is_dir():
         raise DatasetError(f"--scripts {options.scripts_dir}: not a directory of prompt scripts")
-    everything = load_samples(store)
+    everything = load_for(store, options.filters)
     unknown = unknown_values(everything, options.filters)
     if unknown:
         raise DatasetError(f"{unknown[0]}: no sample in the store has it; check the spelling")

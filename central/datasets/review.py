@@ -155,7 +155,12 @@ def _load(path: Path) -> tuple[bytes, list[Any]]:
 def import_review(store: CentralStore, path: Path, adjudicators: Collection[str] = ()) -> ImportSummary:
     """Store every submitted annotation in ``path`` as an annotation set; see the module doc."""
     raw, tasks = _load(path)
-    samples = {(s.device, s.record_id): s for s in load_samples(store)}
+    mentioned = {  # only the devices the tasks name are read from the store
+        str(t["data"]["fieldcap_device"])
+        for t in tasks
+        if isinstance(t, dict) and isinstance(t.get("data"), dict) and t["data"].get("fieldcap_device")
+    }
+    samples = {(s.device, s.record_id): s for s in load_samples(store, devices=mentioned)}
     summary = ImportSummary(tasks=len(tasks))
     items: list[NewSet] = []
     unknown: list[str] = []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,11 +181,20 @@ class Samples(list[Sample]):
         self.invalid: dict[str, int] = {}
 
 
+DEVICES_PER_QUERY = 500  # device names bound per statement (SQLite allows 32766 variables)
+
+
 def read_records(
-    store: CentralStore, kinds: Sequence[str] = KINDS, invalid: Counter[str] | None = None
+    store: CentralStore,
+    kinds: Sequence[str] = KINDS,
+    invalid: Counter[str] | None = None,
+    devices: Collection[str] | None = None,
 ) -> list[tuple[str, str, str, str, dict[str, Any], bool]]:
     """(device, record_id, kind, received_utc, envelope, blob stored) of ``kinds``, by device and
     record id (record ids sort by time, so the newest of several comes last).
+
+    ``devices``: only these devices' records, read through the primary key (device, record_id), so
+    a selection of a few devices reads their rows only, not the store; None: every device.
 
     Every body is checked against its kind's schema (``sync.records``) again: rows stored before the
     ingester validated bodies, or edited by hand, are skipped and counted in ``invalid`` instead of
@@ -193,14 +202,26 @@ def read_records(
     """
     invalid = Counter() if invalid is None else invalid
     marks = ",".join("?" * len(kinds))
+    sql = (
+        "SELECT r.device, r.record_id, r.kind, r.received_utc, r.body, o.sha256 IS NOT NULL"
+        " FROM records r LEFT JOIN blob_owners o ON o.device = r.device AND o.sha256 = r.blob_sha256"
+        f" WHERE r.kind IN ({marks})"
+    )
+    rows: list[Any] = []
     with store._tx() as cur:
-        rows = store._exec(
-            cur,
-            "SELECT r.device, r.record_id, r.kind, r.received_utc, r.body, o.sha256 IS NOT NULL"
-            " FROM records r LEFT JOIN blob_owners o ON o.device = r.device AND o.sha256 = r.blob_sha256"
-            f" WHERE r.kind IN ({marks}) ORDER BY r.device, r.record_id",
-            tuple(kinds),
-        ).fetchall()
+        if devices is None:
+            rows = store._exec(cur, sql + " ORDER BY r.device, r.record_id", tuple(kinds)).fetchall()
+        else:
+            # In device order, a bounded number of devices per statement: the rows stay in
+            # (device, record id) order across statements.
+            names = sorted(set(devices))
+            for i in range(0, len(names), DEVICES_PER_QUERY):
+                part = names[i : i + DEVICES_PER_QUERY]
+                rows += store._exec(
+                    cur,
+                    sql + f" AND r.device IN ({','.join('?' * len(part))}) ORDER BY r.device, r.record_id",
+                    (*kinds, *part),
+                ).fetchall()
     out = []
     for device, record_id, kind, received, body, stored in rows:
         try:
@@ -227,8 +248,13 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def load_samples(store: CentralStore) -> Samples:
-    """Every capture in the store as a sample, in capture-time order (``invalid``: rows skipped per kind)."""
+def load_samples(store: CentralStore, devices: Collection[str] | None = None) -> Samples:
+    """Every capture in the store as a sample, in capture-time order (``invalid``: rows skipped per kind).
+
+    ``devices``: only the captures of these devices, and only their records are read (everything a
+    sample joins — verdicts, annotations, sessions, streams, takes, human annotation sets, sensor
+    readings — is the same device's), so each of their samples is the same as in a full load.
+    """
     invalid: Counter[str] = Counter()
     captures = Samples()
     verdicts: dict[tuple[str, str], dict[str, Any]] = {}
@@ -237,7 +263,7 @@ def load_samples(store: CentralStore) -> Samples:
     sessions: dict[tuple[str, str], dict[str, Any]] = {}
     streams: dict[tuple[str, str], dict[str, Any]] = {}
     takes: dict[tuple[str, str], dict[str, Any]] = {}
-    for device, record_id, kind, received, env, stored in read_records(store, KINDS, invalid):
+    for device, record_id, kind, received, env, stored in read_records(store, KINDS, invalid, devices):
         body = env["body"]
         if kind == "capture":
             blob = env.get("blob")
@@ -266,7 +292,7 @@ def load_samples(store: CentralStore) -> Samples:
             streams[(device, str(body["stream_id"]))] = body
         elif kind == "take" and body.get("take_id"):
             takes[(device, str(body["take_id"]))] = body
-    _link(captures, verdicts, annotations, sessions, streams, takes, all_sets(store))
+    _link(captures, verdicts, annotations, sessions, streams, takes, all_sets(store, devices))
     readings = ReadingIndex.build([(c.device, c.capture) for c in captures if c.modality == "sensor"])
     for c in captures:
         c.channel_verdicts = channels.get((c.device, c.record_id), [])

@@ -13,7 +13,8 @@ from typing import Any
 
 from central.datasets.environment import TIMES_OF_DAY, Condition
 from central.datasets.errors import DatasetError
-from central.datasets.samples import Sample
+from central.datasets.samples import Sample, Samples, load_samples
+from central.store import CentralStore
 
 VERDICTS = ("pass", "fail", "review", "none")
 
@@ -109,6 +110,17 @@ class Filters:
         if self.weathers and env.get("weather") not in self.weathers:
             return False
         return self.include_superseded or s.superseded_by is None
+
+
+def load_for(store: CentralStore, filters: Filters) -> Samples:
+    """The samples ``filters`` can select from: with ``--device``, only those devices' (read from the
+    store by device, so a selection of a few devices reads their records, not the whole store);
+    ``select`` applies every filter to them and picks exactly what it would pick from a full load.
+
+    The other filters (site, session, time, modality, QC, labels, environment) depend on joined or
+    derived values (a capture's site is its session's) and are applied by ``select`` in Python.
+    """
+    return load_samples(store, devices=filters.devices or None)
 
 
 def select(samples: Iterable[Sample], filters: Filters) -> list[Sample]:

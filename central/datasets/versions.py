@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,15 +169,21 @@ def _insert(store: CentralStore, cur: Any, item: NewSet, review_id: str) -> None
     )
 
 
-def all_sets(store: CentralStore) -> dict[tuple[str, str], list[AnnotationSet]]:
-    """Every human annotation set, by (device, capture_id), least preferred first."""
+def all_sets(store: CentralStore, devices: Collection[str] | None = None) -> dict[tuple[str, str], list[AnnotationSet]]:
+    """Every human annotation set (of ``devices`` only, if given), by (device, capture_id), least preferred first."""
     ensure_schema(store)
+    sql = (
+        "SELECT set_id, device, capture_id, annotator, role, annotated_utc, review_id, content_sha256, annotations"
+        " FROM dataset_annotation_sets"
+    )
     with store._tx() as cur:
-        rows = store._exec(
-            cur,
-            "SELECT set_id, device, capture_id, annotator, role, annotated_utc, review_id, content_sha256, annotations"
-            " FROM dataset_annotation_sets",
-        ).fetchall()
+        if devices is None:
+            rows = store._exec(cur, sql).fetchall()
+        else:
+            names, rows = sorted(set(devices)), []
+            for i in range(0, len(names), 500):
+                part = names[i : i + 500]
+                rows += store._exec(cur, sql + f" WHERE device IN ({','.join('?' * len(part))})", part).fetchall()
     out: dict[tuple[str, str], list[AnnotationSet]] = {}
     for set_id, device, capture_id, annotator, role, annotated, review_id, digest, body in rows:
         s = AnnotationSet(
