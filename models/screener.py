@@ -82,6 +82,18 @@ class Screener:
         self._lock = threading.Lock()
         # analyzers that could not run (model missing or unloadable) -> why; callers may clear it
         self.not_run: dict[str, str] = {}
+        # id(profile) -> (profile, its fingerprint): the settings and their profiles are frozen,
+        # and hashing a profile's JSON dump cost ~80 us per screened image (keeping the profile
+        # in the value keeps its id from being reused)
+        self._fingerprints: dict[int, tuple[QcProfile, str]] = {}
+
+    def _fingerprint(self, prof: QcProfile) -> str:
+        cached = self._fingerprints.get(id(prof))
+        if cached is not None and cached[0] is prof:
+            return cached[1]
+        fingerprint = prof.fingerprint()
+        self._fingerprints[id(prof)] = (prof, fingerprint)
+        return fingerprint
 
     # --- models -------------------------------------------------------------------------------
 
@@ -183,7 +195,7 @@ class Screener:
                 )
         judge_audio(metrics, prof, findings)
         verdict, reasons = findings.verdict()
-        return Screening("audio", metrics, verdict, reasons, name, prof.fingerprint(), annotations, used)
+        return Screening("audio", metrics, verdict, reasons, name, self._fingerprint(prof), annotations, used)
 
     def _speech(
         self,
@@ -311,7 +323,7 @@ class Screener:
             annotations.extend(self._text(bgr, prof, metrics, findings, used))
         judge_visible(prof, findings)
         verdict, reasons = findings.verdict()
-        return Screening("visible", metrics, verdict, reasons, name, prof.fingerprint(), annotations, used)
+        return Screening("visible", metrics, verdict, reasons, name, self._fingerprint(prof), annotations, used)
 
     def _text(
         self,
@@ -414,7 +426,7 @@ class Screener:
             verdict,
             reasons,
             name,
-            prof.fingerprint(),
+            self._fingerprint(prof),
             [],
             [AnalyzerInfo("fieldcap.thermal-signal", SIGNAL_VERSION)],
         )

@@ -119,6 +119,25 @@ def test_sharp_low_texture_scene_passes_and_its_blur_fails(plain: Screener, scen
     assert all(a < b for a, b in itertools.pairwise(effects)), effects
 
 
+def test_the_stored_profile_version_follows_a_copied_profile() -> None:
+    """The screener computes each profile's fingerprint once; a profile copied with a changed
+    threshold (as the booth's instant QC does with ``model_copy``) must still get its own."""
+    settings = QcSettings()
+    screener = Screener(settings, model_dir=pathlib.Path("/nonexistent"))
+    image = photo("camera")
+    first = screener.image(image).profile_version
+    assert screener.image(image).profile_version == first == settings.profiles["camera-visible"].fingerprint()
+    strict = settings.profiles["camera-visible"].model_copy(update={"min_blur": 400.0})
+    copied = Screener(
+        settings.model_copy(update={"profiles": {**settings.profiles, "camera-visible": strict}}),
+        model_dir=pathlib.Path("/nonexistent"),
+    )
+    version = copied.image(image).profile_version
+    assert version == strict.fingerprint() != first
+    screener.settings = copied.settings  # same screener, settings swapped: no stale version
+    assert screener.image(image).profile_version == version
+
+
 def test_blur_reason_names_both_scores(plain: Screener) -> None:
     result = plain.image(cv2.GaussianBlur(photo("camera"), (0, 0), 3))
     reason = next(r for r in result.reasons if r.startswith("blur"))
