@@ -1,4 +1,4 @@
-"""DNSMOS P.835 run in time tiles: the same scores in a ninth of the activation memory.
+"""DNSMOS P.835 run in time tiles: the same scores in a third of the activation memory.
 
 Why: the published graph turns one 9 s window into a 900 x 161 log-power spectrogram and runs
 four 3x3 convolutions at full resolution, 128 and 64 channels wide. The live activations reach
@@ -40,7 +40,10 @@ if TYPE_CHECKING:
 
 STRIDE = 8  # three 2x2 max pools
 HALO = 24  # frames of context per side: the receptive field needs 18, rounded up to STRIDE
-ROWS_PER_TILE = 4  # output rows per tile: the 112-row map in 28 tiles of <= 80 frames (~12 MB peak)
+# Output rows per tile: the 112-row map in 3 tiles of <= 352 frames (~40 MB peak instead of the whole
+# graph's ~96 MB). Smaller tiles hold less but recompute more halo: 4 rows (28 tiles of 80 frames,
+# ~8 MB) cost 2.9x the whole graph's CPU, 38 rows 1.1-1.2x (bench/bench_qc.py; BENCHMARKS.md).
+ROWS_PER_TILE = 38
 VARIANTS = ("dnsmos-features", "dnsmos-trunk", "dnsmos-head")
 
 F32 = npt.NDArray[np.float32]

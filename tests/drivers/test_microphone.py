@@ -137,29 +137,43 @@ def test_stall_longer_than_the_server_buffer_is_a_counted_drop(pulse: PulseAudio
     holes = [(int(frame_no[j + 1]), int(steps[j] - 1)) for j in np.flatnonzero(steps != 1)]
     starts = np.cumsum([0] + [len(b.payload) for b in blocks])  # type: ignore[arg-type]
     marked = [(int(starts[i]), b) for i, b in enumerate(blocks) if b.meta.get("overflow")]
-    # the stall's hole is there, and it is the one the driver found
-    at, true_lost = max(holes, key=lambda h: h[1])
-    assert 1.5 * RATE < true_lost < 3.5 * RATE, holes
-    hole_start, hole = min(marked, key=lambda m: abs(m[0] - at))
-    assert abs(hole.meta["lost_frames"] - true_lost) < 0.05 * RATE, (holes, hole.meta)  # from arrival times
+    # Every lost frame is counted, within LOSS_TOLERANCE_S (shorter losses are invisible by
+    # design). On a starved machine an overflow can come in many pieces (thousands of frames
+    # each) instead of one hole; the driver sees one late episode and counts them together. So
+    # holes less than half a second of audio apart form one episode, compared by its total.
+    tolerance = LOSS_TOLERANCE_S * RATE
+    slack = 1024 + 0.05 * RATE  # a declared hole sits at a block boundary near the loss
+    episodes: list[list[tuple[int, int]]] = []
+    for h in holes:
+        if episodes and h[0] - episodes[-1][-1][0] <= RATE // 2:
+            episodes[-1].append(h)
+        else:
+            episodes.append([h])
+
+    def declared_in(episode: list[tuple[int, int]]) -> list[tuple[int, Any]]:
+        return [(start, b) for start, b in marked if episode[0][0] - slack <= start <= episode[-1][0] + slack]
+
+    for episode in episodes:
+        lost = sum(n for _, n in episode)
+        if lost > tolerance + 0.05 * RATE:
+            found = sum(b.meta["lost_frames"] or 0 for _, b in declared_in(episode))
+            assert abs(found - lost) <= tolerance, (lost, found, episode[:3], len(episode), marked)
+    # the stall's episode is there and the driver found it from arrival times ...
+    stall = max(episodes, key=lambda e: sum(n for _, n in e))
+    assert sum(n for _, n in stall) > 1.5 * RATE, stall[:5]  # 8 s stall, 5.5 s of server buffer
+    found_here = [(start, b) for start, b in declared_in(stall) if b.meta.get("lost_frames")]
+    assert found_here, (stall[:5], marked)
+    hole_start, hole = found_here[0]
     assert hole.meta["loss_detected_by"] == "arrival-timing"
-    # the hole is placed at the block boundary nearest to where it really is, and device_time
-    # keeps the device's timeline: the block after the hole is numbered past it
-    assert abs(hole_start - at) <= 1024
-    lost_so_far = sum(b.meta["lost_frames"] for start, b in marked if start <= hole_start)
+    # ... placed at a block boundary where the loss is, and device_time keeps the device's
+    # timeline: the block after the hole is numbered past it
+    lost_so_far = sum(b.meta["lost_frames"] or 0 for start, b in marked if start <= hole_start)
     assert hole.device_time == hole_start + lost_so_far
     assert hole.meta["clock_segment"] > blocks[0].meta["clock_segment"]
-    # every other hole (a load spike can starve the player or the server too) is counted as well,
-    # unless it is shorter than the detection tolerance, which the driver documents as invisible
-    tolerance = LOSS_TOLERANCE_S * RATE
-    for h_at, h_lost in holes:
-        near = [b for start, b in marked if abs(start - h_at) <= 1024 + 0.05 * RATE]
-        if h_lost > tolerance + 0.05 * RATE:
-            assert any(abs(b.meta["lost_frames"] - h_lost) < 0.05 * RATE for b in near), (holes, marked)
     for start, b in marked:  # and no loss is declared where none happened
         assert any(abs(start - h_at) <= 1024 + 0.05 * RATE for h_at, _ in holes), (holes, start, b.meta)
     assert stats.overflows == len(marked)
-    declared = sum(b.meta["lost_frames"] for _, b in marked)
+    declared = sum(b.meta["lost_frames"] or 0 for _, b in marked)
     assert stats.drops == pytest.approx(declared / 1024, abs=3 * len(marked))  # counted in blocks
     assert "lost before capture" in (stats.last_error or "")
     # time stamps stay on the host clock across the hole (within the detection tolerance)

@@ -15,11 +15,12 @@ from models import dnsmos, dnsmos_tiles, resample
 from models.screener import Screener
 
 
+@pytest.mark.parametrize("rows_per_tile", [4, dnsmos_tiles.ROWS_PER_TILE])
 @pytest.mark.parametrize("frames", [8, 64, 223, 224, 500, 900, 1801])
-def test_tiles_cover_every_row_once_with_context(frames: int) -> None:
+def test_tiles_cover_every_row_once_with_context(frames: int, rows_per_tile: int) -> None:
     rows = frames // dnsmos_tiles.STRIDE
     covered: list[int] = []
-    for start, end, k0, k1 in dnsmos_tiles.tiles(frames):
+    for start, end, k0, k1 in dnsmos_tiles.tiles(frames, rows_per_tile):
         assert start % dnsmos_tiles.STRIDE == 0 and 0 <= start < end <= frames
         first, last = start // dnsmos_tiles.STRIDE + k0, start // dnsmos_tiles.STRIDE + k1
         covered.extend(range(first, last))
