@@ -87,7 +87,7 @@ def _raw_tiled(parts: tuple[ModelSession, ...], batch: npt.NDArray[np.float32]) 
 def score(session: ModelSession, audio16: npt.NDArray[np.float32], batch_size: int = 8) -> list[MosScores]:
     """Scores per channel of (n, ch) float32 audio at 16 kHz (see ``resample.to_16k``).
 
-    On the CPU it runs the tiled graphs when the model splits (the same scores in ~40 MB of
+    On the CPU it runs the tiled graphs when the model splits (the same scores in ~33 MB of
     activations instead of ~96 MB of the process's memory per window); on an accelerator, whose
     memory holds the activations, and for a model that does not split, the published graph,
     ``batch_size`` windows a call.

@@ -40,10 +40,11 @@ if TYPE_CHECKING:
 
 STRIDE = 8  # three 2x2 max pools
 HALO = 24  # frames of context per side: the receptive field needs 18, rounded up to STRIDE
-# Output rows per tile: the 112-row map in 3 tiles of <= 352 frames (~40 MB peak instead of the whole
+# Output rows per tile: the 112-row map in 4 tiles of <= 272 frames (~33 MB peak instead of the whole
 # graph's ~96 MB). Smaller tiles hold less but recompute more halo: 4 rows (28 tiles of 80 frames,
-# ~8 MB) cost 2.9x the whole graph's CPU, 38 rows 1.1-1.2x (bench/bench_qc.py; BENCHMARKS.md).
-ROWS_PER_TILE = 38
+# ~8 MB) cost 2.9x the whole graph's CPU, 28 rows ~1.2x, 38 rows ~1.15x but ~8 MB more, which the
+# agent's 250 MB RSS budget does not leave (bench/bench_qc.py, bench/soak.py; BENCHMARKS.md).
+ROWS_PER_TILE = 28
 VARIANTS = ("dnsmos-features", "dnsmos-trunk", "dnsmos-head")
 
 F32 = npt.NDArray[np.float32]

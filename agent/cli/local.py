@@ -217,8 +217,8 @@ def _reexec_with_huge_pages() -> None:
     huge pages, once, before any thread exists.
 
     Why: every block over the mmap threshold (``_tune_malloc``) is a fresh mapping, so each DNSMOS
-    tile's ~40 MB of activations is faulted in 4 KiB pages at every run, ~10 % of its CPU; with
-    ``glibc.malloc.hugetlb=1`` those mappings fault in 2 MiB pages (measured: DNSMOS 1.30x -> 1.20x
+    tile's ~33 MB of activations is faulted in 4 KiB pages at every run, ~10 % of its CPU; with
+    ``glibc.malloc.hugetlb=1`` those mappings fault in 2 MiB pages (measured: DNSMOS 1.30x -> 1.22x
     of bare onnxruntime's CPU, same peak RSS). glibc reads its tunables only at start-up, hence the
     exec. Skipped where it cannot help (not glibc, THP off) and when GLIBC_TUNABLES already names
     the tunable (``glibc.malloc.hugetlb=0`` turns it off).
