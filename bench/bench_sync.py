@@ -113,13 +113,18 @@ def confirmed(catalog: Path) -> tuple[int, int]:
 
 @contextlib.contextmanager
 def ingesters(
-    broker_url: str, store_url: str, blobs: Path, n: int, log: Path, *extra: str
+    broker_url: str, store_url: str, blobs: Path | str, n: int, log: Path, *extra: str, sessions: bool = False
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """``fieldcap ingest`` processes in one shared-subscription group, ready when subscribed."""
+    """``fieldcap ingest`` processes in one shared-subscription group, ready when subscribed.
+
+    ``blobs``: a directory or ``s3://BUCKET/PREFIX``. ``sessions``: each ingester gets a fixed
+    client id and a broker session that outlives its connection (its queue survives a stall).
+    """
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for k in range(n):
             klog = log.with_suffix(f".{k}.log")
+            own = ["--client-id", f"bench-ingest-{k}", "--session-expiry", "3600"] if sessions else []
             with klog.open("wb") as out:
                 procs.append(
                     subprocess.Popen(
@@ -137,6 +142,7 @@ def ingesters(
                             str(blobs),
                             "--group",
                             "bench",
+                            *own,
                             *extra,
                         ],
                         stdout=out,

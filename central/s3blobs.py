@@ -62,6 +62,7 @@ class S3Blobs:
         )
         transfer = require("boto3.s3.transfer", "central", "S3 blob storage")
         self._transfer = transfer.TransferConfig(multipart_threshold=part_bytes, multipart_chunksize=part_bytes)
+        self._part_bytes = part_bytes
         try:
             self._s3: Any = boto3.session.Session().client("s3", config=config)
         except self._botocore_exc.BotoCoreError as exc:
@@ -121,12 +122,15 @@ class S3Blobs:
 
     # ------------------------------------------------------------------ BlobBackend
 
+    def _missing(self, exc: Any) -> bool:
+        """A ClientError that says the key is not there."""
+        return bool(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404)
+
     def _head_size(self, sha256: str) -> int | None:
         try:
             head = self._s3.head_object(Bucket=self.bucket, Key=self.key(sha256))
         except self._botocore_exc.ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status == 404:
+            if self._missing(exc):
                 return None
             raise self._unavailable(exc, f"looking up blob {sha256} in") from None
         except self._botocore_exc.BotoCoreError as exc:
@@ -137,13 +141,20 @@ class S3Blobs:
         return self._head_size(sha256) == size
 
     def verify(self, sha256: str, size: int) -> bool:
-        if not self.exists(sha256, size):
-            return False
+        """The object is there with this size and hashes to its name (one GET: its length, then its bytes)."""
         digest = hashlib.sha256()
         read = 0
         try:
-            body = self._s3.get_object(Bucket=self.bucket, Key=self.key(sha256))["Body"]
             try:
+                got = self._s3.get_object(Bucket=self.bucket, Key=self.key(sha256))
+            except self._botocore_exc.ClientError as exc:
+                if self._missing(exc):
+                    return False
+                raise
+            body = got["Body"]
+            try:
+                if int(got["ContentLength"]) != size:
+                    return False
                 for block in body.iter_chunks(READ_BYTES):
                     digest.update(block)
                     read += len(block)
@@ -157,7 +168,11 @@ class S3Blobs:
         if self.verify(sha256, size):
             return  # stored before (by another ingester, or by an attempt whose batch rolled back)
         try:
-            self._s3.upload_file(str(source), self.bucket, self.key(sha256), Config=self._transfer)
+            if size < self._part_bytes:  # one PUT, without the transfer manager's threads per call
+                with source.open("rb") as body:
+                    self._s3.put_object(Bucket=self.bucket, Key=self.key(sha256), Body=body)
+            else:
+                self._s3.upload_file(str(source), self.bucket, self.key(sha256), Config=self._transfer)
         except (self._botocore_exc.BotoCoreError, self._botocore_exc.ClientError) as exc:
             raise self._unavailable(exc, f"uploading blob {sha256} to") from None
         except self._s3transfer_failed() as exc:
