@@ -16,7 +16,9 @@ blur, and the flattest 4:3 crops 384, 320 and 256 px wide plus named ones (sky o
 skin of two portraits, shelves) upscaled 3-11x: such an upscale is itself a blur of sigma ~1.5-4 at
 1280 px, so these are reported by upscale factor, not scored.
 
-Prints the confusion matrix, the misjudged images and, with --details, every score.
+Prints the confusion matrix, the misjudged images and, with --details, every score; with
+--estimate, how far the half-the-rows estimate (``image_metrics.measure``) is from the whole image
+(``measure_full``) over every sharp and blurred image.
 """
 
 from __future__ import annotations
@@ -174,6 +176,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="camera-visible")
     parser.add_argument("--details", action="store_true", help="print every image's scores")
+    parser.add_argument("--estimate", action="store_true", help="band estimate against the whole image")
     args = parser.parse_args()
     screener = Screener(model_dir=pathlib.Path("/nonexistent"))  # signal metrics only
 
@@ -189,9 +192,29 @@ def main() -> int:
     diag_blurred = {"upscale 3-4x": [0, 0], "upscale 5-11x": [0, 0]}
     wrong: list[str] = []
     monotone_breaks: list[str] = []
+    deviations: list[tuple[float, float, float, float]] = []
+
+    def deviation(image: Image) -> None:
+        band = image_metrics.measure(image, WIDTH, 30, 250, reblur_below=None)
+        full = image_metrics.measure_full(image, WIDTH, 30, 250, reblur_below=None)
+        ratios = (
+            abs(band.underexposed_ratio - full.underexposed_ratio),
+            abs(band.overexposed_ratio - full.overexposed_ratio),
+        )
+        deviations.append(
+            (
+                abs(band.blur / full.blur - 1),
+                abs(band.tenengrad / full.tenengrad - 1),
+                abs(band.mean_luma - full.mean_luma),
+                max(ratios),
+            )
+        )
+
     cases = list(sharp_cases(photos))
     for i, case in enumerate(cases):
         failed, scores = judge(case.image)
+        if args.estimate:
+            deviation(case.image)
         row = counts["sharp"] if case.group == "sharp" else diag[case.group]
         row[1 if failed else 0] += 1
         if failed and case.group == "sharp":
@@ -199,6 +222,8 @@ def main() -> int:
         series = [scores]
         for sigma in SIGMAS:
             soft = blurred(case.image, sigma)
+            if args.estimate:
+                deviation(soft)
             b_failed, b_scores = judge(soft)
             series.append(b_scores)
             key = "blurred" if sigma >= 3 else "mild"
@@ -240,6 +265,19 @@ def main() -> int:
     print(f"\nscored accuracy {(sharp_ok + blurred_ok) / total:.1%} ({sharp_ok + blurred_ok}/{total})")
     for line in wrong + monotone_breaks:
         print("  " + line)
+    if deviations:
+        table = np.array(deviations)
+        print(f"\nband estimate against the whole image, {len(table)} images: median / 95th percentile / max")
+        for column, label, unit in (
+            (0, "blur", "rel."),
+            (1, "tenengrad", "rel."),
+            (2, "mean luma", "levels"),
+            (3, "exposure ratios", "abs."),
+        ):
+            values = table[:, column]
+            print(
+                f"  {label:<16} {np.median(values):.4f} / {np.percentile(values, 95):.4f} / {values.max():.4f} ({unit})"
+            )
     return 0
 
 

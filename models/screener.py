@@ -39,7 +39,8 @@ from models.verdicts import Findings, judge_audio, judge_thermal, judge_visible
 
 SIGNAL_VERSION = "1"
 # 2: blur_effect (re-blur ratio) next to the Laplacian variance
-IMAGE_SIGNAL_VERSION = "2"
+# 3: blur, Tenengrad and exposure estimated from half the rows (image_metrics.screening_bands)
+IMAGE_SIGNAL_VERSION = "3"
 SNR_RANGE = (-30.0, 100.0)
 MAX_CHANNELS = 64
 T = TypeVar("T")
