@@ -212,7 +212,7 @@ def main() -> None:
     args = parser.parse_args()
     CLOCK["now"] = time.process_time if args.clock == "cpu" else time.perf_counter
     _tune_malloc()  # the daemon's allocator settings: DNSMOS's cost depends on them
-    tunables = os.environ.get("GLIBC_TUNABLES", "") or "none (the daemon sets glibc.malloc.hugetlb=1)"
+    tunables = os.environ.get("GLIBC_TUNABLES", "") or "none"
     print(f"cv2 threads {cv2.getNumThreads()}, onnxruntime {ort.__version__}, clock {args.clock}")
     print(f"glibc tunables: {tunables}")
     image_part(args.repeat)

@@ -42,8 +42,9 @@ STRIDE = 8  # three 2x2 max pools
 HALO = 24  # frames of context per side: the receptive field needs 18, rounded up to STRIDE
 # Output rows per tile: the 112-row map in 4 tiles of <= 272 frames (~33 MB peak instead of the whole
 # graph's ~96 MB). Smaller tiles hold less but recompute more halo: 4 rows (28 tiles of 80 frames,
-# ~8 MB) cost 2.9x the whole graph's CPU, 28 rows ~1.2x, 38 rows ~1.15x but ~8 MB more, which the
-# agent's 250 MB RSS budget does not leave (bench/bench_qc.py, bench/soak.py; BENCHMARKS.md).
+# ~8 MB) cost 2.9x the whole graph's CPU, 28 rows ~1.4x (~1.2x with glibc's huge-page malloc), 38 rows
+# ~1.3x but ~8 MB more, which the agent's 250 MB RSS budget does not leave (bench/bench_qc.py,
+# bench/soak.py; BENCHMARKS.md).
 ROWS_PER_TILE = 28
 VARIANTS = ("dnsmos-features", "dnsmos-trunk", "dnsmos-head")
 

@@ -195,7 +195,6 @@ def run_cmd(config_file: Path) -> None:
 
     from agent.ops.supervisor import Supervisor, load_checked
 
-    _reexec_with_huge_pages()
     faulthandler.enable(all_threads=True)  # a watchdog SIGABRT prints every thread's stack to the journal
     _tune_malloc()
     os.umask(0o027)  # catalog, media and status hold participants' data: no world access (as UMask= in the unit)
@@ -207,38 +206,6 @@ def run_cmd(config_file: Path) -> None:
         supervisor.install_signal_handlers()
         code = supervisor.run()
     sys.exit(code)
-
-
-HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb"
-
-
-def _reexec_with_huge_pages() -> None:
-    """Start the daemon again (same PID, same arguments) with glibc's malloc asking for transparent
-    huge pages, once, before any thread exists.
-
-    Why: every block over the mmap threshold (``_tune_malloc``) is a fresh mapping, so each DNSMOS
-    tile's ~33 MB of activations is faulted in 4 KiB pages at every run, ~10 % of its CPU; with
-    ``glibc.malloc.hugetlb=1`` those mappings fault in 2 MiB pages (measured: DNSMOS 1.30x -> 1.22x
-    of bare onnxruntime's CPU, same peak RSS). glibc reads its tunables only at start-up, hence the
-    exec. Skipped where it cannot help (not glibc, THP off) and when GLIBC_TUNABLES already names
-    the tunable (``glibc.malloc.hugetlb=0`` turns it off).
-    """
-    import platform
-
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if HUGE_PAGES_TUNABLE in tunables or platform.libc_ver()[0] != "glibc":
-        return
-    try:
-        mode = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
-    except OSError:
-        return
-    if "[never]" in mode or len(sys.orig_argv) < 2:
-        return
-    env = dict(os.environ, GLIBC_TUNABLES=":".join(filter(None, (tunables, f"{HUGE_PAGES_TUNABLE}=1"))))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    with contextlib.suppress(OSError):  # cannot exec (odd interpreter path): run on without
-        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)  # noqa: S606 (our own argv)
 
 
 def _tune_malloc(arenas: int = 2, mmap_threshold: int = 256 * 1024) -> None:
