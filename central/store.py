@@ -443,16 +443,8 @@ class CentralStore(ABC):
             " o.sha256 IS NOT NULL AS blob_stored FROM records r"
             " LEFT JOIN blob_owners o ON o.device = r.device AND o.sha256 = r.blob_sha256"
         )
-        where, args = [], []
-        if device:
-            where.append("r.device = ?")
-            args.append(device)
-        if kind:
-            where.append("r.kind = ?")
-            args.append(kind)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY r.received_utc, r.record_id"
+        where, args = _record_filter(device, kind, "r.")
+        sql += where + " ORDER BY r.received_utc, r.record_id"
         if limit:
             sql += f" LIMIT {int(limit)}"
         with self._tx() as cur:
@@ -462,16 +454,8 @@ class CentralStore(ABC):
 
     def count_records(self, *, device: str | None = None, kind: str | None = None) -> int:
         """How many records ``list_records`` would list without a limit (by device: an index range)."""
-        sql, args = "SELECT COUNT(*) FROM records", []
-        where = []
-        if device:
-            where.append("device = ?")
-            args.append(device)
-        if kind:
-            where.append("kind = ?")
-            args.append(kind)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        where, args = _record_filter(device, kind)
+        sql = "SELECT COUNT(*) FROM records" + where
         with self._tx() as cur:
             return int(self._exec(cur, sql, args).fetchone()[0])
 
@@ -569,3 +553,11 @@ def open_store(url: str, *, create: bool = True) -> CentralStore:
             f"--store {url}: no central store there (a SQLite file made by fieldcap ingest); check the path"
         )
     return SqliteStore(path)
+
+
+def _record_filter(device: str | None, kind: str | None, alias: str = "") -> tuple[str, list[Any]]:
+    """The `` WHERE`` clause (or "") and its arguments for ``central ls``'s --device / --kind."""
+    clauses = [(f"{alias}{col} = ?", value) for col, value in (("device", device), ("kind", kind)) if value]
+    if not clauses:
+        return "", []
+    return " WHERE " + " AND ".join(c for c, _ in clauses), [v for _, v in clauses]

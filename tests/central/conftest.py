@@ -8,6 +8,9 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,23 @@ import pytest
 from click.testing import CliRunner
 
 from central.datasets.commands import agreement_group, export_command, report_command, review_import_command
+
+
+@contextmanager
+def own_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A PostgreSQL database of its own on the session's cluster (dropped after): what one test
+    writes stays out of the others' database."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield admin_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
 
 CLI = click.Group(
     commands={

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from central.cli import central_group
 
-from .conftest import run, sql
+from .conftest import own_database, run, sql
 
 OTHER = "other-02"
 PSEUDONYM = "0a1b2c3d4e5f6071"
@@ -28,18 +28,8 @@ PSEUDONYM = "0a1b2c3d4e5f6071"
 def postgres_url(postgres_url: str) -> Iterator[str]:
     """A database of its own on the session's cluster: the rows, policies and grants made here stay
     out of the other tests' database (roles are cluster-wide, and named for these tests)."""
-    import uuid
-
-    import psycopg
-
-    name = f"access_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        yield postgres_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with own_database(postgres_url, "access") as url:
+        yield url
 
 
 def cli(*args: str, stdin: str | None = None) -> Any:

@@ -9,7 +9,6 @@ captures), so devices differ in what joins to their captures.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ from central.datasets.selection import Filters, load_for, select
 from central.datasets.versions import ensure_schema
 from central.store import CentralStore, open_store
 
-from .conftest import sql
+from .conftest import own_database, sql
 
 COLS = "device, record_id, kind, created_utc, received_utc, blob_sha256, blob_size, body"
 
@@ -33,17 +32,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'central.db'}"
         return
-    import psycopg
-
-    admin = request.getfixturevalue("postgres_url")
-    name = f"pushdown_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        yield admin.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with own_database(request.getfixturevalue("postgres_url"), "pushdown") as url:
+        yield url
 
 
 def _copy(row: tuple[Any, ...], suffix: str, i: int) -> tuple[Any, ...] | None:

@@ -5,7 +5,6 @@ with its data, a newer one is refused, a failed upgrade changes nothing; and the
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,8 @@ from central.migrations import MIGRATIONS, SCHEMA_VERSION
 from central.pgstore import PostgresStore
 from central.store import CentralStore, SqliteStore, open_store
 
+from .conftest import own_database
+
 SHA_A, SHA_B = "a" * 64, "b" * 64
 T0 = "2026-01-01T00:00:00.000000+00:00"
 
@@ -27,17 +28,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'central.db'}"
         return
-    import psycopg
-
-    admin = request.getfixturevalue("postgres_url")
-    name = f"migr_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        yield admin.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with own_database(request.getfixturevalue("postgres_url"), "migr") as url:
+        yield url
 
 
 def store_at(url: str, version: int) -> CentralStore:
