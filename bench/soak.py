@@ -41,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from soak_procs import Proc, SerialFeeder, cpu_seconds, log, peak_rss_mb  # noqa: E402  (bench/ is on sys.path)
+from soak_procs import Proc, SerialFeeder, cpu_seconds, log, memory_breakdown, peak_rss_mb, rss_mb  # noqa: E402  (bench/ is on sys.path)
 
 from central.broker import LocalBroker, free_port, wait_port  # noqa: E402
 from sync.signing import PRIVATE_NAME, PUBLIC_NAME, generate  # noqa: E402
@@ -89,6 +89,9 @@ class Soak:
     rng: random.Random = field(init=False)
     injected: Counter[str] = field(default_factory=Counter)
     max_rss: float = 0.0
+    max_sampled: float = 0.0  # the highest VmRSS a sample saw, and where that memory was
+    at_max: str = ""
+    last_fault: str = ""
     problems: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -306,6 +309,10 @@ receipt_public_key = "{self.keys / PUBLIC_NAME}"
             pid = agent.pid
             if pid:
                 self.max_rss = max(self.max_rss, peak_rss_mb(pid))
+                now = rss_mb(pid)
+                if now > self.max_sampled:
+                    self.max_sampled = now
+                    self.at_max = f"{memory_breakdown(pid)}; last fault: {self.last_fault or 'none yet'}"
 
     # -- faults --------------------------------------------------------------------------
 
@@ -340,6 +347,7 @@ receipt_public_key = "{self.keys / PUBLIC_NAME}"
             hold = self.rng.uniform(2.0, 12.0)
             log(f"fault {sum(self.injected.values()) + 1}: {kind} ({hold:.1f} s)")
             self.injected[kind] += 1
+            self.last_fault = f"{kind} at {at:.0f} s"
             if kind == "agent_kill9":
                 agent.signal(signal.SIGKILL)
                 time.sleep(min(hold, 3.0))
@@ -496,6 +504,7 @@ receipt_public_key = "{self.keys / PUBLIC_NAME}"
             f"agent peak RSS: {self.max_rss:.0f} MB (budget {RSS_BUDGET_MB:.0f})   idle CPU: "
             f"{getattr(self, 'idle_cpu', float('nan')):.2%} (budget {IDLE_CPU_BUDGET:.0%})"
         )
+        print(f"highest sampled RSS: {self.max_sampled:.0f} MB: {self.at_max}")
         if self.problems:
             print(f"BROKEN PROMISES ({len(self.problems)}):")
             for p in self.problems[:50]:

@@ -67,6 +67,39 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def rss_mb(pid: int) -> float:
+    """Current RSS (VmRSS) of the process, 0 when it is gone."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def memory_breakdown(pid: int) -> str:
+    """Where the process's resident memory is, from /proc/PID/smaps: anonymous mappings (the
+    three largest named by size), the malloc heap, and file mappings (libraries) — so a soak
+    over its RSS budget says what to look at."""
+    anon: list[float] = []
+    heap = files = 0.0
+    name = ""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+            head = line.split(maxsplit=5)
+            if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
+                name = head[5] if len(head) == 6 else ""
+            elif line.startswith("Rss:"):
+                mb = int(line.split()[1]) / 1024
+                if name == "[heap]":
+                    heap += mb
+                elif name.startswith("/"):
+                    files += mb
+                else:
+                    anon.append(mb)
+    largest = ", ".join(f"{mb:.0f}" for mb in sorted(anon, reverse=True)[:3])
+    return f"anonymous {sum(anon):.0f} MB (largest {largest} MB), heap {heap:.0f} MB, files {files:.0f} MB"
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -42,12 +42,14 @@ def db(power_or_amplitude: float, *, power: bool) -> float:
 
 
 def peak_dbfs(x: Float32Array) -> FloatArray:
-    return np.array([db(float(v), power=False) for v in np.max(np.abs(x), axis=0)])
+    peak = np.maximum(np.max(x, axis=0), -np.min(x, axis=0))  # |x| without a copy of the take
+    return np.array([db(float(v), power=False) for v in peak])
 
 
 def rms_dbfs(x: Float32Array) -> FloatArray:
     """RMS relative to full scale (a full-scale sine reads -3.01 dBFS)."""
-    power = np.mean(np.square(x, dtype=np.float64), axis=0)
+    # float64 sums, accumulated in buffered blocks instead of a float64 copy of the take
+    power = np.einsum("ij,ij->j", x, x, dtype=np.float64) / max(1, x.shape[0])
     return np.array([db(float(p), power=True) for p in power])
 
 

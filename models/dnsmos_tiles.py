@@ -40,12 +40,13 @@ if TYPE_CHECKING:
 
 STRIDE = 8  # three 2x2 max pools
 HALO = 24  # frames of context per side: the receptive field needs 18, rounded up to STRIDE
-# Output rows per tile: the 112-row map in 4 tiles of <= 272 frames (~33 MB peak instead of the whole
-# graph's ~96 MB). Smaller tiles hold less but recompute more halo: 4 rows (28 tiles of 80 frames,
-# ~8 MB) cost 2.9x the whole graph's CPU, 28 rows ~1.4x (~1.2x with glibc's huge-page malloc), 38 rows
-# ~1.3x but ~8 MB more, which the agent's 250 MB RSS budget does not leave (bench/bench_qc.py,
-# bench/soak.py; BENCHMARKS.md).
-ROWS_PER_TILE = 28
+# Output rows per tile (the 112-row map of a 9 s window), the default of ``[qc] dnsmos_tile_rows``.
+# Smaller tiles hold less but recompute more halo. ``models.dnsmos`` keeps the trunk's activations in
+# onnxruntime's arena, which grows in regions of 1, 2, 4, 8, 16 MB: up to 6 rows (19 tiles of <= 96
+# frames) it settles at ~15 MB for ~1.8x the whole graph's CPU; 8 to 19 rows take the next region
+# (~32 MB), 19 rows (6 tiles) for ~1.2x; 23 rows one more. 6 keeps the agent's peak RSS clear of its
+# 250 MB budget on every machine we ran the soak on (bench/bench_qc.py, bench/soak.py, BENCHMARKS.md).
+ROWS_PER_TILE = 6
 VARIANTS = ("dnsmos-features", "dnsmos-trunk", "dnsmos-head")
 
 F32 = npt.NDArray[np.float32]

@@ -108,11 +108,17 @@ class ModelSession:
         self._derived: dict[str, ModelSession] = {}
         self._derived_lock = threading.Lock()
 
-    def derived(self, variant: str, build: Callable[[pathlib.Path], bytes]) -> ModelSession:
+    def derived(
+        self,
+        variant: str,
+        build: Callable[[pathlib.Path], bytes],
+        tune: Callable[[ort.SessionOptions], None] | None = None,
+    ) -> ModelSession:
         """A sibling session for a graph that an analyzer builds from this model's verified file
         (same weights, other structure, e.g. Silero VAD over a whole sequence), created once with
-        the same providers and options. It keeps this model's manifest and sha256 as provenance.
-        ``build`` errors propagate, so the caller can fall back to this session."""
+        the same providers and options, which ``tune`` may adjust for that graph. It keeps this
+        model's manifest and sha256 as provenance. ``build`` errors propagate, so the caller can
+        fall back to this session."""
         with self._derived_lock:
             cached = self._derived.get(variant)
             if cached is not None:
@@ -120,8 +126,11 @@ class ModelSession:
             if self.path is None:
                 raise ModelLoadError(f"{self.manifest.name}: no model file to build {variant!r} from")
             source = build(self.path)
+            options = self._options()
+            if tune is not None:
+                tune(options)
             try:
-                session = ort.InferenceSession(source, sess_options=self._options(), providers=self.providers)
+                session = ort.InferenceSession(source, sess_options=options, providers=self.providers)
             except Exception as exc:  # onnxruntime raises several unrelated exception types
                 raise ModelLoadError(f"onnxruntime cannot load {variant!r} built from {self.path}: {exc}") from exc
             loaded = ModelSession(self.manifest, session, self.sha256, self.path, self._options)

@@ -188,7 +188,8 @@ class Screener:
         if prof.use_dnsmos and audible:
             session = self._optional("dnsmos", prof, findings, used)
             if session is not None:
-                worst = min(dnsmos.score(session, audio16), key=lambda s: s.ovrl)
+                scored = dnsmos.score(session, audio16, rows_per_tile=self.settings.dnsmos_tile_rows)
+                worst = min(scored, key=lambda s: s.ovrl)
                 metrics.update(
                     dnsmos_ovrl=round(worst.ovrl, 3),
                     dnsmos_sig=round(worst.sig, 3),
@@ -263,7 +264,9 @@ class Screener:
         if not takes:
             raise MediaError("no takes to score")
         mono = [_check_audio(t, sample_rate).mean(axis=1) for t in takes]
-        scores = dnsmos.score_concatenated(self.session("dnsmos"), mono, sample_rate)
+        scores = dnsmos.score_concatenated(
+            self.session("dnsmos"), mono, sample_rate, rows_per_tile=self.settings.dnsmos_tile_rows
+        )
         return {"dnsmos_ovrl": scores.ovrl, "dnsmos_sig": scores.sig, "dnsmos_bak": scores.bak}
 
     # --- visible ------------------------------------------------------------------------------

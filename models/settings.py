@@ -328,6 +328,14 @@ class QcSettings(BaseModel):
     threads: int | None = Field(
         None, ge=1, le=256, description="Intra-op threads per ONNX session; default: ORT's choice."
     )
+    dnsmos_tile_rows: int = Field(
+        6,
+        ge=1,
+        le=112,
+        description="DNSMOS on the CPU runs its convolutions in time tiles of this many output rows (112 per 9 s "
+        "window), the same scores either way: memory against CPU. 6 keeps ~15 MB and costs ~1.8x the whole "
+        "graph's CPU; 19 keeps ~32 MB for ~1.2x (BENCHMARKS.md). The default fits the agent's 250 MB budget.",
+    )
     max_backlog_s: float = Field(
         600.0,
         gt=0,

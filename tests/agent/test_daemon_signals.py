@@ -103,6 +103,10 @@ def test_sigterm_flushes_open_segments_and_exits_in_time(agent: tuple[subprocess
     )
     assert running.returncode in (0, 2), running.stderr
     assert json.loads(running.stdout)["running"] is True
+    # The daemon opts out of transparent huge pages, which would round its RSS up in 2 MB steps.
+    proc_status = Path(f"/proc/{proc.pid}/status").read_text()
+    if "THP_enabled:" in proc_status:  # Linux >= 5.0 reports it
+        assert "THP_enabled:\t0" in proc_status
 
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)

@@ -54,3 +54,58 @@ def test_tiled_scores_equal_the_published_graph(
 def test_a_graph_without_the_structure_is_refused(model_dir: pathlib.Path) -> None:
     with pytest.raises(dnsmos_tiles.TileGraphError, match="ReduceMax"):
         dnsmos_tiles.build(model_dir / "centerface.onnx", "dnsmos-trunk")
+
+
+def _rss_mb() -> float:
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def test_the_trunk_arena_settles(full_screener: Screener) -> None:
+    """The trunk keeps its activations in onnxruntime's arena (no page faults per tile); scoring
+    more windows, of other lengths and levels, must not grow it."""
+    parts = dnsmos.tiled_sessions(full_screener.session("dnsmos"))
+    assert parts is not None
+    features, trunk, _head = parts
+    options = trunk.session.get_session_options()
+    assert options.enable_cpu_mem_arena and not options.enable_mem_pattern
+    assert not features.session.get_session_options().enable_cpu_mem_arena  # the runner's default elsewhere
+    rng = np.random.default_rng(7)
+
+    def some_audio(seconds: float) -> npt.NDArray[np.float32]:
+        return (rng.standard_normal((int(seconds * 16000), 1)) * rng.uniform(0.001, 0.5)).astype(np.float32)
+
+    dnsmos.score(full_screener.session("dnsmos"), some_audio(20))  # the arena grows to its working size
+    settled = _rss_mb()
+    for seconds in (9.5, 30, 4, 18, 27, 2, 45):
+        dnsmos.score(full_screener.session("dnsmos"), some_audio(seconds))
+    assert _rss_mb() - settled < 6, f"RSS grew from {settled:.0f} MB to {_rss_mb():.0f} MB"
+
+
+def test_the_tile_rows_setting_reaches_scoring_and_changes_no_score(
+    model_dir: pathlib.Path, speech: Callable[[str], npt.NDArray[np.float32]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``[qc] dnsmos_tile_rows`` trades memory for CPU only: the tiles it asks for are the ones run,
+    and the scores are those of the default tiles."""
+    from models.settings import QcSettings
+
+    take = speech("en")[:, None]
+    default = Screener(model_dir=model_dir).audio(take, 48000).metrics
+    seen: list[int] = []
+    pooled_max = dnsmos_tiles.pooled_max
+
+    def spy(
+        run: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]],
+        spectrogram: npt.NDArray[np.float32],
+        rows: int = 0,
+    ) -> npt.NDArray[np.float32]:
+        seen.append(rows)
+        return pooled_max(run, spectrogram, rows)
+
+    monkeypatch.setattr(dnsmos_tiles, "pooled_max", spy)
+    wide = Screener(QcSettings(dnsmos_tile_rows=19), model_dir=model_dir).audio(take, 48000).metrics
+    assert seen and set(seen) == {19}
+    for key in ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak"):
+        assert wide[key] == pytest.approx(default[key], abs=2e-3), key
