@@ -36,9 +36,9 @@ PRIORITY = {
 
 
 # Page cache per connection, in KiB as SQLite counts it (negative). The daemon holds a connection
-# per thread (writers, QC, sync, housekeeping...), and SQLite's default 2 MiB each added up to a
-# tenth of the agent's RSS budget; the OS page cache still holds the file, so a miss costs a read
-# from memory, not from the disk.
+# per thread (writers, QC, sync, retention...), and SQLite's default of 2 MiB each can reach ~16 MB
+# once a device's catalog outgrows them; the OS page cache still holds the file, so a miss costs a
+# read from memory, not from the disk (bench/bench_catalog_scale.py: the same query times).
 CACHE_KIB = -512
 
 

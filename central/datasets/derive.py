@@ -9,7 +9,9 @@ exported unchanged), ``derived/KEY.trim+normalize.wav``:
   powers summed, as pyloudnorm measures a file) is the target (-23 LUFS, EBU R128, by default),
   then a linked look-ahead peak limiter (5 ms attack and release, a minimum filter smoothed by a
   moving average, so the gain is always at or under what each sample needs) keeps every sample at
-  or under the peak limit; the gain is re-fitted after limiting, a few rounds.
+  or under the peak limit; the gain is re-fitted after limiting, along the slope the rounds measure
+  (on a peaky take a dB of gain adds far less than 1 LU once the limiter works), until the loudness
+  is within 0.05 LU; the manifest records the loudness reached.
 
 A speech take is an audio capture whose verdict has trim points (the VAD found speech). Each
 derived file is screened again by ``models.Screener`` with the take's QC profile; the lineage of
@@ -42,7 +44,8 @@ from models.screener import Screener
 
 METHOD = "fieldcap.derive/1"  # part of the fingerprints: a new method rewrites derived files
 LIMITER_S = 0.005
-ROUNDS = 8
+ROUNDS = 16
+MAX_STEP_DB = 12.0
 TOLERANCE_LU = 0.05
 
 Audio = npt.NDArray[np.float64]
@@ -99,13 +102,22 @@ def normalize(x: Audio, sample_rate: int, target_lufs: float, peak_dbfs: float) 
         raise DatasetError("silent: no loudness to normalise")
     ceiling = 10 ** (peak_dbfs / 20)
     gain_db = target_lufs - before
-    limited, out = 0, x
+    limited, out, reached, applied = 0, x, before, gain_db
+    previous: tuple[float, float] | None = None  # (gain, loudness reached) of the round before
     for _ in range(ROUNDS):
-        out, limited = _limit(x * 10 ** (gain_db / 20), ceiling, sample_rate)
+        applied = gain_db
+        out, limited = _limit(x * 10 ** (applied / 20), ceiling, sample_rate)
         reached = audio_metrics.programme_loudness_lufs(out.astype(np.float32), sample_rate)
         if abs(reached - target_lufs) < TOLERANCE_LU or not limited:
             break
-        gain_db += target_lufs - reached
+        # The more the limiter works, the less a dB of gain adds (a peaky take: far less than 1 LU):
+        # step along the slope the last two rounds measured (secant), not 1 LU per dB; at most
+        # MAX_STEP_DB a round.
+        slope = 1.0
+        if previous is not None and applied != previous[0]:
+            slope = min(1.0, max(0.05, (reached - previous[1]) / (applied - previous[0])))
+        previous = (applied, reached)
+        gain_db = applied + max(-MAX_STEP_DB, min(MAX_STEP_DB, (target_lufs - reached) / slope))
     out = np.clip(out, -ceiling, ceiling)
     return out, {
         "op": "normalize",
@@ -113,7 +125,8 @@ def normalize(x: Audio, sample_rate: int, target_lufs: float, peak_dbfs: float) 
         "peak_limit_dbfs": peak_dbfs,
         "measure": "BS.1770-4 integrated, channels summed",
         "loudness_before_lufs": round(before, 3),
-        "gain_db": round(gain_db, 3),
+        "gain_db": round(applied, 3),
+        "loudness_after_lufs": round(reached, 3),
         "limiter": {"attack_release_s": LIMITER_S, "samples_limited": limited},
     }
 
