@@ -41,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from soak_procs import Proc, SerialFeeder, cpu_seconds, log, memory_breakdown, peak_rss_mb, rss_mb  # noqa: E402  (bench/ is on sys.path)
+from soak_procs import Proc, SerialFeeder, cpu_seconds, log, memory_breakdown, rss_mb  # noqa: E402  (bench/ is on sys.path)
 
 from central.broker import LocalBroker, free_port, wait_port  # noqa: E402
 from sync.signing import PRIVATE_NAME, PUBLIC_NAME, generate  # noqa: E402
@@ -308,8 +308,8 @@ receipt_public_key = "{self.keys / PUBLIC_NAME}"
         while not stop.wait(1.0):
             pid = agent.pid
             if pid:
-                self.max_rss = max(self.max_rss, peak_rss_mb(pid))
-                now = rss_mb(pid)
+                now, peak = rss_mb(pid)
+                self.max_rss = max(self.max_rss, peak)
                 if now > self.max_sampled:
                     self.max_sampled = now
                     self.at_max = f"{memory_breakdown(pid)}; last fault: {self.last_fault or 'none yet'}"

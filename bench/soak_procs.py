@@ -57,23 +57,16 @@ class Proc:
         return self.p.pid if self.alive() and self.p is not None else None
 
 
-def peak_rss_mb(pid: int) -> float:
-    """Peak RSS of the process so far (VmHWM: the kernel's high-water mark, so a spike between
-    two samples is not missed)."""
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of the process in MB, (0, 0) when it is gone. The peak is VmHWM, the
+    kernel's high-water mark, so a spike between two samples is not missed."""
+    found = {"VmRSS:": 0.0, "VmHWM:": 0.0}
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def rss_mb(pid: int) -> float:
-    """Current RSS (VmRSS) of the process, 0 when it is gone."""
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+            key = line.split(maxsplit=1)[0] if line else ""
+            if key in found:
+                found[key] = int(line.split()[1]) / 1024
+    return found["VmRSS:"], found["VmHWM:"]
 
 
 def memory_breakdown(pid: int) -> str:
